@@ -1,0 +1,61 @@
+"""Celery settings for hours-long GPU runs on kombu's MongoDB transport.
+
+Read by `tasks/__init__.py` (`app.config_from_object("celeryconfig")`). Values that depend on
+the deployment come from the environment through `orchestrator.settings`.
+
+Why these settings (see ../shared/FACTS.md for what was seen on this transport):
+- The broker is not the record of a run. kombu's MongoDB transport deletes a message when a
+  worker fetches it; a SIGKILLed pod loses it whatever we set. The run document, its claim with
+  a lease, and the sweeper make runs crash-safe; these settings only narrow the window.
+- No result backend: the run document is the record, and Celery's MongoDB backend would grow
+  forever (it has no expiry). `task_ignore_result` keeps Celery from trying to store results.
+"""
+
+from orchestrator.embedded_broker import register as _register_embedded_broker
+from orchestrator.settings import Settings
+
+_register_embedded_broker()
+_settings = Settings.from_env()
+
+#: MongoDB is the broker: kombu's transport, same database as the state (collections
+#: `messages`, `messages.routing`, `messages.broadcast`). mongomock:// is the embedded demo.
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Seconds between polls of an empty queue. kombu's default of 1 s adds up to a second to
+    # every dispatch; 0.1 s costs one indexed find-and-delete per 100 ms per worker.
+    "polling_interval": _settings.broker_polling_interval_s,
+    # Fail a connect in seconds (server selection is bounded in `broker_url` itself).
+    "connect_timeout": _settings.mongodb_timeout_s,
+    # No "ttl": kombu would create TTL indexes, which FerretDB refuses at connect time.
+}
+
+result_backend = None
+task_ignore_result = True
+
+#: GPU work goes to the `gpu` queue only; the dispatcher also names the run's queue explicitly.
+task_routes = {"tasks.run_experiment": {"queue": "gpu"}}
+task_default_queue = "default"
+task_queue_max_priority = 9
+task_default_priority = 5
+
+#: Acknowledge after the run, so a clean shutdown or a killed pool child puts the message back;
+#: with prefetch 1 a killed worker loses only the running task (the sweeper recovers that run).
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+#: One run at a time per pod (one GPU); a fresh child per run frees GPU memory held by a library.
+worker_concurrency = 1
+worker_max_tasks_per_child = 1
+
+#: Task events, so `celery events` and Flower's task view show runs as they start and end.
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_serializer = "json"
+accept_content = ["json"]
+#: GPU runs are never scheduled with eta/countdown: those messages live in worker memory and
+#: die with it. The dispatcher's `notBefore` on the run document does that job instead.
+timezone = "UTC"
+enable_utc = True
+worker_hijack_root_logger = False

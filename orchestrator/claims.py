@@ -1,0 +1,72 @@
+"""Claims: which pod owns which attempt of a run, and its lease.
+
+Exactly-once rests on a unique-key insert (`_id` = "{run_id}:{attempt}"), the one primitive every
+MongoDB-wire server makes atomic (FerretDB's find-and-modify is not). The lease lives on the
+claim and only the owning worker renews it; the sweeper ends an expired claim by setting
+`releasedAt`, after which the owner's renewal fails and it stops.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from orchestrator.db import utcnow
+
+
+def claim_id(run_id: str, attempt: int) -> str:
+    return f"{run_id}:{attempt}"
+
+
+def claim_attempt(db: Database, run_id: str, attempt: int, pod_id: str, lease_s: float) -> dict[str, Any] | None:
+    """Claim an attempt; None when another delivery already owns it (a duplicate message)."""
+    now = utcnow()
+    claim = {
+        "_id": claim_id(run_id, attempt),
+        "runId": run_id,
+        "attempt": attempt,
+        "podId": pod_id,
+        "claimedAt": now,
+        "leaseExpiresAt": now + timedelta(seconds=lease_s),
+        "releasedAt": None,
+    }
+    try:
+        db.claims.insert_one(claim)
+    except DuplicateKeyError:
+        return None
+    return claim
+
+
+def renew_lease(db: Database, run_id: str, attempt: int, pod_id: str, lease_s: float) -> bool:
+    """Extend our lease; False means it is no longer ours (the sweeper ended it): stop work."""
+    result = db.claims.update_one(
+        {"_id": claim_id(run_id, attempt), "podId": pod_id, "releasedAt": None},
+        {"$set": {"leaseExpiresAt": utcnow() + timedelta(seconds=lease_s)}},
+    )
+    return result.matched_count == 1
+
+
+def release(db: Database, run_id: str, attempt: int, pod_id: str, reason: str = "finished") -> None:
+    """The owner is done with the attempt (finished, failed or canceled)."""
+    db.claims.update_one(
+        {"_id": claim_id(run_id, attempt), "podId": pod_id, "releasedAt": None},
+        {"$set": {"releasedAt": utcnow(), "releaseReason": reason}},
+    )
+
+
+def expire(db: Database, run_id: str, attempt: int, now: datetime) -> bool:
+    """The sweeper ends a claim whose lease ran out; True if this caller ended it.
+
+    Guarded on the lease still being expired, so a renewal that landed first wins."""
+    result = db.claims.update_one(
+        {"_id": claim_id(run_id, attempt), "releasedAt": None, "leaseExpiresAt": {"$lt": now}},
+        {"$set": {"releasedAt": now, "releaseReason": "lease expired"}},
+    )
+    return result.modified_count == 1
+
+
+def get_claim(db: Database, run_id: str, attempt: int) -> dict[str, Any] | None:
+    return db.claims.find_one({"_id": claim_id(run_id, attempt)})

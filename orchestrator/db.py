@@ -1,0 +1,168 @@
+"""MongoDB access for every process: one client per URL, the indexes, and what the server can do.
+
+Code is written for real MongoDB and degrades on servers that lack a feature (FerretDB has no
+TTL expiry and no change streams); it never assumes the weaker server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pymongo
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+from pymongo.errors import OperationFailure, PyMongoError
+
+from orchestrator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Dedup records live this long; a resend older than that is applied again (mappers are idempotent).
+EVENTS_SEEN_TTL_S = 7 * 24 * 3600
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def utcnow() -> datetime:
+    """Aware UTC now, millisecond precision (what BSON stores), so round trips compare equal."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+EMBEDDED = "mongomock"
+
+
+def client_for(settings: Settings) -> Any:
+    """The process-wide client for `settings.mongodb_url`. Every `mongomock://` URL shares one
+    in-process store, so the demo's ingest app, worker, broker and dispatcher see one database."""
+    if settings.embedded:
+        return embedded_client()
+    key = settings.mongodb_url
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _new_client(settings)
+            _clients[key] = client
+        return client
+
+
+def embedded_client() -> Any:
+    """The in-process mongomock client (created on first use), for the embedded broker."""
+    with _clients_lock:
+        client = _clients.get(EMBEDDED)
+        if client is None:
+            import mongomock
+
+            client = _clients[EMBEDDED] = mongomock.MongoClient(tz_aware=True)
+        return client
+
+
+def _new_client(settings: Settings) -> Any:
+    timeout_ms = int(settings.mongodb_timeout_s * 1000)
+    return pymongo.MongoClient(
+        settings.mongodb_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname=f"ai-scientist-orchestrator/{settings.pod_id}",
+    )
+
+
+def get_db(settings: Settings) -> Database:
+    """The database named by the URL's path."""
+    return client_for(settings)[settings.database]
+
+
+def forget_clients() -> None:
+    """Close and drop every cached client (tests, and the child side of a fork)."""
+    with _clients_lock:
+        for client in _clients.values():
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a dead client must not mask the caller's error
+                pass
+        _clients.clear()
+
+
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What the connected server can do, probed once at start."""
+
+    name: str
+    version: str
+    change_streams: bool
+    ttl: bool
+
+    @property
+    def is_ferretdb(self) -> bool:
+        return self.name == "FerretDB"
+
+
+def probe_features(db: Database) -> ServerFeatures:
+    """Ask the server what it is. FerretDB answers buildInfo with a `ferretdbVersion` field."""
+    if type(db.client).__module__.startswith("mongomock"):
+        return ServerFeatures(name="mongomock", version="embedded", change_streams=False, ttl=False)
+    info = db.client.admin.command("buildInfo")
+    ferret = "ferretdbVersion" in info or "ferretdb" in str(info.get("ferretdbFeatures", "")).lower()
+    name = "FerretDB" if ferret else "MongoDB"
+    hello = db.client.admin.command("hello")
+    change_streams = not ferret and "setName" in hello
+    return ServerFeatures(name=name, version=str(info.get("version", "?")), change_streams=change_streams, ttl=not ferret)
+
+
+def _indexes() -> dict[str, list[IndexModel]]:
+    return {
+        "hypotheses": [IndexModel([("createdAt", DESCENDING)], name="createdAt")],
+        "runs": [
+            IndexModel([("status", ASCENDING), ("priority", DESCENDING), ("createdAt", ASCENDING)], name="status_priority_createdAt"),
+            IndexModel([("createdAt", DESCENDING)], name="createdAt"),
+            IndexModel([("hypothesisId", ASCENDING)], name="hypothesisId"),
+        ],
+        "claims": [IndexModel([("runId", ASCENDING), ("attempt", ASCENDING)], name="runId_attempt")],
+        "stages": [IndexModel([("runId", ASCENDING), ("index", ASCENDING)], name="runId_index")],
+        "events": [
+            IndexModel([("runId", ASCENDING), ("seq", ASCENDING)], name="runId_seq"),
+            IndexModel([("type", ASCENDING), ("receivedAt", DESCENDING)], name="type_receivedAt"),
+        ],
+        "events_seen": [
+            IndexModel([("source", ASCENDING), ("eventId", ASCENDING)], name="source_eventId", unique=True),
+        ],
+        "artifacts": [
+            IndexModel([("runId", ASCENDING), ("createdAt", ASCENDING)], name="runId_createdAt"),
+        ],
+        "validations": [IndexModel([("runId", ASCENDING), ("createdAt", DESCENDING)], name="runId_createdAt")],
+    }
+
+
+def _ttl_index() -> IndexModel:
+    return IndexModel([("processedAt", ASCENDING)], name="processedAt_ttl", expireAfterSeconds=EVENTS_SEEN_TTL_S)
+
+
+def ensure_indexes(db: Database) -> list[str]:
+    """Create every index; safe to call from every process at every start.
+
+    Returns the warnings for features the server lacks (each is also logged), instead of
+    crashing: FerretDB v1 answers a TTL index with NotImplemented, so there events_seen is
+    not expired and the warning says how to prune it.
+    """
+    warnings: list[str] = []
+    for collection, models in _indexes().items():
+        try:
+            db[collection].create_indexes(models)
+        except PyMongoError as exc:
+            raise type(exc)(f"creating indexes on {collection}: {exc}") from exc
+    try:
+        db["events_seen"].create_indexes([_ttl_index()])
+    except (OperationFailure, NotImplementedError) as exc:
+        warning = (
+            f"server cannot expire events_seen (TTL index refused: {exc}); dedup records are kept "
+            "until pruned with `manage-runs prune-seen`"
+        )
+        log.warning(warning)
+        warnings.append(warning)
+    return warnings

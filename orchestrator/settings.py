@@ -1,0 +1,221 @@
+"""Settings for every process, read once from the environment.
+
+Each value is checked at start-up: a malformed one raises `SettingsError` naming the variable,
+its value and what would be accepted, so a pod fails at boot and not an hour into a run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, fields
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from orchestrator.errors import SettingsError
+
+DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set it to a number such as {default}.") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}.")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}.") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}.")
+    return value
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false.")
+
+
+def _mongodb_url(env: Mapping[str, str]) -> tuple[str, str]:
+    """Return the URL and its database name (the URL's path, as the issue asks)."""
+    url = _text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
+    assert url is not None
+    parts = urlsplit(url)
+    if parts.scheme not in ("mongodb", "mongodb+srv", "mongomock"):
+        raise SettingsError(
+            f"MONGODB_URL={url!r} must start with mongodb://, mongodb+srv:// or mongomock:// "
+            "(mongomock:// is the in-process embedded database for the demo and unit tests)."
+        )
+    database = parts.path.lstrip("/")
+    if not database:
+        raise SettingsError(
+            f"MONGODB_URL={url!r} names no database; add it as the path, e.g. {DEFAULT_MONGODB_URL}."
+        )
+    if "/" in database or "." in database or " " in database:
+        raise SettingsError(f"MONGODB_URL={url!r}: {database!r} is not a valid database name.")
+    return url, database
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = _text(env, name, default)
+    assert url is not None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name}={url!r} must be an http:// or https:// URL, e.g. {default}.")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of every process. Units are in the names: _s seconds, _bytes bytes."""
+
+    mongodb_url: str
+    database: str
+    #: Base URL of the ingest app; the worker posts events to {ingest_url}/api/ingest/events.
+    ingest_url: str
+    #: Bearer token the worker sends and the ingest app requires. Never logged.
+    ingest_token: str | None
+    #: "required" (default) or "disabled" for an open development mode.
+    ingest_auth: str
+    #: Optional Standard Webhooks secret (whsec_...); when set, ingest also accepts signed requests.
+    ingest_webhook_secret: str | None
+    minio_endpoint: str | None
+    minio_access_key: str | None
+    minio_secret_key: str | None
+    minio_bucket: str
+    minio_secure: bool
+    #: Where artifacts go when no MINIO_ENDPOINT is set (the embedded demo).
+    artifact_dir: str
+    pod_id: str
+    #: Server selection timeout: how long a call waits for an unreachable MongoDB before failing.
+    mongodb_timeout_s: float
+    #: How often the broker polls MongoDB for a message. kombu's default of 1 s would add up
+    #: to a second to every dispatch; 0.1 s costs one indexed query per 100 ms per worker.
+    broker_polling_interval_s: float
+    #: Dispatcher sweep interval when the server has no change streams (FerretDB, standalone).
+    dispatch_interval_s: float
+    #: Worker heartbeat: lease renewal, ai.run.heartbeat and the cancel check.
+    heartbeat_interval_s: float
+    #: Lease length: a worker silent this long is presumed dead and its run is requeued.
+    lease_s: float
+    #: After a cancel is seen, how long the pipeline has to reach a checkpoint before it is interrupted.
+    cancel_grace_s: float
+    #: A SCHEDULED run with no claim after this long is dispatched again (lost broker message).
+    schedule_timeout_s: float
+    #: Default attempts per run (first try plus retries).
+    max_attempts: int
+    #: Directory for the worker's durable event spool.
+    spool_dir: str
+    #: Directory where runs write their files before upload (one subfolder per run and attempt).
+    work_dir: str
+    #: Ingest limits: whole body, events in one batch, one NDJSON line.
+    max_body_bytes: int
+    max_batch_events: int
+    max_line_bytes: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read and check every setting; raise `SettingsError` on the first bad one."""
+        env = os.environ if env is None else env
+        url, database = _mongodb_url(env)
+        auth = (_text(env, "INGEST_AUTH", "required") or "required").lower()
+        if auth not in ("required", "disabled"):
+            raise SettingsError(f"INGEST_AUTH={auth!r} must be 'required' or 'disabled'.")
+        settings = cls(
+            mongodb_url=url,
+            database=database,
+            ingest_url=_http_url(env, "INGEST_URL", "http://127.0.0.1:8000"),
+            ingest_token=_text(env, "INGEST_TOKEN", None),
+            ingest_auth=auth,
+            ingest_webhook_secret=_text(env, "INGEST_WEBHOOK_SECRET", None),
+            minio_endpoint=_text(env, "MINIO_ENDPOINT", None),
+            minio_access_key=_text(env, "MINIO_ACCESS_KEY", None),
+            minio_secret_key=_text(env, "MINIO_SECRET_KEY", None),
+            minio_bucket=_text(env, "MINIO_BUCKET", "ai-scientist") or "ai-scientist",
+            minio_secure=_boolean(env, "MINIO_SECURE", False),
+            artifact_dir=_text(env, "ARTIFACT_DIR", os.path.abspath("artifacts")) or "artifacts",
+            pod_id=_text(env, "POD_ID", socket.gethostname()) or "pod",
+            mongodb_timeout_s=_number(env, "MONGODB_TIMEOUT_S", 5.0, minimum=0.1),
+            broker_polling_interval_s=_number(env, "BROKER_POLLING_INTERVAL_S", 0.1, minimum=0.01),
+            dispatch_interval_s=_number(env, "DISPATCH_INTERVAL", 1.0, minimum=0.01),
+            heartbeat_interval_s=_number(env, "HEARTBEAT_INTERVAL_S", 15.0, minimum=0.05),
+            lease_s=_number(env, "LEASE_S", 90.0, minimum=0.1),
+            cancel_grace_s=_number(env, "CANCEL_GRACE_S", 30.0, minimum=0.0),
+            schedule_timeout_s=_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
+            max_attempts=_integer(env, "MAX_ATTEMPTS", 3),
+            spool_dir=_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",
+            work_dir=_text(env, "WORK_DIR", os.path.abspath("work")) or "work",
+            max_body_bytes=_integer(env, "INGEST_MAX_BODY_BYTES", 5 * 1024 * 1024),
+            max_batch_events=_integer(env, "INGEST_MAX_BATCH_EVENTS", 1000),
+            max_line_bytes=_integer(env, "INGEST_MAX_LINE_BYTES", 256 * 1024),
+        )
+        settings._check_consistency()
+        return settings
+
+    def _check_consistency(self) -> None:
+        if self.lease_s <= self.heartbeat_interval_s:
+            raise SettingsError(
+                f"LEASE_S={self.lease_s} must be longer than HEARTBEAT_INTERVAL_S="
+                f"{self.heartbeat_interval_s}, or every lease expires before it is renewed."
+            )
+        if self.minio_endpoint and not (self.minio_access_key and self.minio_secret_key):
+            raise SettingsError("MINIO_ENDPOINT is set but MINIO_ACCESS_KEY or MINIO_SECRET_KEY is not.")
+
+    @property
+    def embedded(self) -> bool:
+        """True for mongomock://: everything runs in one process with no services."""
+        return self.mongodb_url.startswith("mongomock://")
+
+    @property
+    def broker_url(self) -> str:
+        """The MongoDB URL for kombu, with server selection bounded so an unreachable server
+        fails a connect in `mongodb_timeout_s` instead of pymongo's 30 s."""
+        if self.embedded or "serverselectiontimeoutms" in self.mongodb_url.lower():
+            return self.mongodb_url
+        joiner = "&" if "?" in self.mongodb_url else "?"
+        return f"{self.mongodb_url}{joiner}serverSelectionTimeoutMS={int(self.mongodb_timeout_s * 1000)}"
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as a dict with secrets masked, for start-up logs."""
+        secret = {"ingest_token", "minio_secret_key", "ingest_webhook_secret"}
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.name in secret and value else value
+        out["mongodb_url"] = _without_password(self.mongodb_url)
+        return out
+
+
+def _without_password(url: str) -> str:
+    """mongodb://user:secret@host/db -> mongodb://user:***@host/db."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,85 @@
+"""Fixtures for both lanes. Unit lane: `mock_db` (mongomock). Integration lane: `real_server`
+(one FerretDB process per session, or MONGODB_TEST_URL) and `real_db` (a fresh database per
+test module)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import mongomock
+import pymongo
+import pytest
+
+from orchestrator import db as dbmod
+from orchestrator.settings import Settings
+from tests.servers import MongoServer
+
+
+def make_settings(**env: str) -> Settings:
+    """Settings for a test: embedded database and short intervals unless overridden."""
+    base = {
+        "MONGODB_URL": f"mongomock://localhost/test_{uuid.uuid4().hex[:8]}",
+        "INGEST_TOKEN": "test-token",
+        "POD_ID": "pod-test",
+        "HEARTBEAT_INTERVAL_S": "0.2",
+        "LEASE_S": "2",
+        "CANCEL_GRACE_S": "1",
+        "MONGODB_TIMEOUT_S": "2",
+    }
+    base.update(env)
+    return Settings.from_env(base)
+
+
+@pytest.fixture
+def mock_db() -> Iterator[pymongo.database.Database]:
+    """A fresh mongomock database with every index created."""
+    database = mongomock.MongoClient(tz_aware=True)["unit"]
+    dbmod.ensure_indexes(database)
+    yield database
+
+
+@pytest.fixture(scope="session")
+def real_server() -> Iterator[MongoServer]:
+    server = MongoServer(os.environ.get("MONGODB_TEST_URL") or None)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def real_db(real_server: MongoServer, request: pytest.FixtureRequest) -> Iterator[pymongo.database.Database]:
+    """A fresh database on the real server for one test module, dropped afterwards."""
+    name = f"t_{request.module.__name__.rsplit('.', 1)[-1][:30]}_{uuid.uuid4().hex[:6]}"
+    client = pymongo.MongoClient(real_server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
+    database = client[name]
+    dbmod.ensure_indexes(database)
+    yield database
+    try:
+        client.drop_database(name)
+    except pymongo.errors.PyMongoError:
+        pass
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the real server carries the `realserver` marker, so
+    `pytest -m realserver` and `-m "not realserver"` select the two lanes."""
+    for item in items:
+        if "real_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realserver)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report each lane's count on its own line, so a silently skipped lane shows."""
+    counts: dict[str, dict[str, int]] = {"unit": {}, "integration": {}}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup") or (outcome == "passed" and report.when != "call"):
+                continue
+            lane = "integration" if "realserver" in getattr(report, "keywords", {}) else "unit"
+            counts[lane][outcome] = counts[lane].get(outcome, 0) + 1
+    for lane, by_outcome in counts.items():
+        text = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items())) or "no tests"
+        terminalreporter.write_line(f"{lane} lane: {text}")
