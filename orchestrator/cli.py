@@ -1,0 +1,265 @@
+"""`manage-runs`: the operator's command line.
+
+Human output uses rich tables; `--json` on every command prints machine-readable JSON instead.
+Exit codes: 0 done, 1 unexpected error, 2 usage error, 3 unknown id, 4 illegal action for the
+run's status, 5 database unreachable, 6 the demo run failed, was canceled or timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import click
+from pymongo.errors import ConnectionFailure
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator import queries
+from orchestrator.db import ensure_indexes, get_db
+from orchestrator.errors import NotFound, SettingsError, TransitionError
+from orchestrator.live import run_view
+from orchestrator.runs import cancel_run, create_hypothesis_and_run, retry_run
+from orchestrator.serialize import jsonable
+from orchestrator.settings import Settings
+from orchestrator.statuses import TERMINAL, RunStatus
+
+EXIT_NOT_FOUND, EXIT_ILLEGAL, EXIT_NO_DATABASE, EXIT_RUN_DID_NOT_FINISH = 3, 4, 5, 6
+#: A run in these statuses has stopped changing (AWAITING_HUMAN waits for a person).
+SETTLED = {s.value for s in TERMINAL} | {RunStatus.AWAITING_HUMAN.value}
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class Ctx:
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self._db: Any = None
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    @property
+    def db(self) -> Any:
+        if self._db is None:
+            self._db = get_db(self.settings)
+            ensure_indexes(self._db)
+        return self._db
+
+    def out(self, data: Any, human: Callable[[], Any]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(jsonable(data), indent=2, sort_keys=True))
+        else:
+            rendered = human()
+            if rendered is not None:
+                console.print(rendered)
+
+
+def _fail(message: str, code: int) -> None:
+    errors.print(f"[red]error:[/red] {message}")
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """Turns the project's errors into one clear line and a meaningful exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NotFound as exc:
+            _fail(str(exc), EXIT_NOT_FOUND)
+        except TransitionError as exc:
+            _fail(str(exc), EXIT_ILLEGAL)
+        except SettingsError as exc:
+            _fail(str(exc), 2)
+        except ConnectionFailure as exc:
+            url = Settings.from_env().redacted()["mongodb_url"]
+            _fail(f"MongoDB at {url} is unreachable ({type(exc).__name__}); check MONGODB_URL and that the server is up", EXIT_NO_DATABASE)
+
+
+@click.group(cls=Group)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def main(ctx: click.Context, as_json: bool) -> None:
+    """Operate AI-Scientist runs: list, inspect, follow, enqueue, cancel, retry, sweep, demo."""
+    ctx.obj = Ctx(as_json)
+
+
+@main.command("list")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), help="Only runs in this status.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_obj
+def list_runs(obj: Ctx, status: str | None, limit: int) -> None:
+    """Newest runs first."""
+    query = {"status": status} if status else {}
+    runs = list(obj.db.runs.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit))
+
+    def table() -> Table:
+        t = Table(title=f"runs{f' ({status})' if status else ''}")
+        for column in ("run", "status", "attempt", "stage", "pod", "created"):
+            t.add_column(column)
+        for run in runs:
+            stage = run.get("currentStage") or {}
+            t.add_row(run["_id"], run["status"], str(run.get("attempt", 0)),
+                      f"{stage.get('name', '')} {stage.get('progress', 0):.0%}" if stage else "",
+                      str(run.get("claimedBy") or ""), str(jsonable(run.get("createdAt"))))
+        return t
+
+    obj.out(runs, table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_obj
+def show(obj: Ctx, run_id: str) -> None:
+    """Status, attempt, pod, stages, metrics, last events, artifacts and error of one run."""
+    run = queries.run_detail(obj.db, run_id)
+    obj.out(run, lambda: run_view(run))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--timeout", type=float, default=0, help="Give up after this many seconds (0: never).")
+@click.pass_obj
+def tail(obj: Ctx, run_id: str, interval: float, timeout: float) -> None:
+    """Follow a run live until it ends. With --json, print each new event as one JSON line."""
+    follow(obj, run_id, interval=interval, timeout=timeout)
+
+
+def follow(obj: Ctx, run_id: str, *, interval: float, timeout: float) -> dict[str, Any]:
+    """Poll the run and its events until it settles; returns the final run detail."""
+    deadline = time.monotonic() + timeout if timeout else None
+    last_seq = -1
+    run = queries.run_detail(obj.db, run_id)
+    live = None if obj.as_json else Live(run_view(run), console=console, refresh_per_second=4)
+    if live:
+        live.start()
+    try:
+        while True:
+            for event in queries.events_after(obj.db, run_id, last_seq):
+                last_seq = max(last_seq, int(event.get("seq") or 0))
+                if obj.as_json:
+                    click.echo(json.dumps(jsonable(event), sort_keys=True))
+            run = queries.run_detail(obj.db, run_id)
+            if live:
+                live.update(run_view(run))
+            if run["status"] in SETTLED or (deadline and time.monotonic() > deadline):
+                return run
+            time.sleep(interval)
+    finally:
+        if live:
+            live.stop()
+
+
+@main.command()
+@click.option("--title", required=True)
+@click.option("--idea", required=True, help="The hypothesis text the pipeline works from.")
+@click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True)
+@click.option("--pipeline", default="demo", show_default=True)
+@click.option("--queue", default="gpu", show_default=True)
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Default: MAX_ATTEMPTS.")
+@click.pass_obj
+def enqueue(obj: Ctx, title: str, idea: str, priority: int, pipeline: str, queue: str, max_attempts: int | None) -> None:
+    """Insert a hypothesis and its QUEUED run, as the frontend does."""
+    hypothesis_id, run_id = create_hypothesis_and_run(
+        obj.db, title, idea, priority=priority, pipeline=pipeline, queue=queue,
+        max_attempts=max_attempts or obj.settings.max_attempts,
+    )
+    obj.out({"hypothesisId": hypothesis_id, "runId": run_id}, lambda: f"queued run {run_id} (hypothesis {hypothesis_id})")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--reason", default=None)
+@click.pass_obj
+def cancel(obj: Ctx, run_id: str, reason: str | None) -> None:
+    """Cancel now if not started; else ask the worker to stop at its next checkpoint."""
+    run = cancel_run(obj.db, run_id, by="manage-runs", reason=reason)
+    message = "canceled" if run["status"] == "CANCELED" else "cancel requested; the worker stops at its next checkpoint"
+    obj.out(run, lambda: f"run {run_id}: {message}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_obj
+def retry(obj: Ctx, run_id: str) -> None:
+    """FAILED or CANCELED -> QUEUED (the dispatcher sends the next attempt)."""
+    run = retry_run(obj.db, run_id)
+    obj.out(run, lambda: f"run {run_id} queued again (next attempt {int(run.get('attempt', 0)) + 1})")
+
+
+@main.command("stats")
+@click.pass_obj
+def show_stats(obj: Ctx) -> None:
+    """Runs per status, queue depth, age of the oldest queued run, pods seen in the last minute."""
+    data = queries.stats(obj.db)
+
+    def table() -> Table:
+        t = Table(title="orchestrator")
+        t.add_column("what")
+        t.add_column("value", justify="right")
+        for status, n in data["runsByStatus"].items():
+            t.add_row(f"runs {status}", str(n))
+        for queue, n in sorted(data["queueDepth"].items()):
+            t.add_row(f"messages in queue {queue}", str(n))
+        t.add_row("oldest queued run (s)", str(data["oldestQueuedAgeS"] if data["oldestQueuedAgeS"] is not None else "-"))
+        t.add_row("pods seen in the last minute", ", ".join(data["podsSeenLastMinute"]) or "-")
+        return t
+
+    obj.out(data, table)
+
+
+@main.command()
+@click.pass_obj
+def sweep(obj: Ctx) -> None:
+    """One sweeper pass (for cron): resend lost dispatches, recover runs whose worker died."""
+    from tasks.dispatcher import celery_sender
+    from tasks.sweeper import sweep_once
+
+    result = sweep_once(obj.db, obj.settings, celery_sender)
+    obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}")
+
+
+@main.command("prune-seen")
+@click.option("--days", type=click.IntRange(1, 3650), default=7, show_default=True)
+@click.pass_obj
+def prune_seen(obj: Ctx, days: int) -> None:
+    """Delete dedup records older than DAYS, where the server has no TTL expiry (FerretDB)."""
+    from datetime import timedelta
+
+    from orchestrator.db import utcnow
+
+    deleted = obj.db.events_seen.delete_many({"processedAt": {"$lt": utcnow() - timedelta(days=days)}}).deleted_count
+    obj.out({"deleted": deleted}, lambda: f"deleted {deleted} dedup records older than {days} days")
+
+
+@main.command()
+@click.option("--title", default=None, help="Hypothesis title (default: an embedded example).")
+@click.option("--idea", default=None, help="Hypothesis text (default: an embedded example).")
+@click.option("--seed", type=int, default=None, help="Seed for the demo pipeline (default: from the run id).")
+@click.option("--timeout", type=float, default=300, show_default=True)
+@click.option("--output", default="demo-output", show_default=True, help="Folder for artifacts, spool and work files.")
+@click.pass_context
+def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: int | None, timeout: float, output: str) -> None:
+    """Run the whole system end to end on one machine and print the run's summary.
+
+    With no MONGODB_URL it uses the embedded database, an in-process ingest app and worker, and
+    a local artifact folder; with MONGODB_URL, INGEST_URL and MINIO_* set it drives those."""
+    from orchestrator.demo import run_demo
+
+    obj: Ctx = click_ctx.obj
+    code = run_demo(obj, title=title, idea=idea, seed=seed, timeout=timeout, output=output)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

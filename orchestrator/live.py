@@ -1,0 +1,105 @@
+"""Rendering a run for people: rich tables for `show`, a live view for `tail` and `demo`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.events import STAGES
+from orchestrator.serialize import to_rfc3339
+
+_STATUS_STYLE = {
+    "COMPLETED": "green", "RUNNING": "cyan", "FAILED": "red", "PENDING": "dim", "SKIPPED": "dim",
+    "AWAITING_HUMAN": "green", "HUMAN_VALIDATED": "green", "CANCELED": "yellow", "QUEUED": "dim",
+}
+
+
+def _when(value: Any) -> str:
+    return to_rfc3339(value) if hasattr(value, "isoformat") else str(value or "")
+
+
+def header(run: dict[str, Any]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    hypothesis = run.get("hypothesis") or {}
+    status = str(run.get("status"))
+    rows = [
+        ("run", run["_id"]),
+        ("hypothesis", hypothesis.get("title") or run.get("hypothesisId") or ""),
+        ("status", Text(status, style=_STATUS_STYLE.get(status, ""))),
+        ("attempt", f"{run.get('attempt', 0)} of {run.get('maxAttempts', '?')}"),
+        ("pipeline", str(run.get("pipeline"))),
+        ("pod", (run.get("pod") or {}).get("id") or run.get("claimedBy") or "-"),
+        ("last heartbeat", _when(run.get("lastHeartbeat")) or "-"),
+    ]
+    if run.get("error"):
+        error = run["error"]
+        rows.append(("error", Text(f"{error.get('code')}: {error.get('message')} (stage {error.get('stage') or '-'}, "
+                                   f"retryable={error.get('retryable')})", style="red")))
+    if run.get("verdict"):
+        rows.append(("verdict", str(run["verdict"])))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def stages_table(run: dict[str, Any]) -> Table:
+    """Every pipeline step with its status and a progress bar, including ones not started yet."""
+    by_name = {s["name"]: s for s in run.get("stages") or []}
+    table = Table(title="stages", expand=False)
+    for column in ("stage", "status", "progress", "duration"):
+        table.add_column(column)
+    for name, desc in STAGES:
+        stage = by_name.get(name, {})
+        status = stage.get("status", "PENDING")
+        progress = float(stage.get("progress") or 0.0)
+        duration = f"{stage['durationS']:.1f}s" if stage.get("durationS") is not None else ""
+        table.add_row(f"{name} {desc}", Text(status, style=_STATUS_STYLE.get(status, "")),
+                      Group(ProgressBar(total=1.0, completed=progress, width=24), Text(f"{progress:4.0%}")), duration)
+    return table
+
+
+def metrics_table(run: dict[str, Any]) -> Table:
+    table = Table(title="metrics (latest value)")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    for name, value in sorted((run.get("metrics") or {}).items()):
+        table.add_row(name, f"{value:.6g}" if isinstance(value, (int, float)) else str(value))
+    return table
+
+
+def artifacts_table(run: dict[str, Any]) -> Table:
+    table = Table(title="artifacts")
+    for column in ("kind", "key", "bytes", "sha256"):
+        table.add_column(column)
+    for artifact in run.get("artifacts") or []:
+        table.add_row(str(artifact.get("kind") or artifact.get("status")), str(artifact.get("key")),
+                      str(artifact.get("bytes", "")), str(artifact.get("sha256", ""))[:12])
+    return table
+
+
+def events_table(events: list[dict[str, Any]]) -> Table:
+    table = Table(title="last events")
+    for column in ("seq", "time", "type", "data"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        data = {k: v for k, v in (event.get("data") or {}).items() if k not in ("run_id", "traceback", "summary")}
+        table.add_row(str(event.get("seq")), _when(event.get("time")), str(event.get("type")), str(data)[:120])
+    return table
+
+
+def run_view(run: dict[str, Any]) -> Group:
+    """Everything `show` prints, and what `tail`/`demo` redraw live."""
+    parts: list[Any] = [header(run), stages_table(run)]
+    if run.get("metrics"):
+        parts.append(metrics_table(run))
+    if run.get("artifacts"):
+        parts.append(artifacts_table(run))
+    if run.get("recentEvents"):
+        parts.append(events_table(run["recentEvents"]))
+    return Group(*parts)

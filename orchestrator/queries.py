@@ -1,0 +1,55 @@
+"""Read models shared by the CLI and the read API: one place assembles what "a run" shows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+
+from orchestrator.db import utcnow
+from orchestrator.runs import get_run
+from orchestrator.statuses import RunStatus
+
+
+def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
+    """The run with its hypothesis, stages (in order), artifacts, latest validation and last events.
+
+    Raises `NotFound` for an unknown id."""
+    run = get_run(db, run_id)
+    run["hypothesis"] = db.hypotheses.find_one({"_id": run.get("hypothesisId")})
+    run["stages"] = list(db.stages.find({"runId": run_id}).sort("index", ASCENDING))
+    run["artifacts"] = list(db.artifacts.find({"runId": run_id}).sort([("createdAt", ASCENDING), ("_id", ASCENDING)]))
+    run["validation"] = next(iter(db.validations.find({"runId": run_id}).sort("createdAt", DESCENDING).limit(1)), None)
+    recent = db.events.find({"runId": run_id}).sort([("seq", DESCENDING), ("time", DESCENDING)]).limit(events)
+    run["recentEvents"] = list(reversed(list(recent)))
+    return run
+
+
+def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) -> list[dict[str, Any]]:
+    """History after a seq, for a live tail (ties broken by time, then id)."""
+    cursor = db.events.find({"runId": run_id, "seq": {"$gt": after_seq}})
+    return list(cursor.sort([("seq", ASCENDING), ("time", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+
+def stats(db: Database) -> dict[str, Any]:
+    """What `manage-runs stats` shows: runs per status, queue depth, oldest queued, live pods.
+
+    Queue depth is read from kombu's `messages` collection, since Flower's broker tab does not
+    support MongoDB."""
+    now = utcnow()
+    per_status = {s.value: 0 for s in RunStatus}
+    for row in db.runs.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+        per_status[str(row["_id"])] = row["n"]
+    depth: dict[str, int] = {}
+    for row in db.messages.aggregate([{"$group": {"_id": "$queue", "n": {"$sum": 1}}}]):
+        depth[str(row["_id"])] = row["n"]
+    oldest = next(iter(db.runs.find({"status": RunStatus.QUEUED.value}).sort("createdAt", ASCENDING).limit(1)), None)
+    pods = db.runs.distinct("claimedBy", {"lastHeartbeat": {"$gte": now - timedelta(minutes=1)}})
+    return {
+        "runsByStatus": per_status,
+        "queueDepth": depth,
+        "oldestQueuedAgeS": round((now - oldest["createdAt"]).total_seconds(), 1) if oldest else None,
+        "podsSeenLastMinute": sorted(p for p in pods if p),
+    }

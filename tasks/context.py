@@ -1,0 +1,110 @@
+"""The worker's `RunContext`: each call a pipeline step makes becomes a CloudEvent or an upload."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.storage import Storage, StorageError
+from pipeline.context import RunContext
+
+log = logging.getLogger(__name__)
+
+#: A step may report progress thousands of times; at most one event per this many seconds
+#: per stage is sent (plus the first and 1.0), which keeps the live view within a second.
+PROGRESS_EVERY_S = 0.5
+
+
+class WorkerContext(RunContext):
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        attempt: int,
+        hypothesis: dict[str, Any],
+        seed: int,
+        workdir: Path,
+        results: dict[str, dict[str, Any]],
+        emit: Callable[..., None],
+        storage: Storage,
+        checkpoint: Callable[[], None],
+    ):
+        self.run_id = run_id
+        self.attempt = attempt
+        self.hypothesis = hypothesis
+        self.seed = seed
+        self.workdir = workdir
+        self.results = results
+        self.stage: str | None = None
+        self._emit = emit
+        self._storage = storage
+        self._checkpoint = checkpoint
+        self._last_progress = 0.0
+
+    def enter_stage(self, name: str) -> None:
+        self.stage = name
+        self._last_progress = 0.0
+
+    def progress(self, fraction: float, eta_s: float | None = None) -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        data: dict[str, Any] = {"stage": self.stage, "progress": fraction}
+        if eta_s is not None:
+            data["eta_s"] = max(float(eta_s), 0.0)
+        self._emit("ai.run.stage_progress", **data)
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        data: dict[str, Any] = {"stage": self.stage, "name": name, "value": float(value)}
+        if step is not None:
+            data["step"] = int(step)
+        self._emit("ai.run.stage_metric", **data)
+
+    def log(self, message: str, level: str = "info", **kv: Any) -> None:
+        log.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO), "[%s] %s", self.run_id, message)
+        self._emit("ai.run.log", level=level, message=message, kv=kv or None)
+
+    def key_for(self, path: Path) -> str:
+        """The storage key of a file under the workdir: runs/{run_id}/{attempt}/{relative path}."""
+        relative = Path(path).resolve().relative_to(self.workdir.resolve())
+        return f"runs/{self.run_id}/{self.attempt}/{relative.as_posix()}"
+
+    def save_artifact(self, path: Path, kind: str, content_type: str | None = None) -> str:
+        """Upload now and register the exact key uploaded. A failed upload is reported as
+        `ai.artifact.failed` and the run goes on, except for the paper (see `report_paper`)."""
+        key = self.key_for(path)
+        content_type = content_type or mimetypes.guess_type(str(path))[0] or "application/octet-stream"
+        try:
+            stored = self._storage.upload(Path(path), key, content_type)
+        except StorageError as exc:
+            self._emit("ai.artifact.failed", key=key, code="UploadFailed", message=str(exc))
+            if kind == "paper":
+                raise
+            return key
+        self._emit(
+            "ai.artifact.registered", key=stored.key, bytes=stored.bytes, sha256=stored.sha256,
+            content_type=stored.content_type, kind=kind,
+        )
+        return stored.key
+
+    def checkpoint(self) -> None:
+        self._checkpoint()
+
+    def report_ideas(self, count: int, top_k: int | None = None) -> None:
+        self._emit("ai.ideation.generated", count=int(count), top_k=top_k)
+
+    def report_paper(self, path: Path, word_count: int | None = None) -> str:
+        key = self.save_artifact(path, "paper", "application/pdf")
+        self._emit("ai.paper.generated", artifact_key=key, word_count=word_count)
+        return key
+
+    def validation_started(self, model: str, rubric_version: str | None = None) -> None:
+        self._emit("ai.validation.auto_started", model=model, rubric_version=rubric_version)
+
+    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None) -> None:
+        self._emit("ai.validation.auto_completed", verdict=verdict, scores=scores, notes=notes)

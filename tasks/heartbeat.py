@@ -1,0 +1,125 @@
+"""The heartbeat thread of a running attempt: renews the lease, reports GPU telemetry, watches
+for a cancel, and interrupts the pipeline when it does not stop in time.
+
+It never raises into the run: a failing beat is logged and retried at the next interval, and
+only a lease that is provably gone (the sweeper ended it) stops the run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from orchestrator import claims
+from pipeline.context import Canceled
+from tasks.gpu import gpu_stats
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The sweeper gave this attempt up; this worker must stop and write nothing more."""
+
+
+def interrupt(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise `exc_type` inside another thread at its next Python bytecode.
+
+    Why: a step stuck in a loop without checkpoints must still stop after the grace period.
+    A long call into C (a CUDA kernel, a blocking read) is interrupted only when it returns."""
+    changed = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    return changed == 1
+
+
+class Heartbeat(threading.Thread):
+    def __init__(
+        self,
+        db: Database,
+        run_id: str,
+        attempt: int,
+        pod_id: str,
+        *,
+        interval_s: float,
+        lease_s: float,
+        grace_s: float,
+        emit: Callable[..., None],
+        target_thread: int,
+    ):
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.db = db
+        self.run_id = run_id
+        self.attempt = attempt
+        self.pod_id = pod_id
+        self.interval_s = interval_s
+        self.lease_s = lease_s
+        self.grace_s = grace_s
+        self.emit = emit
+        self.target_thread = target_thread
+        self.cancel_requested = threading.Event()
+        self.lease_lost = threading.Event()
+        self.cancel_info: dict[str, Any] = {}
+        self._halt = threading.Event()
+        self._stop_deadline: float | None = None
+        self._interrupted = False
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(self.interval_s + 5)
+
+    def check(self) -> None:
+        """The pipeline's checkpoint: raise if the run must stop."""
+        if self.lease_lost.is_set():
+            raise LeaseLost(f"lease on {self.run_id}:{self.attempt} was taken over")
+        if self.cancel_requested.is_set():
+            raise Canceled(self.cancel_info.get("reason") or "cancel requested")
+
+    def run(self) -> None:
+        while not self._halt.wait(self._next_wait()):
+            if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                self._interrupt_if_overdue()
+                continue
+            try:
+                self.beat()
+            except PyMongoError as exc:
+                log.warning("heartbeat of %s could not reach MongoDB: %s", self.run_id, exc)
+            except Exception:  # noqa: BLE001 - a heartbeat bug must not kill the run
+                log.exception("unexpected failure in heartbeat of %s", self.run_id)
+            self._interrupt_if_overdue()
+
+    def _next_wait(self) -> float:
+        """The beat interval, shortened so an overdue stop is enforced on time."""
+        if self._stop_deadline is None or self._interrupted:
+            return self.interval_s
+        return max(min(self.interval_s, self._stop_deadline - time.monotonic()), 0.01)
+
+    def beat(self) -> None:
+        if not claims.renew_lease(self.db, self.run_id, self.attempt, self.pod_id, self.lease_s):
+            if not self.lease_lost.is_set():
+                log.error("lease on %s attempt %s is gone (swept); stopping", self.run_id, self.attempt)
+                self._begin_stop(self.lease_lost)
+            return
+        self.emit("ai.run.heartbeat", **gpu_stats())
+        run = self.db.runs.find_one({"_id": self.run_id}, {"cancelRequested": 1, "cancel": 1, "status": 1})
+        if run and (run.get("cancelRequested") or run.get("status") == "CANCELED") and not self.cancel_requested.is_set():
+            self.cancel_info = run.get("cancel") or {}
+            log.warning("cancel requested for %s; stopping at the next checkpoint", self.run_id)
+            self._begin_stop(self.cancel_requested)
+
+    def _begin_stop(self, flag: threading.Event) -> None:
+        flag.set()
+        self._stop_deadline = time.monotonic() + self.grace_s
+
+    def _interrupt_if_overdue(self) -> None:
+        if self._stop_deadline is None or self._interrupted or time.monotonic() < self._stop_deadline:
+            return
+        exc_type: type[BaseException] = LeaseLost if self.lease_lost.is_set() else Canceled
+        log.warning("%s did not reach a checkpoint within %.1fs; interrupting it", self.run_id, self.grace_s)
+        if not interrupt(self.target_thread, exc_type):
+            log.error("could not interrupt the pipeline thread of %s; it stops when its step returns", self.run_id)
+        self._interrupted = True

@@ -1,0 +1,98 @@
+"""What a worker process holds across tasks: settings, database, event emitter, artifact store.
+
+Created lazily in the process that runs tasks (a prefork child), never in the parent before the
+fork: a MongoClient and the emitter's thread must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from celery import signals
+from pymongo.database import Database
+
+from orchestrator.db import ensure_indexes, get_db
+from orchestrator.settings import Settings
+from orchestrator.storage import Storage, storage_from_settings
+from tasks.emitter import Emitter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    emitter: Emitter
+    storage: Storage
+    #: Optional pod facts for `ai.run.started`, from the pod's environment.
+    region: str | None = None
+    image: str | None = None
+
+    def close(self) -> None:
+        self.emitter.close(timeout=self.settings.heartbeat_interval_s)
+
+
+_runtime: Runtime | None = None
+_pid: int | None = None
+_lock = threading.Lock()
+
+
+def runtime(settings: Settings | None = None) -> Runtime:
+    """The runtime of this process, created on first use (again after a fork)."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            settings = settings or Settings.from_env()
+            db = get_db(settings)
+            ensure_indexes(db)
+            _runtime = Runtime(
+                settings=settings, db=db, emitter=Emitter(settings), storage=storage_from_settings(settings),
+                region=os.environ.get("POD_REGION"), image=os.environ.get("POD_IMAGE"),
+            )
+            _pid = os.getpid()
+            _install_excepthooks()
+        return _runtime
+
+
+def shutdown_runtime() -> None:
+    """Flush events still queued and stop the emitter's thread (process exit, tests)."""
+    global _runtime
+    with _lock:
+        if _runtime is not None and _pid == os.getpid():
+            _runtime.close()
+        _runtime = None
+
+
+@signals.worker_process_shutdown.connect
+def _on_child_exit(**_: Any) -> None:
+    shutdown_runtime()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_exit(**_: Any) -> None:
+    shutdown_runtime()
+
+
+def _install_excepthooks() -> None:
+    """Log anything that escapes a thread or the main loop, so no failure is silent."""
+    previous_sys, previous_thread = sys.excepthook, threading.excepthook
+
+    def sys_hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        log.critical("uncaught %s in worker process: %s", kind.__name__, exc, exc_info=(kind, exc, tb))
+        previous_sys(kind, exc, tb)
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread else "?"
+        log.critical("uncaught %s in thread %s: %s", args.exc_type.__name__, name, args.exc_value,
+                     exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        previous_thread(args)
+
+    sys.excepthook = sys_hook
+    threading.excepthook = thread_hook

@@ -1,0 +1,113 @@
+"""The sweeper: keeps every run moving to an end whatever died.
+
+- SCHEDULED longer than `schedule_timeout_s` with no claim: its broker message was lost with a
+  dead worker or never consumed; send it again (same attempt: if the first message was only
+  slow, the claim makes the second a no-op).
+- Active (STARTING, RUNNING, AUTO_VALIDATING) whose current claim's lease expired: the pod was
+  killed or lost. End the claim (the old worker, if it comes back, fails to renew and stops),
+  then requeue keeping `attempt` if attempts remain, else FAILED with code WorkerLost.
+Every decision goes into the run's event history and the log. Several sweepers at once are
+safe: each decision is a guarded update that only one caller can win.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+from pymongo.database import Database
+
+from orchestrator import claims
+from orchestrator.db import utcnow
+from orchestrator.runs import record_decision, transition
+from orchestrator.settings import Settings
+from orchestrator.statuses import ACTIVE, RunStatus
+from tasks.dispatcher import Sender
+
+log = logging.getLogger(__name__)
+
+REDISPATCHED = Counter("orchestrator_redispatched_total", "SCHEDULED runs sent again after their message was lost.")
+REQUEUED = Counter("orchestrator_requeued_total", "Runs requeued after their worker's lease expired.")
+FAILED_LOST = Counter("orchestrator_failed_lost_total", "Runs failed as WorkerLost with no attempts left.")
+
+
+def _lost_error(attempt: int, claim: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "code": "WorkerLost",
+        "message": f"pod {claim.get('podId')} stopped renewing its lease on attempt {attempt} "
+                   f"(expired {claim.get('leaseExpiresAt')}); the worker was killed, OOM-killed or cut off",
+        "retryable": True,
+        "stage": None,
+        "attempt": attempt,
+        "at": now,
+    }
+
+
+def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: datetime) -> int:
+    cutoff = now - timedelta(seconds=settings.schedule_timeout_s)
+    sent = 0
+    for run in db.runs.find({"status": RunStatus.SCHEDULED.value, "scheduledAt": {"$lt": cutoff}}):
+        attempt = int(run.get("attempt") or 0)
+        if claims.get_claim(db, run["_id"], attempt) is not None:
+            continue  # a worker has it; its STARTING write is on the way
+        moved = db.runs.update_one(
+            {"_id": run["_id"], "status": RunStatus.SCHEDULED.value, "attempt": attempt, "scheduledAt": run["scheduledAt"]},
+            {"$set": {"scheduledAt": now, "updatedAt": now}},
+        )
+        if moved.modified_count != 1:
+            continue
+        send(run["_id"], attempt, queue=run.get("queue") or "gpu", priority=int(run.get("priority", 5)),
+             task_id=run.get("taskId") or f"{run['_id']}:{attempt}")
+        REDISPATCHED.inc()
+        log.warning("run %s attempt %s was SCHEDULED since %s with no claim; sent again", run["_id"], attempt, run["scheduledAt"])
+        record_decision(db, run, "sweeper", f"attempt {attempt} unclaimed for {settings.schedule_timeout_s}s: dispatched again")
+        sent += 1
+    return sent
+
+
+def recover_lost(db: Database, now: datetime) -> int:
+    recovered = 0
+    for run in db.runs.find({"status": {"$in": sorted(s.value for s in ACTIVE)}}):
+        attempt = int(run.get("attempt") or 0)
+        claim = claims.get_claim(db, run["_id"], attempt)
+        if claim is None or claim.get("releasedAt") is not None or claim["leaseExpiresAt"] >= now:
+            continue
+        if not claims.expire(db, run["_id"], attempt, now):
+            continue  # renewed meanwhile, or another sweeper took the decision
+        if _requeue_or_fail(db, run, claim, now):
+            recovered += 1
+    return recovered
+
+
+def _requeue_or_fail(db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime) -> bool:
+    attempt = int(run.get("attempt") or 0)
+    error = _lost_error(attempt, claim, now)
+    retry = attempt < int(run.get("maxAttempts") or 1)
+    target = RunStatus.QUEUED if retry else RunStatus.FAILED
+    fields: dict[str, Any] = {"error": error if not retry else {**error}, "cancelRequested": False}
+    if not retry:
+        fields["finishedAt"] = now
+        error["retryable"] = False
+    moved = transition(
+        db, run["_id"], target, only_from=set(ACTIVE), extra_filter={"attempt": attempt},
+        set_fields=fields, update={"$push": {"attempts": error}},
+    )
+    if moved is None:
+        return False
+    if retry:
+        REQUEUED.inc()
+        message = f"lease of pod {claim.get('podId')} expired on attempt {attempt}: requeued"
+    else:
+        FAILED_LOST.inc()
+        message = f"lease of pod {claim.get('podId')} expired on attempt {attempt}, no attempts left: FAILED (WorkerLost)"
+    log.warning("run %s: %s", run["_id"], message)
+    record_decision(db, run, "sweeper", message, code="WorkerLost", podId=claim.get("podId"))
+    return True
+
+
+def sweep_once(db: Database, settings: Settings, send: Sender) -> dict[str, int]:
+    """One pass of both rules (what `manage-runs sweep` and the dispatcher's timer call)."""
+    now = utcnow()
+    return {"redispatched": redispatch_stuck(db, settings, send, now), "recovered": recover_lost(db, now)}

@@ -1,0 +1,138 @@
+"""Unit lane: the dispatcher's ordering and guards, and the sweeper's rules, with a fake sender."""
+
+from datetime import timedelta
+
+import pytest
+
+from orchestrator import claims
+from orchestrator.db import utcnow
+from orchestrator.runs import create_hypothesis_and_run
+from tasks.dispatcher import dispatch_once, due_runs
+from tasks.sweeper import sweep_once
+from tests.conftest import make_settings
+
+
+class FakeSender:
+    def __init__(self, fail: bool = False):
+        self.sent: list[tuple[str, int, str, int]] = []
+        self.fail = fail
+
+    def __call__(self, run_id, attempt, *, queue, priority, task_id):
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append((run_id, attempt, queue, priority))
+
+
+def _run(db, priority=5, **kw):
+    return create_hypothesis_and_run(db, "t", "idea", priority=priority, **kw)[1]
+
+
+def test_due_runs_come_highest_priority_first_then_oldest(mock_db):
+    low, high, high_later = _run(mock_db, 1), _run(mock_db, 9), _run(mock_db, 9)
+    for offset, run_id in enumerate((low, high, high_later)):
+        mock_db.runs.update_one({"_id": run_id}, {"$set": {"createdAt": utcnow() + timedelta(seconds=offset)}})
+    assert [r["_id"] for r in due_runs(mock_db, utcnow())] == [high, high_later, low]
+
+
+def test_a_run_whose_not_before_is_in_the_future_waits(mock_db):
+    run_id = _run(mock_db)
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"notBefore": utcnow() + timedelta(minutes=5)}})
+    assert due_runs(mock_db, utcnow()) == []
+    assert [r["_id"] for r in due_runs(mock_db, utcnow() + timedelta(minutes=6))] == [run_id]
+
+
+def test_dispatch_schedules_the_next_attempt_and_sends_it_to_the_runs_queue(mock_db):
+    run_id = _run(mock_db, 7, queue="gpu-a100")
+    sender = FakeSender()
+    assert dispatch_once(mock_db, sender) == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"]) == ("SCHEDULED", 1)
+    assert run["taskId"] and run["scheduledAt"]
+    assert sender.sent == [(run_id, 1, "gpu-a100", 7)]
+    assert dispatch_once(mock_db, sender) == 0, "a scheduled run is not sent again"
+    assert mock_db.events.count_documents({"runId": run_id, "source": "orchestrator://dispatcher"}) == 1
+
+
+def test_a_failed_send_puts_the_run_back(mock_db):
+    run_id = _run(mock_db)
+    assert dispatch_once(mock_db, FakeSender(fail=True)) == 0
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"]) == ("QUEUED", 0)
+
+
+def test_a_stale_view_of_the_run_cannot_dispatch_it_twice(mock_db):
+    run_id = _run(mock_db)
+    stale = due_runs(mock_db, utcnow())
+    sender = FakeSender()
+    dispatch_once(mock_db, sender)
+    from tasks.dispatcher import dispatch_run
+
+    assert dispatch_run(mock_db, stale[0], sender) is False
+    assert len(sender.sent) == 1 and mock_db.runs.find_one({"_id": run_id})["attempt"] == 1
+
+
+@pytest.fixture
+def settings():
+    return make_settings(SCHEDULE_TIMEOUT_S="1")
+
+
+def test_sweeper_resends_a_scheduled_run_nobody_claimed(mock_db, settings):
+    run_id = _run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"scheduledAt": utcnow() - timedelta(seconds=5)}})
+    sender = FakeSender()
+    assert sweep_once(mock_db, settings, sender)["redispatched"] == 1
+    assert sender.sent == [(run_id, 1, "gpu", 5)]
+    assert sweep_once(mock_db, settings, sender)["redispatched"] == 0, "scheduledAt was refreshed"
+
+
+def test_sweeper_leaves_a_claimed_scheduled_run_alone(mock_db, settings):
+    run_id = _run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"scheduledAt": utcnow() - timedelta(seconds=5)}})
+    claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
+    assert sweep_once(mock_db, settings, FakeSender())["redispatched"] == 0
+
+
+def _running_with_expired_lease(db, max_attempts=3):
+    run_id = _run(db, max_attempts=max_attempts)
+    dispatch_once(db, FakeSender())
+    claims.claim_attempt(db, run_id, 1, "pod-dead", 0.01)
+    db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(seconds=1)}})
+    return run_id
+
+
+def test_an_expired_lease_requeues_the_run_keeping_its_attempt(mock_db, settings):
+    run_id = _running_with_expired_lease(mock_db)
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"]) == ("QUEUED", 1)
+    assert run["error"]["code"] == "WorkerLost" and run["attempts"][0]["code"] == "WorkerLost"
+    assert mock_db.claims.find_one({"_id": f"{run_id}:1"})["releasedAt"] is not None
+    history = mock_db.events.find_one({"runId": run_id, "source": "orchestrator://sweeper"})
+    assert "pod-dead" in history["data"]["message"]
+    assert not claims.renew_lease(mock_db, run_id, 1, "pod-dead", 90), "the old worker finds its lease gone"
+
+
+def test_an_expired_lease_on_the_last_attempt_fails_the_run_as_worker_lost(mock_db, settings):
+    run_id = _running_with_expired_lease(mock_db, max_attempts=1)
+    sweep_once(mock_db, settings, FakeSender())
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert run["status"] == "FAILED" and run["error"]["code"] == "WorkerLost" and run["finishedAt"]
+
+
+def test_two_sweepers_decide_a_lost_run_once(mock_db, settings):
+    run_id = _running_with_expired_lease(mock_db)
+    first = sweep_once(mock_db, settings, FakeSender())
+    second = sweep_once(mock_db, settings, FakeSender())
+    assert (first["recovered"], second["recovered"]) == (1, 0)
+    assert len(mock_db.runs.find_one({"_id": run_id})["attempts"]) == 1
+
+
+def test_a_live_lease_is_left_alone(mock_db, settings):
+    run_id = _run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0}

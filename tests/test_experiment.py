@@ -1,0 +1,262 @@
+"""Unit lane: the worker's attempt logic on mongomock, with events applied by the real ingest code
+in-process (no HTTP), so run documents move exactly as they would in production."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import pipeline
+from ingest_app.ingest import ingest
+from ingest_app.parsing import Item
+from orchestrator import claims
+from orchestrator.events import make_event, seq_for
+from orchestrator.runs import cancel_run, create_hypothesis_and_run
+from orchestrator.storage import LocalStorage, StorageError
+from pipeline.base import Pipeline, Step
+from tasks.dispatcher import dispatch_once
+from tasks.experiment import Attempt
+from tasks.runtime import Runtime
+from tests.conftest import make_settings
+
+
+class Stream:
+    def __init__(self, sink: "InProcessEmitter", run_id: str, attempt: int):
+        self.sink, self.run_id, self.attempt, self.n = sink, run_id, attempt, 0
+
+    def emit(self, event_type: str, /, **data: Any) -> dict[str, Any]:
+        self.n += 1
+        event = make_event(event_type, self.run_id, seq_for(self.attempt, self.n), "worker://pod-test", data)
+        self.sink.apply(event)
+        return event
+
+    def close(self) -> None:
+        pass
+
+
+class InProcessEmitter:
+    """Applies each event through the ingest code at once: the worker's view of a perfect network."""
+
+    def __init__(self, db):
+        self.db, self.events, self.lock = db, [], threading.Lock()
+
+    def stream(self, run_id: str, attempt: int) -> Stream:
+        return Stream(self, run_id, attempt)
+
+    def apply(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.events.append(event)
+            [outcome] = ingest(self.db, [Item(index=0, event=event)], bucket="b", default_max_attempts=3)
+            assert outcome.status == "accepted", outcome.as_result()
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def flush(self, timeout: float = 0) -> bool:
+        return True
+
+
+@pytest.fixture
+def rt(mock_db, tmp_path):
+    settings = make_settings(WORK_DIR=str(tmp_path / "work"), ARTIFACT_DIR=str(tmp_path / "art"),
+                             HEARTBEAT_INTERVAL_S="0.05", LEASE_S="5", CANCEL_GRACE_S="0.3")
+    return Runtime(settings=settings, db=mock_db, emitter=InProcessEmitter(mock_db), storage=LocalStorage(tmp_path / "art"))
+
+
+@pytest.fixture
+def register(monkeypatch):
+    def add(name: str, *steps: Step) -> str:
+        monkeypatch.setitem(pipeline.PIPELINES, name, lambda: Pipeline(name, steps))
+        return name
+    return add
+
+
+def _scheduled(db, pipeline_name: str, max_attempts: int = 3) -> str:
+    _, run_id = create_hypothesis_and_run(db, "t", "idea", pipeline=pipeline_name, max_attempts=max_attempts)
+    assert dispatch_once(db, lambda *a, **k: None) == 1
+    return run_id
+
+
+def _ok(outputs: dict[str, Any]):
+    def step(ctx):
+        ctx.progress(0.5)
+        ctx.metric("score", outputs.get("score", 1.0))
+        ctx.checkpoint()
+        return outputs
+    return step
+
+
+def test_a_run_goes_through_every_stage_and_its_outputs_become_checkpoints(rt, register):
+    name = register("two", Step("Stage_1", _ok({"score": 0.7})), Step("Stage_2", _ok({"score": 0.9})))
+    run_id = _scheduled(rt.db, name)
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    types = rt.emitter.types()
+    assert types[0] == "ai.run.started"
+    assert types.count("ai.run.stage_started") == 2 and types.count("ai.run.stage_completed") == 2
+    stages = {s["name"]: s for s in rt.db.stages.find({"runId": run_id})}
+    assert stages["Stage_2"]["status"] == "COMPLETED" and stages["Stage_2"]["summary"] == {"score": 0.9}
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "RUNNING" and run["claimedBy"] == "pod-test" and run["metrics"]["score"] == 0.9
+    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releasedAt"] is not None
+
+
+def test_a_second_delivery_of_the_same_attempt_does_nothing(rt, register):
+    name = register("one", Step("Stage_1", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    claims.claim_attempt(rt.db, run_id, 1, "other-pod", 90)
+    assert Attempt(rt, run_id, 1).execute() == "duplicate"
+    assert rt.emitter.events == []
+
+
+def test_a_canceled_or_newer_run_is_not_started(rt, register):
+    name = register("one", Step("Stage_1", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    assert Attempt(rt, run_id, 0).execute() == "stale", "an older attempt's message"
+    cancel_run(rt.db, run_id)
+    assert Attempt(rt, run_id, 1).execute() == "stale"
+    assert rt.emitter.events == [] and rt.db.claims.count_documents({}) == 0
+
+
+def test_a_failure_inside_a_stage_is_reported_exactly_once_with_its_stage(rt, register):
+    def boom(ctx):
+        raise FileNotFoundError("data.csv")
+    name = register("bad", Step("Stage_1", _ok({})), Step("Stage_2", boom), Step("Stage_3", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    assert Attempt(rt, run_id, 1).execute() == "failed"
+    failed = [e for e in rt.emitter.events if e["type"] == "ai.run.failed"]
+    assert len(failed) == 1
+    assert failed[0]["data"]["stage"] == "Stage_2" and failed[0]["data"]["code"] == "MissingFile"
+    assert failed[0]["data"]["retryable"] is False and "data.csv" in failed[0]["data"]["traceback"]
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "FAILED" and run["error"]["code"] == "MissingFile"
+    assert "ai.run.stage_started" not in [e["type"] for e in rt.emitter.events if e["data"].get("stage") == "Stage_3"]
+
+
+def test_a_retryable_failure_requeues_the_run_and_the_retry_reuses_completed_stages(rt, register):
+    calls = {"Stage_1": 0}
+
+    def first(ctx):
+        calls["Stage_1"] += 1
+        return {"baseline": 0.5}
+
+    def flaky(ctx):
+        if ctx.attempt == 1:
+            raise TimeoutError("dataset server timed out")
+        assert ctx.results["Stage_1"] == {"baseline": 0.5}, "outputs of the earlier attempt are handed on"
+        return {"done": True}
+
+    name = register("flaky", Step("Stage_1", first), Step("Stage_2", flaky))
+    run_id = _scheduled(rt.db, name)
+    Attempt(rt, run_id, 1).execute()
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "QUEUED" and run["notBefore"] and run["attempts"][0]["code"] == "Timeout"
+    rt.db.runs.update_one({"_id": run_id}, {"$set": {"notBefore": None}})
+    assert dispatch_once(rt.db, lambda *a, **k: None) == 1
+    assert Attempt(rt, run_id, 2).execute() == "completed"
+    assert calls["Stage_1"] == 1, "a stage completed in an earlier attempt is not run again"
+    assert rt.db.stages.find_one({"_id": f"{run_id}:Stage_2"})["status"] == "COMPLETED"
+
+
+def test_an_unknown_pipeline_fails_the_run_at_claim_time_without_retry(rt):
+    run_id = _scheduled(rt.db, "no-such-pipeline")
+    Attempt(rt, run_id, 1).execute()
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "FAILED" and run["error"]["code"] == "UnknownPipeline"
+    assert "demo" in run["error"]["message"]
+
+
+def test_cancel_stops_the_run_at_its_next_checkpoint_and_is_reported_once(rt, register):
+    def long(ctx):
+        for _ in range(400):
+            ctx.checkpoint()
+            time.sleep(0.01)
+        return {}
+    name = register("long", Step("Stage_1", long))
+    run_id = _scheduled(rt.db, name)
+    threading.Timer(0.2, lambda: cancel_run(rt.db, run_id, by="alice", reason="wrong idea")).start()
+    began = time.monotonic()
+    assert Attempt(rt, run_id, 1).execute() == "canceled"
+    assert time.monotonic() - began < 3
+    canceled = [e for e in rt.emitter.events if e["type"] == "ai.run.canceled"]
+    assert len(canceled) == 1 and canceled[0]["data"]["by"] == "alice"
+    assert rt.db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+
+
+def test_a_step_that_never_checks_in_is_interrupted_after_the_grace_period(rt, register):
+    def stubborn(ctx):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            sum(range(1000))
+        return {}
+    name = register("stubborn", Step("Stage_1", stubborn))
+    run_id = _scheduled(rt.db, name)
+    threading.Timer(0.1, lambda: cancel_run(rt.db, run_id)).start()
+    began = time.monotonic()
+    assert Attempt(rt, run_id, 1).execute() == "canceled"
+    assert time.monotonic() - began < 5
+    assert rt.db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+
+
+def test_a_worker_whose_lease_was_taken_stops_and_writes_nothing_more(rt, register):
+    def long(ctx):
+        for _ in range(400):
+            ctx.checkpoint()
+            time.sleep(0.01)
+        return {}
+    name = register("long", Step("Stage_1", long))
+    run_id = _scheduled(rt.db, name)
+
+    def sweep():
+        rt.db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"releasedAt": "swept"}})
+    threading.Timer(0.2, sweep).start()
+    assert Attempt(rt, run_id, 1).execute() == "lease-lost"
+    after = len(rt.emitter.events)
+    types = rt.emitter.types()
+    assert "ai.run.failed" not in types and "ai.run.canceled" not in types
+    time.sleep(0.2)
+    assert len(rt.emitter.events) == after
+
+
+def test_artifacts_are_uploaded_under_the_exact_key_that_is_registered(rt, register):
+    def write(ctx):
+        path = ctx.workdir / "figures" / "loss.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG fake")
+        key = ctx.save_artifact(path, kind="figure", content_type="image/png")
+        return {"key": key}
+    name = register("art", Step("plots", write))
+    run_id = _scheduled(rt.db, name)
+    Attempt(rt, run_id, 1).execute()
+    artifact = rt.db.artifacts.find_one({"runId": run_id})
+    assert artifact["key"] == f"runs/{run_id}/1/figures/loss.png"
+    assert rt.storage.path_of(artifact["key"]).read_bytes() == b"\x89PNG fake"
+    assert artifact["bytes"] == 9 and len(artifact["sha256"]) == 64
+
+
+class BrokenStorage(LocalStorage):
+    def upload(self, local_path, key, content_type=None):
+        raise StorageError(f"upload of {key} failed: S3 down")
+
+
+def test_a_failed_upload_is_reported_and_the_run_goes_on_unless_it_is_the_paper(rt, register, tmp_path):
+    rt.storage = BrokenStorage(tmp_path / "x")
+
+    def figure(ctx):
+        (ctx.workdir / "f.png").write_bytes(b"png")
+        ctx.save_artifact(ctx.workdir / "f.png", kind="figure")
+        return {}
+
+    def paper(ctx):
+        (ctx.workdir / "paper.pdf").write_bytes(b"%PDF")
+        ctx.report_paper(ctx.workdir / "paper.pdf", word_count=10)
+        return {}
+    name = register("uploads", Step("plots", figure), Step("paper", paper))
+    run_id = _scheduled(rt.db, name)
+    Attempt(rt, run_id, 1).execute()
+    types = rt.emitter.types()
+    assert types.count("ai.artifact.failed") == 2
+    failed = [e for e in rt.emitter.events if e["type"] == "ai.run.failed"]
+    assert len(failed) == 1 and failed[0]["data"]["stage"] == "paper" and failed[0]["data"]["retryable"] is True
