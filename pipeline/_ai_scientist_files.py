@@ -1,0 +1,336 @@
+"""Read what AI-Scientist-v2 writes: tree-search logs (reported as progress) and produced files.
+
+This is the testable core of the `ai_scientist` adapter: it reads files only and imports nothing
+of AI-Scientist-v2. The log layout it reads (checked against SakanaAI/AI-Scientist-v2,
+`ai_scientist/treesearch/perform_experiments_bfts_with_agentmanager.py`, `agent_manager.py`,
+`journal.py`, `utils/config.py`, `utils/serialize.py`):
+
+    <idea_dir>/logs/<index>-<exp_name>/          the experiment log dir; "0-run" for a fresh idea dir
+        stage_<N>_<main name>_<M>_<sub name>/     one per sub-stage, e.g.
+                                                  stage_1_initial_implementation_1_preliminary,
+                                                  stage_2_baseline_tuning_1_first_attempt
+            journal.json                          {"nodes": [...], "node2parent": {...}, "__version": "2"}
+            notes/stage_progress.json             {"stage", "total_nodes", "buggy_nodes", "good_nodes",
+                                                   "best_metric" (a display string), "current_findings"}
+
+Both files are rewritten after every tree-search step (`step_callback`), with a plain `open("w")`,
+so a poll can see a half-written file: such a file is skipped and its last good reading kept.
+`best_metric` in stage_progress.json is `str(MetricValue)`, meant for people, so the number is
+taken from the journal's nodes instead: `metric.value` is a number, a {dataset: number} dict (old
+format) or {"metric_names": [{"metric_name", "lower_is_better", "data": [{"dataset_name",
+"final_value" | "value", ...}]}]}; a stage's best is the best mean over datasets of the first
+metric among non-buggy nodes, the fallback AI-Scientist itself uses when its LLM choice fails.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.context import RunContext
+from pipeline.errors import AllNodesBuggy, MaxIterationsReached, PipelineError
+
+#: Progress stays below this until the stage is known to be over: node counts say how much of the
+#: iteration budget is used, not when the stage manager decides the stage is complete.
+PROGRESS_CAP = 0.99
+
+_STAGE_DIR = re.compile(r"^stage_(\d+)_\D*?_?(\d+)_")
+_JOURNAL = "journal.json"
+_PROGRESS = Path("notes") / "stage_progress.json"
+
+
+@dataclass(frozen=True)
+class StageSnapshot:
+    """What the logs say about one main stage (all its sub-stages) at one poll."""
+
+    sub_stages: tuple[str, ...]
+    total_nodes: int
+    good_nodes: int
+    buggy_nodes: int
+    #: Nodes of the newest sub-stage: each sub-stage has its own iteration budget.
+    current_nodes: int
+    best_metric: float | None
+    metric_name: str | None
+    maximize: bool | None
+
+
+class _JsonCache:
+    """Last good parse per file, keyed by (mtime, size) so an unchanged file is not re-read and a
+    half-written one does not replace a good reading."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[tuple[int, int], Any]] = {}
+
+    def read(self, path: Path) -> Any:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        seen = self._seen.get(path)
+        if seen and seen[0] == key:
+            return seen[1]
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            value = seen[1] if seen else None  # skip this reading, keep the last good one
+        self._seen[path] = (key, value)
+        return value
+
+
+def stage_dirs(log_dir: Path, main_stage: int) -> list[Path]:
+    """The sub-stage directories of one main stage, in sub-stage order."""
+    if not log_dir.is_dir():
+        return []
+    found = []
+    for path in log_dir.iterdir():
+        match = _STAGE_DIR.match(path.name)
+        if path.is_dir() and match and int(match.group(1)) == main_stage:
+            found.append((int(match.group(2)), path.name, path))
+    return [path for _, _, path in sorted(found)]
+
+
+def find_log_dir(idea_dir: Path) -> Path | None:
+    """The experiment log dir under `<idea_dir>/logs`: the highest `<index>-<name>` directory."""
+    logs = idea_dir / "logs"
+    if not logs.is_dir():
+        return None
+    runs = [(int(p.name.split("-", 1)[0]), p) for p in logs.iterdir()
+            if p.is_dir() and p.name.split("-", 1)[0].isdigit()]
+    return max(runs)[1] if runs else None
+
+
+def max_iterations(bfts_config: dict[str, Any], main_stage: int) -> int:
+    """A stage's iteration budget as AgentManager reads it: `agent.stages.stage<N>_max_iters`,
+    else `agent.steps`."""
+    agent = bfts_config.get("agent") or {}
+    stages = agent.get("stages") or {}
+    value = stages.get(f"stage{main_stage}_max_iters", agent.get("steps"))
+    if not isinstance(value, int) or value < 1:
+        raise PipelineError(f"the BFTS config has no usable iteration budget for stage {main_stage}: {value!r}")
+    return value
+
+
+def read_stage(log_dir: Path, main_stage: int, cache: _JsonCache | None = None) -> StageSnapshot | None:
+    """One main stage's state summed over its sub-stages; None while nothing readable is there."""
+    cache = cache or _JsonCache()
+    dirs = stage_dirs(log_dir, main_stage)
+    readings = [r for r in (_read_sub_stage(d, cache) for d in dirs) if r is not None]
+    if not readings:
+        return None
+    best = _best([r["best"] for r in readings if r["best"] is not None])
+    return StageSnapshot(
+        sub_stages=tuple(d.name for d in dirs),
+        total_nodes=sum(r["total"] for r in readings),
+        good_nodes=sum(r["good"] for r in readings),
+        buggy_nodes=sum(r["buggy"] for r in readings),
+        current_nodes=readings[-1]["total"],
+        best_metric=best[0] if best else None,
+        metric_name=best[1] if best else None,
+        maximize=best[2] if best else None,
+    )
+
+
+def diagnose(stage: str, snapshot: StageSnapshot | None, max_iterations: int) -> PipelineError | None:
+    """Why a stage gave the next one nothing to build on, when its logs say so; else None."""
+    if snapshot is None or snapshot.total_nodes == 0:
+        return None
+    if snapshot.buggy_nodes >= snapshot.total_nodes:
+        return AllNodesBuggy(stage, snapshot.total_nodes)
+    if snapshot.good_nodes == 0 and snapshot.current_nodes >= max_iterations:
+        return MaxIterationsReached(stage, max_iterations)
+    return None
+
+
+def _read_sub_stage(directory: Path, cache: _JsonCache) -> dict[str, Any] | None:
+    progress = cache.read(directory / _PROGRESS)
+    journal = cache.read(directory / _JOURNAL)
+    nodes = journal.get("nodes") if journal else None
+    nodes = nodes if isinstance(nodes, list) else None
+    counts = _counts_from_progress(progress) or (_counts_from_nodes(nodes) if nodes is not None else None)
+    if counts is None:
+        return None
+    return {**counts, "best": _best(_node_metrics(nodes or []))}
+
+
+class ProgressTranslator:
+    """Polls one main stage's logs and turns changes into `ctx.progress` and `ctx.metric` calls.
+
+    A poll that finds nothing new makes no call, so polling often costs no events.
+    """
+
+    def __init__(self, ctx: RunContext, log_dir: Path, stage: str, max_iterations: int):
+        if not re.fullmatch(r"Stage_[1-4]", stage):
+            raise ValueError(f"stage must be one of Stage_1..Stage_4, got {stage!r}")
+        self.ctx = ctx
+        self.log_dir = log_dir
+        self.stage = stage
+        self.main_stage = int(stage[-1])
+        self.max_iterations = max_iterations
+        self.snapshot: StageSnapshot | None = None
+        self._cache = _JsonCache()
+        self._progress = 0.0
+        self._reported: dict[str, float] = {}
+        self._metric_name: str | None = None
+
+    def poll(self) -> StageSnapshot | None:
+        """Read the logs once and report what changed since the last poll."""
+        snapshot = self._read()
+        if snapshot is None:
+            return self.snapshot
+        self.snapshot = snapshot
+        self._report_progress(snapshot)
+        self._report_metrics(snapshot)
+        return snapshot
+
+    def next_stage_started(self) -> bool:
+        """True once the tree search has moved on to the next main stage: this one is over."""
+        return bool(stage_dirs(self.log_dir, self.main_stage + 1))
+
+    def diagnose(self) -> PipelineError | None:
+        """After the tree search ended early: why this stage produced nothing to build on."""
+        return diagnose(self.stage, self.snapshot, self.max_iterations)
+
+    def summary(self) -> dict[str, Any]:
+        """The step's outputs: small, JSON-able, enough for the dashboard and later steps."""
+        if self.snapshot is None:
+            return {"stage": self.stage, "sub_stages": [], "total_nodes": 0}
+        out = asdict(self.snapshot)
+        out["sub_stages"] = list(out["sub_stages"])
+        return {"stage": self.stage, **out}
+
+    def _read(self) -> StageSnapshot | None:
+        return read_stage(self.log_dir, self.main_stage, self._cache)
+
+    def _report_progress(self, snap: StageSnapshot) -> None:
+        fraction = min(PROGRESS_CAP, snap.current_nodes / self.max_iterations)
+        if fraction > self._progress:
+            self._progress = fraction
+            self.ctx.progress(fraction)
+
+    def _report_metrics(self, snap: StageSnapshot) -> None:
+        values = {"total_nodes": snap.total_nodes, "good_nodes": snap.good_nodes,
+                  "buggy_nodes": snap.buggy_nodes, "best_metric": snap.best_metric}
+        for name, value in values.items():
+            if value is not None and self._reported.get(name) != value:
+                self._reported[name] = value
+                self.ctx.metric(name, value, step=snap.total_nodes)
+        if snap.metric_name and snap.metric_name != self._metric_name:
+            self._metric_name = snap.metric_name
+            self.ctx.log(f"{self.stage} best_metric is {snap.metric_name}",
+                         maximize=snap.maximize)
+
+
+def _counts_from_progress(progress: dict[str, Any] | None) -> dict[str, int] | None:
+    if not progress:
+        return None
+    counts = {key: progress.get(f"{key}_nodes") for key in ("total", "good", "buggy")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+        return None
+    return counts
+
+
+def _counts_from_nodes(nodes: list[Any]) -> dict[str, int]:
+    dicts = [n for n in nodes if isinstance(n, dict)]
+    return {
+        "total": len(dicts),
+        "good": sum(n.get("is_buggy") is False and n.get("is_buggy_plots") is False for n in dicts),
+        "buggy": sum(n.get("is_buggy") is True for n in dicts),
+    }
+
+
+def _node_metrics(nodes: list[Any]) -> list[tuple[float, str | None, bool]]:
+    """(mean value, metric name, maximize) of every non-buggy node with a usable metric."""
+    found = []
+    for node in nodes:
+        if isinstance(node, dict) and node.get("is_buggy") is False and isinstance(node.get("metric"), dict):
+            parsed = _metric_value(node["metric"])
+            if parsed is not None:
+                found.append(parsed)
+    return found
+
+
+def _metric_value(metric: dict[str, Any]) -> tuple[float, str | None, bool] | None:
+    value, maximize, name = metric.get("value"), bool(metric.get("maximize")), metric.get("name")
+    if isinstance(value, dict) and isinstance(value.get("metric_names"), list) and value["metric_names"]:
+        first = value["metric_names"][0]
+        if not isinstance(first, dict):
+            return None
+        data = first.get("data") if isinstance(first.get("data"), list) else []
+        numbers = [d.get("final_value", d.get("value")) for d in data if isinstance(d, dict)]
+        value = _mean(numbers)
+        name = first.get("metric_name", name)
+        maximize = not first.get("lower_is_better", not maximize)
+    elif isinstance(value, dict):
+        value = _mean(list(value.values()))
+    if not _finite(value):
+        return None
+    return float(value), name if isinstance(name, str) else None, maximize
+
+
+def _best(candidates: list[tuple[float, str | None, bool]]) -> tuple[float, str | None, bool] | None:
+    """The best candidate under the first candidate's direction (one stage, one metric)."""
+    if not candidates:
+        return None
+    maximize = candidates[0][2]
+    return (max if maximize else min)(candidates, key=lambda c: c[0])
+
+
+def _mean(values: list[Any]) -> float | None:
+    numbers = [float(v) for v in values if _finite(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ProducedFile:
+    """A file AI-Scientist-v2 wrote that the run should keep, with its artifact kind."""
+
+    path: Path
+    kind: str
+    content_type: str
+
+
+#: Review outputs as launch_scientist_bfts.py writes them into the idea dir.
+_REVIEW_FILES = (("review_text.txt", "text/plain"), ("review_img_cap_ref.json", "application/json"))
+
+
+def find_paper(idea_dir: Path) -> Path | None:
+    """The paper PDF, chosen like launch_scientist_bfts.py's `find_pdf_path_for_review`: a
+    reflection PDF marked final, else the highest-numbered reflection, else `<idea_dir name>.pdf`
+    (the writeup's compile target), else any PDF in the idea dir."""
+    if not idea_dir.is_dir():
+        return None
+    pdfs = sorted(p for p in idea_dir.glob("*.pdf") if p.is_file())
+    reflections = [p for p in pdfs if "reflection" in p.name]
+    final = [p for p in reflections if "final" in p.name.lower()]
+    if final:
+        return final[0]
+    numbered = [(int(m.group(1)), p) for p in reflections if (m := re.search(r"reflection[_.]?(\d+)", p.name))]
+    if numbered:
+        return max(numbered)[1]
+    if reflections:
+        return reflections[0]
+    main = idea_dir / f"{idea_dir.name}.pdf"
+    return main if main.is_file() else (pdfs[0] if pdfs else None)
+
+
+def produced_files(idea_dir: Path) -> list[ProducedFile]:
+    """Figures (`figures/*.png`, from plot aggregation), the paper and the review files, in that
+    order; only the ones that exist."""
+    found = [ProducedFile(p, "figure", "image/png") for p in sorted((idea_dir / "figures").glob("*.png"))]
+    paper = find_paper(idea_dir)
+    if paper:
+        found.append(ProducedFile(paper, "paper", "application/pdf"))
+    found += [ProducedFile(idea_dir / name, "review", ctype) for name, ctype in _REVIEW_FILES
+              if (idea_dir / name).is_file()]
+    return found

@@ -1,0 +1,56 @@
+"""What a pipeline is: named steps, each a function of the run context that returns its outputs.
+
+A step's returned dict is its checkpoint. The worker stores it; after a retry or a crash it skips
+completed steps and hands their outputs to later steps in `ctx.results[name]`. So a step reads only
+`ctx.results`, `ctx.hypothesis` and `ctx.seed`, never files an earlier step wrote: the pod that
+resumes a run does not have them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.events import STAGE_INDEX, STAGE_NAMES
+from pipeline.context import RunContext
+
+StepFunction = Callable[[RunContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a run: `name` is one of `STAGE_NAMES`, `run` returns small JSON-able outputs."""
+
+    name: str
+    run: StepFunction
+
+    def __post_init__(self) -> None:
+        if self.name not in STAGE_INDEX:
+            raise ValueError(f"step name {self.name!r} is not a stage; use one of {', '.join(STAGE_NAMES)}")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A named sequence of steps in stage order; the worker drives them one at a time."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        names = [step.name for step in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline {self.name!r} repeats a step: {names}")
+        if names != sorted(names, key=STAGE_INDEX.__getitem__):
+            raise ValueError(f"pipeline {self.name!r} steps are out of stage order: {names}")
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        return tuple(step.name for step in self.steps)
+
+    def step(self, name: str) -> Step:
+        """The step called `name`; KeyError names the steps there are."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"pipeline {self.name!r} has no step {name!r}; steps: {', '.join(self.step_names)}")

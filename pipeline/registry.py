@@ -1,0 +1,35 @@
+"""Pipelines by name, and the check that a named one can run on this worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipeline import ai_scientist, demo
+from pipeline.base import Pipeline
+from pipeline.errors import UnknownPipeline
+
+#: Pipeline name -> factory. The name is what a run's `pipeline` field holds.
+PIPELINES: dict[str, Callable[[], Pipeline]] = {
+    demo.NAME: demo.demo_pipeline,
+    ai_scientist.NAME: ai_scientist.ai_scientist_pipeline,
+}
+
+#: Pipelines that need more than this package (an installed library, a checkout, settings).
+_AVAILABILITY: dict[str, Callable[[], None]] = {
+    ai_scientist.NAME: ai_scientist.check_available,
+}
+
+
+def check_available(name: str) -> None:
+    """Raise `UnknownPipeline` or `PipelineUnavailable` (with the fix) if `name` cannot run here."""
+    if name not in PIPELINES:
+        raise UnknownPipeline(name, PIPELINES)
+    check = _AVAILABILITY.get(name)
+    if check is not None:
+        check()
+
+
+def get_pipeline(name: str) -> Pipeline:
+    """The pipeline called `name`, checked first so a run fails before its first step, not in it."""
+    check_available(name)
+    return PIPELINES[name]()
