@@ -83,3 +83,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for lane, by_outcome in counts.items():
         text = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items())) or "no tests"
         terminalreporter.write_line(f"{lane} lane: {text}")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator["S3Server"]:
+    """One moto S3 server process for the session (`S3Server.endpoint` is host:port)."""
+    from tests.servers import S3Server
+
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()

@@ -167,3 +167,35 @@ class Child:
 
 
 PYTHON = sys.executable
+
+
+class S3Server:
+    """moto's S3 API server (`moto_server`) as a separate OS process on loopback: a real S3 HTTP
+    endpoint the `minio` client talks to, standing in for MinIO, which is not installable here."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.child: Child | None = None
+
+    def start(self) -> None:
+        executable = shutil.which("moto_server")
+        if executable is None:
+            unavailable("moto_server is not installed; pip install 'moto[server]'")
+        self.child = Child("moto-s3", [executable, "-H", "127.0.0.1", "-p", str(self.port)], process_env())
+        try:
+            wait_until(self._answers, 30, "moto_server to answer")
+        except TimeoutError as exc:
+            output = self.child.output()[-2000:]
+            self.stop()
+            unavailable(f"moto_server did not start: {exc}; output: {output}")
+
+    def _answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+            conn.sendall(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            return conn.recv(12).startswith(b"HTTP/1.")
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None

@@ -1,0 +1,274 @@
+"""Artifact storage: MinIO (any S3 API) in production, a local directory for the embedded demo.
+
+`upload` computes size and sha256 from the local file, stores the bytes under exactly the key it
+was given and returns that key: the key registered in `ai.artifact.registered` is the key the
+bytes were uploaded to (the old worker registered a different one). Keys look like
+`runs/{run_id}/{attempt}/{relative path}` (`artifact_key`).
+
+Transient failures (connection errors, timeouts, 5xx, throttling) are retried with backoff;
+after the last try, or at once for a permanent one, `StorageError` names the key and the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+import os
+import random
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, TypeVar
+from urllib.parse import urlsplit
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: S3 error codes worth another try: the server is busy or failed, not the request.
+_TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+#: Hashing and copying read this many bytes at a time, so memory does not grow with the file.
+_CHUNK_BYTES = 1 << 20
+
+
+class StorageError(OrchestratorError):
+    """An artifact could not be stored or looked up; the message names the key and the cause."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: after the n-th failure in a row, wait a uniformly
+    random time in [0, min(cap_s, base_s * 2**(n-1))], so that many clients that failed together
+    do not all retry together. Shared by the artifact uploads and the event emitter."""
+
+    base_s: float = 0.2
+    cap_s: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(failures - 1, 0), 62))
+        return random.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a storage call is tried (first try included) and how long to wait between."""
+
+    tries: int = 4
+    backoff: Backoff = Backoff(base_s=0.25, cap_s=5.0)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What was stored: the exact key, and size and sha256 of the bytes, computed locally."""
+
+    key: str
+    bytes: int
+    sha256: str
+    content_type: str
+
+
+def artifact_key(run_id: str, attempt: int, relative_path: str | os.PathLike[str]) -> str:
+    """`runs/{run_id}/{attempt}/{relative path}`, with the path in POSIX form."""
+    relative = Path(relative_path).as_posix()  # pathlib drops "." segments and doubled slashes
+    return check_key(f"runs/{run_id}/{attempt}/{relative}")
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that would escape the bucket or the artifact directory, or are not canonical."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(
+            f"artifact key {key!r} is not a relative path of plain segments "
+            "(no leading '/', no '.', '..' or empty segments, no backslashes)"
+        )
+    return key
+
+
+class Storage(ABC):
+    """Where artifacts go. Subclasses store bytes; this class hashes, checks keys and retries."""
+
+    def __init__(self, retry: RetryPolicy | None = None):
+        self.retry = retry or RetryPolicy()
+
+    def upload(self, local_path: str | os.PathLike[str], key: str, content_type: str | None = None) -> UploadResult:
+        """Store a local file under `key`; `content_type` is guessed from the name when None."""
+        check_key(key)
+        path = Path(local_path)
+        size, digest = _size_and_sha256(path, key)
+        content_type = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self._retrying(f"upload of {path} to {key!r}", lambda: self._put(path, key, content_type, digest))
+        return UploadResult(key=key, bytes=size, sha256=digest, content_type=content_type)
+
+    def download_url(self, key: str, expires_s: int = 3600) -> str:
+        """A URL that fetches the bytes: presigned GET for S3, file:// for a local directory."""
+        check_key(key)
+        return self._retrying(f"download URL for {key!r}", lambda: self._url(key, expires_s))
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        return self._retrying(f"lookup of {key!r}", lambda: self._exists(key))
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """Run `call`, retrying transient failures; raise StorageError naming `what` and the cause."""
+        for attempt in range(1, self.retry.tries + 1):
+            try:
+                return call()
+            except self._failures as exc:  # type: ignore[misc]
+                if not self._transient(exc):
+                    raise StorageError(f"{what} failed: {_describe(exc)}") from exc
+                if attempt == self.retry.tries:
+                    raise StorageError(f"{what} failed after {attempt} tries: {_describe(exc)}") from exc
+                delay = self.retry.backoff.delay(attempt)
+                log.warning("%s failed (try %d of %d): %s; retrying in %.2fs",
+                            what, attempt, self.retry.tries, _describe(exc), delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable: RetryPolicy.tries must be at least 1")
+
+    #: Exceptions a backend call may raise that become StorageError (others are bugs: propagate).
+    _failures: tuple[type[BaseException], ...] = (OSError,)
+
+    @abstractmethod
+    def _transient(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def _put(self, path: Path, key: str, content_type: str, sha256: str) -> None: ...
+
+    @abstractmethod
+    def _url(self, key: str, expires_s: int) -> str: ...
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+
+class LocalStorage(Storage):
+    """Artifacts as files under a directory: the embedded demo, which runs with no services."""
+
+    def __init__(self, root: str | os.PathLike[str], retry: RetryPolicy | None = None):
+        super().__init__(retry)
+        self.root = Path(root).resolve()
+
+    def path_of(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _transient(self, exc: BaseException) -> bool:
+        # A full or read-only disk will not heal in a second, but a few quick tries cost little
+        # and cover NFS hiccups; the missing source file was caught before the first try.
+        return True
+
+    def _put(self, path: Path, key: str, content_type: str, sha256: str) -> None:
+        target = self.path_of(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(path, partial)
+        os.replace(partial, target)  # readers never see half a file
+
+    def _url(self, key: str, expires_s: int) -> str:
+        return self.path_of(key).as_uri()
+
+    def _exists(self, key: str) -> bool:
+        return self.path_of(key).is_file()
+
+
+class MinioStorage(Storage):
+    """Artifacts in an S3 bucket through the `minio` client; the bucket is created on first use."""
+
+    _failures = (S3Error, ServerError, InvalidResponseError, urllib3.exceptions.HTTPError, OSError)
+
+    def __init__(self, client: Minio, bucket: str, retry: RetryPolicy | None = None):
+        super().__init__(retry)
+        self.client = client
+        self.bucket = bucket
+        self._bucket_ready = False
+
+    def _transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, S3Error):
+            status = exc.response.status if exc.response is not None else 0
+            return status >= 500 or status == 429 or exc.code in _TRANSIENT_S3_CODES
+        if isinstance(exc, ServerError):
+            return exc.status_code >= 500 or exc.status_code == 429
+        return True  # connection errors, timeouts, non-XML answers from a proxy in front
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        if not self.client.bucket_exists(self.bucket):
+            try:
+                self.client.make_bucket(self.bucket)
+                log.info("created bucket %s", self.bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise  # another worker creating it at the same moment is fine
+        self._bucket_ready = True
+
+    def _put(self, path: Path, key: str, content_type: str, sha256: str) -> None:
+        self._ensure_bucket()
+        self.client.fput_object(self.bucket, key, str(path), content_type=content_type, metadata={"sha256": sha256})
+
+    def _url(self, key: str, expires_s: int) -> str:
+        return self.client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+        return True
+
+
+def minio_client(endpoint: str, access_key: str | None, secret_key: str | None, *, secure: bool,
+                 connect_timeout_s: float = 5.0, read_timeout_s: float = 120.0) -> Minio:
+    """A client whose HTTP layer does not retry (`Storage` does, with its own policy) and whose
+    timeouts are seconds, not the library's 5 minutes. `endpoint` may carry http:// or https://,
+    which then decides `secure`."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    if parts.scheme:
+        secure = parts.scheme == "https"
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=False,
+    )
+    return Minio(parts.netloc, access_key=access_key, secret_key=secret_key, secure=secure, http_client=http)
+
+
+def storage_from_settings(settings: Settings, retry: RetryPolicy | None = None) -> Storage:
+    """MinIO when MINIO_ENDPOINT is set, else files under ARTIFACT_DIR (the embedded demo)."""
+    if settings.minio_endpoint:
+        client = minio_client(settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key,
+                              secure=settings.minio_secure)
+        return MinioStorage(client, settings.minio_bucket, retry)
+    return LocalStorage(settings.artifact_dir, retry)
+
+
+def _size_and_sha256(path: Path, key: str) -> tuple[int, str]:
+    """Read the file once; a missing or unreadable file is not worth a retry."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise StorageError(f"cannot upload {path} to {key!r}: {_describe(exc)}") from exc
+    return size, digest.hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
