@@ -245,11 +245,11 @@ def prune_seen(obj: Ctx, days: int) -> None:
 @main.command()
 @click.option("--title", default=None, help="Hypothesis title (default: an embedded example).")
 @click.option("--idea", default=None, help="Hypothesis text (default: an embedded example).")
-@click.option("--seed", type=int, default=None, help="Seed for the demo pipeline (default: from the run id).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the demo pipeline: same seed and hypothesis, same numbers.")
 @click.option("--timeout", type=float, default=300, show_default=True)
 @click.option("--output", default="demo-output", show_default=True, help="Folder for artifacts, spool and work files.")
 @click.pass_context
-def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: int | None, timeout: float, output: str) -> None:
+def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: int, timeout: float, output: str) -> None:
     """Run the whole system end to end on one machine and print the run's summary.
 
     With no MONGODB_URL it uses the embedded database, an in-process ingest app and worker, and

@@ -152,10 +152,14 @@ def ensure_indexes(db: Database) -> list[str]:
     """
     warnings: list[str] = []
     for collection, models in _indexes().items():
-        try:
-            db[collection].create_indexes(models)
-        except PyMongoError as exc:
-            raise type(exc)(f"creating indexes on {collection}: {exc}") from exc
+        for model in models:
+            # One index per call: FerretDB v1.24 drops the connection (a Go panic, "slice bounds
+            # out of range") when one createIndexes names two or more indexes that all exist,
+            # i.e. on every start after the first (seen).
+            try:
+                db[collection].create_indexes([model])
+            except PyMongoError as exc:
+                raise type(exc)(f"creating indexes on {collection}: {exc}") from exc
     try:
         db["events_seen"].create_indexes([_ttl_index()])
     except (OperationFailure, NotImplementedError) as exc:

@@ -98,8 +98,8 @@ def _dispatcher(db: Any, settings: Settings) -> Iterator[None]:
 
 def _summary(run: dict[str, Any], settings: Settings) -> Table:
     table = Table(title="demo run summary", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     validation = run.get("validation") or {}
     table.add_row("run", run["_id"])
     table.add_row("status", run["status"])
@@ -114,7 +114,7 @@ def _summary(run: dict[str, Any], settings: Settings) -> Table:
     return table
 
 
-def run_demo(obj: "Ctx", *, title: str | None, idea: str | None, seed: int | None, timeout: float, output: str) -> int:
+def run_demo(obj: "Ctx", *, title: str | None, idea: str | None, seed: int, timeout: float, output: str) -> int:
     from orchestrator.cli import EXIT_RUN_DID_NOT_FINISH, console, follow
 
     out = Path(output).resolve()
@@ -133,9 +133,7 @@ def run_demo(obj: "Ctx", *, title: str | None, idea: str | None, seed: int | Non
         stack.enter_context(_worker())
         stack.enter_context(_dispatcher(db, settings))
         _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline="demo",
-                                              max_attempts=settings.max_attempts)
-        if seed is not None:
-            db.runs.update_one({"_id": run_id}, {"$set": {"seed": seed}})
+                                              max_attempts=settings.max_attempts, seed=seed)
         run = follow(obj, run_id, interval=0.25, timeout=timeout)
     if obj.as_json:
         import json

@@ -30,8 +30,10 @@ def new_run_document(
     pipeline: str = DEFAULT_PIPELINE,
     max_attempts: int = 3,
     run_id: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """A QUEUED run as the frontend would insert it. `attempt` counts dispatches; 0 = none yet."""
+    """A QUEUED run as the frontend would insert it. `attempt` counts dispatches; 0 = none yet.
+    `seed` fixes the pipeline's randomness (default: derived from the run id)."""
     if not 0 <= priority <= 9:
         raise ValueError(f"priority must be 0..9, got {priority}")
     now = utcnow()
@@ -49,6 +51,7 @@ def new_run_document(
         "lastEventSeq": 0,
         "createdAt": now,
         "updatedAt": now,
+        **({"seed": seed} if seed is not None else {}),
     }
 
 
@@ -62,6 +65,7 @@ def create_hypothesis_and_run(
     queue: str = DEFAULT_QUEUE,
     pipeline: str = DEFAULT_PIPELINE,
     max_attempts: int = 3,
+    seed: int | None = None,
 ) -> tuple[str, str]:
     """Insert a hypothesis and its QUEUED run, as the frontend does. Returns (hypothesis id, run id)."""
     hypothesis_id = str(uuid.uuid4())
@@ -69,7 +73,7 @@ def create_hypothesis_and_run(
         {"_id": hypothesis_id, "title": title, "idea": idea, "ideaJson": idea_json, "createdAt": utcnow()}
     )
     run = new_run_document(
-        hypothesis_id, priority=priority, queue=queue, pipeline=pipeline, max_attempts=max_attempts
+        hypothesis_id, priority=priority, queue=queue, pipeline=pipeline, max_attempts=max_attempts, seed=seed
     )
     db.runs.insert_one(run)
     return hypothesis_id, run["_id"]

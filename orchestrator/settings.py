@@ -128,8 +128,15 @@ class Settings:
     cancel_grace_s: float
     #: A SCHEDULED run with no claim after this long is dispatched again (lost broker message).
     schedule_timeout_s: float
+    #: How often the dispatcher process runs the sweeper (lost dispatches, expired leases).
+    sweep_interval_s: float
+    #: Port of the dispatcher's Prometheus endpoint (0: none).
+    metrics_port: int
     #: Default attempts per run (first try plus retries).
     max_attempts: int
+    #: Extra modules whose `PIPELINES` dict (name -> factory) the worker adds to the registry,
+    #: so a site can add pipelines without forking this package (PIPELINE_MODULES=a.b,c.d).
+    pipeline_modules: tuple[str, ...]
     #: Directory for the worker's durable event spool.
     spool_dir: str
     #: Directory where runs write their files before upload (one subfolder per run and attempt).
@@ -168,7 +175,10 @@ class Settings:
             lease_s=_number(env, "LEASE_S", 90.0, minimum=0.1),
             cancel_grace_s=_number(env, "CANCEL_GRACE_S", 30.0, minimum=0.0),
             schedule_timeout_s=_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
+            sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),
+            metrics_port=_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0),
             max_attempts=_integer(env, "MAX_ATTEMPTS", 3),
+            pipeline_modules=tuple(m.strip() for m in (_text(env, "PIPELINE_MODULES", "") or "").split(",") if m.strip()),
             spool_dir=_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",
             work_dir=_text(env, "WORK_DIR", os.path.abspath("work")) or "work",
             max_body_bytes=_integer(env, "INGEST_MAX_BODY_BYTES", 5 * 1024 * 1024),

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any, Callable, Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, start_http_server
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -153,15 +153,16 @@ def main(argv: list[str] | None = None) -> None:
     db = get_db(settings)
     ensure_indexes(db)
     features = probe_features(db)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+        log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
     from tasks.sweeper import sweep_once
 
     dispatcher = Dispatcher(db, celery_sender, interval_s=settings.dispatch_interval_s,
                             use_change_stream=features.change_streams,
-                            sweep=lambda: sweep_once(db, settings, celery_sender))
+                            sweep=lambda: sweep_once(db, settings, celery_sender),
+                            sweep_every_s=settings.sweep_interval_s)
     signal.signal(signal.SIGTERM, dispatcher.stop)
     signal.signal(signal.SIGINT, dispatcher.stop)
     dispatcher.run_forever()
 
-
-if __name__ == "__main__":
-    main()

@@ -6,6 +6,7 @@ fork: a MongoClient and the emitter's thread must not cross a fork.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -17,7 +18,9 @@ from typing import Any
 from celery import signals
 from pymongo.database import Database
 
+import pipeline
 from orchestrator.db import ensure_indexes, get_db
+from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import Storage, storage_from_settings
 from tasks.emitter import Emitter
@@ -57,8 +60,19 @@ def runtime(settings: Settings | None = None) -> Runtime:
                 region=os.environ.get("POD_REGION"), image=os.environ.get("POD_IMAGE"),
             )
             _pid = os.getpid()
+            load_pipeline_modules(settings.pipeline_modules)
             _install_excepthooks()
         return _runtime
+
+
+def load_pipeline_modules(names: tuple[str, ...]) -> None:
+    """Add the pipelines of each PIPELINE_MODULES module to the registry."""
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+            pipeline.PIPELINES.update(module.PIPELINES)
+        except (ImportError, AttributeError) as exc:
+            raise SettingsError(f"PIPELINE_MODULES names {name!r}, which cannot be loaded: {exc}") from exc
 
 
 def shutdown_runtime() -> None:
@@ -68,6 +82,22 @@ def shutdown_runtime() -> None:
         if _runtime is not None and _pid == os.getpid():
             _runtime.close()
         _runtime = None
+
+
+@signals.worker_process_init.connect
+def _on_child_start(**_: Any) -> None:
+    """Start the emitter as soon as a pool child exists, not at its first task: a backlog an
+    earlier child left in the spool (ingest was down when it exited) is sent right away."""
+    runtime()
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """The same for pools that run tasks in the main process (solo, threads); a prefork parent
+    must not, since the emitter's spool lock belongs to the child that runs tasks."""
+    pool = getattr(sender, "pool", None)
+    if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("solo", "thread"):
+        runtime()
 
 
 @signals.worker_process_shutdown.connect

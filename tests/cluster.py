@@ -1,0 +1,63 @@
+"""The system as OS processes on the real server, for the process tests: a gunicorn ingest app,
+Celery workers, dispatchers. Each process gets its own log file, shown when a test fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.servers import PYTHON, Child, MongoServer, free_port, process_env, wait_until
+
+TOKEN = "process-test-token"
+
+
+class Cluster:
+    def __init__(self, server: MongoServer, database: str, tmp: Path, **env: str):
+        self.server = server
+        self.tmp = tmp
+        self.port = free_port()
+        self.base_env = {
+            "MONGODB_URL": server.url(database), "INGEST_URL": f"http://127.0.0.1:{self.port}", "INGEST_TOKEN": TOKEN,
+            "ARTIFACT_DIR": str(tmp / "artifacts"), "PIPELINE_MODULES": "tests.pipelines_for_tests",
+            "HEARTBEAT_INTERVAL_S": "0.5", "LEASE_S": "3", "CANCEL_GRACE_S": "1", "SCHEDULE_TIMEOUT_S": "20",
+            "DISPATCH_INTERVAL": "0.1", "SWEEP_INTERVAL_S": "0.5", "MONGODB_TIMEOUT_S": "2",
+            **env,
+        }
+        self.children: list[Child] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return process_env(**{**self.base_env, **extra})
+
+    def start_ingest(self, workers: int = 2) -> Child:
+        child = Child("gunicorn", [PYTHON, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{self.port}",
+                                   "ingest_app:create_app()"], self.env())
+        self.children.append(child)
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok, 30, "gunicorn to serve")
+        return child
+
+    def start_worker(self, pod: str, *extra_args: str) -> Child:
+        env = self.env(POD_ID=pod, SPOOL_DIR=str(self.tmp / f"spool-{pod}"), WORK_DIR=str(self.tmp / f"work-{pod}"))
+        child = Child(f"worker-{pod}", [PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--concurrency", "1",
+                                        "--hostname", f"{pod}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+                                        *extra_args], env)
+        self.children.append(child)
+        return child
+
+    def start_dispatcher(self, name: str = "dispatcher") -> Child:
+        child = Child(name, [PYTHON, "-c", "from tasks.dispatcher import main; main()"], self.env())
+        self.children.append(child)
+        return child
+
+    def api(self, path: str, **kw: Any) -> Any:
+        response = requests.get(f"http://127.0.0.1:{self.port}{path}", timeout=5, **kw)
+        response.raise_for_status()
+        return response.json()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {c.name} =====\n{c.output()[-3000:]}" for c in self.children)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()

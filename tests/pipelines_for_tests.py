@@ -1,0 +1,48 @@
+"""Pipelines for the process tests, loaded by workers through PIPELINE_MODULES.
+
+`sleepy`: four experiment stages that take `stage_s` seconds each (from the hypothesis's
+ideaJson), with a checkpoint every 50 ms, a metric per stage, an artifact when Stage_2 ends,
+then a passing auto-validation. `noop`: only an auto-validation, for dispatch throughput.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipeline.base import Pipeline, Step
+from pipeline.context import RunContext
+
+
+def _stage_seconds(ctx: RunContext) -> float:
+    return float((ctx.hypothesis.get("ideaJson") or {}).get("stage_s", 1.0))
+
+
+def _sleepy_stage(name: str):
+    def run(ctx: RunContext) -> dict[str, Any]:
+        total = _stage_seconds(ctx)
+        began = time.monotonic()
+        while (elapsed := time.monotonic() - began) < total:
+            ctx.checkpoint()
+            ctx.progress(min(elapsed / total, 1.0))
+            time.sleep(0.05)
+        ctx.metric(f"{name}_score", float(ctx.attempt))
+        if name == "Stage_2":
+            path = ctx.workdir / "stage2.txt"
+            path.write_text(f"{ctx.run_id} stage 2\n")
+            ctx.save_artifact(path, kind="data", content_type="text/plain")
+        return {"stage": name, "attempt": ctx.attempt}
+    return run
+
+
+def _validate(ctx: RunContext) -> dict[str, Any]:
+    ctx.validation_started("test-reviewer", "1")
+    ctx.report_verdict("pass", {"overall": 1.0}, "all stages ran")
+    return {"verdict": "pass"}
+
+
+PIPELINES = {
+    "sleepy": lambda: Pipeline("sleepy", tuple(Step(n, _sleepy_stage(n)) for n in ("Stage_1", "Stage_2", "Stage_3", "Stage_4"))
+                               + (Step("auto_validation", _validate),)),
+    "noop": lambda: Pipeline("noop", (Step("auto_validation", _validate),)),
+}

@@ -1,0 +1,56 @@
+"""The main job end to end: `manage-runs demo` as a user runs it, in its own process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.events import EXPERIMENT_STAGES, STAGE_NAMES
+from tests.servers import PYTHON, ROOT, process_env
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    env = process_env()
+    for name in ("MONGODB_URL", "INGEST_URL", "INGEST_TOKEN", "MINIO_ENDPOINT", "SPOOL_DIR", "WORK_DIR", "ARTIFACT_DIR"):
+        env.pop(name, None)
+    done = subprocess.run([PYTHON, "-m", "orchestrator.cli", "--json", "demo", "--output", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    return run, out
+
+
+def test_the_demo_run_ends_awaiting_human_review_with_every_stage_completed(demo_run):
+    run, _ = demo_run
+    assert run["status"] == "AWAITING_HUMAN"
+    stages = {s["name"]: s for s in run["stages"]}
+    assert set(stages) == set(STAGE_NAMES)
+    assert all(s["status"] == "COMPLETED" and s["progress"] == 1.0 for s in stages.values())
+    assert all(stages[name]["durationS"] >= 0 for name in EXPERIMENT_STAGES)
+
+
+def test_the_demo_run_has_measured_metrics_and_a_validation_record(demo_run):
+    run, _ = demo_run
+    assert {"val_loss", "val_accuracy", "improvement"} <= set(run["metrics"])
+    validation = run["validation"]
+    assert validation["kind"] == "auto" and validation["verdict"] in ("pass", "fail")
+    assert validation["scores"] and validation["notes"]
+
+
+def test_paper_and_figures_are_registered_with_the_sha256_of_the_stored_bytes(demo_run):
+    run, out = demo_run
+    kinds = [a["kind"] for a in run["artifacts"]]
+    assert kinds.count("paper") == 1 and kinds.count("figure") >= 1
+    for artifact in run["artifacts"]:
+        data = (Path(out) / "artifacts" / artifact["key"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact["sha256"] and len(data) == artifact["bytes"]
+        assert artifact["key"].startswith(f"runs/{run['_id']}/1/")
+    paper = next(a for a in run["artifacts"] if a["kind"] == "paper")
+    assert (Path(out) / "artifacts" / paper["key"]).read_bytes().startswith(b"%PDF")
+    assert run["paper"]["artifactKey"] == paper["key"]

@@ -1,0 +1,153 @@
+"""Integration lane with OS processes on the real server: a gunicorn ingest app, Celery worker
+processes and dispatcher processes, the way a deployment runs them.
+
+Covers: a run end to end through every process; a second delivery is a no-op; ingest down
+during a run loses no event; a SIGKILLed worker's run is finished by another; cancel stops a
+RUNNING run in time; two dispatchers and three workers execute fifty runs exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+import pymongo
+import pytest
+
+from orchestrator.runs import cancel_run, create_hypothesis_and_run
+from tests.cluster import Cluster
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(real_server, tmp_path):
+    name = f"p_{uuid.uuid4().hex[:10]}"
+    client = pymongo.MongoClient(real_server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
+    c = Cluster(real_server, name, tmp_path)
+    c.db = client[name]
+    yield c
+    c.stop()
+    client.drop_database(name)
+    client.close()
+
+
+def _enqueue(db, pipeline="sleepy", stage_s=0.3, **kw) -> str:
+    return create_hypothesis_and_run(db, "t", "idea", idea_json={"stage_s": stage_s}, pipeline=pipeline, **kw)[1]
+
+
+def _wait_status(cluster, run_id, statuses, timeout):
+    try:
+        return wait_until(lambda: (r := cluster.db.runs.find_one({"_id": run_id})) and r["status"] in statuses and r,
+                          timeout, f"run {run_id} to reach {statuses}")
+    except TimeoutError:
+        run = cluster.db.runs.find_one({"_id": run_id})
+        pytest.fail(f"run is {run and run.get('status')} (error {run and run.get('error')})\n{cluster.logs()}")
+
+
+def test_a_worker_process_runs_a_run_end_to_end_and_the_api_shows_every_stage_and_artifact(cluster):
+    cluster.start_ingest()
+    cluster.start_worker("pod-a")
+    cluster.start_dispatcher()
+    run_id = _enqueue(cluster.db)
+    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 90)
+    detail = cluster.api(f"/api/runs/{run_id}")
+    stages = {s["name"]: s["status"] for s in detail["stages"]}
+    assert stages == {n: "COMPLETED" for n in ("Stage_1", "Stage_2", "Stage_3", "Stage_4", "auto_validation")}
+    [artifact] = detail["artifacts"]
+    assert artifact["key"] == f"runs/{run_id}/1/stage2.txt"
+    assert detail["validation"]["verdict"] == "pass"
+    assert detail["pod"]["id"] == "pod-a" and detail["metrics"]["Stage_4_score"] == 1.0
+
+
+def test_a_second_delivery_of_the_same_task_is_a_no_op(cluster):
+    from tasks.celery_app import app
+
+    cluster.start_ingest()
+    cluster.start_worker("pod-a")
+    run_id = _enqueue(cluster.db)
+    cluster.db.runs.update_one({"_id": run_id}, {"$set": {"status": "SCHEDULED", "attempt": 1}})
+    app.conf.broker_url = cluster.base_env["MONGODB_URL"]
+    with app.connection_for_write() as conn:
+        for _ in range(2):
+            app.send_task("tasks.run_experiment", args=(run_id, 1), queue="gpu", connection=conn)
+    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 90)
+    wait_until(lambda: cluster.db.messages.count_documents({"queue": "gpu"}) == 0, 30, "the duplicate to be consumed")
+    time.sleep(1)
+    started = cluster.db.events.count_documents({"runId": run_id, "type": "ai.run.started"})
+    stage_starts = cluster.db.events.count_documents({"runId": run_id, "type": "ai.run.stage_started"})
+    assert (started, stage_starts) == (1, 5)
+    assert cluster.db.claims.count_documents({"runId": run_id}) == 1
+
+
+def test_ingest_down_during_a_run_loses_no_event(cluster):
+    ingest = cluster.start_ingest()
+    cluster.start_worker("pod-a")
+    cluster.start_dispatcher()
+    run_id = _enqueue(cluster.db, stage_s=1.0)
+    _wait_status(cluster, run_id, {"RUNNING"}, 60)
+    ingest.stop()
+    time.sleep(3)
+    assert cluster.db.runs.find_one({"_id": run_id})["status"] == "RUNNING"
+    cluster.start_ingest()
+    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 90)
+    seqs = sorted(e["seq"] for e in cluster.db.events.find({"runId": run_id, "source": "worker://pod-a"}))
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every seq from the first to the last arrived"
+    assert len(seqs) == cluster.db.events_seen.count_documents({"runId": run_id})
+
+
+def test_a_sigkilled_worker_s_run_is_finished_by_another_with_nothing_doubled(cluster):
+    cluster.start_ingest()
+    doomed = cluster.start_worker("pod-doomed")
+    cluster.start_dispatcher()
+    run_id = _enqueue(cluster.db, stage_s=1.5, max_attempts=3)
+    wait_until(lambda: cluster.db.stages.find_one({"_id": f"{run_id}:Stage_3", "status": "RUNNING"}), 90,
+               "the run to be in Stage_3")
+    doomed.kill()
+    cluster.start_worker("pod-rescue")
+    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    assert run["attempt"] == 2 and run["pod"]["id"] == "pod-rescue"
+    assert run["attempts"][0]["code"] == "WorkerLost"
+    completed = Counter(e["data"]["stage"] for e in cluster.db.events.find({"runId": run_id, "type": "ai.run.stage_completed"}))
+    assert completed == {"Stage_1": 1, "Stage_2": 1, "Stage_3": 1, "Stage_4": 1, "auto_validation": 1}
+    assert cluster.db.artifacts.count_documents({"runId": run_id}) == 1, "Stage_2's artifact is not uploaded again"
+    assert run["metrics"]["Stage_1_score"] == 1.0 and run["metrics"]["Stage_4_score"] == 2.0
+    assert cluster.db.events.find_one({"runId": run_id, "source": "orchestrator://sweeper"}), "the decision is in history"
+
+
+def test_cancel_stops_a_running_run_within_a_heartbeat_plus_the_grace_period(cluster):
+    cluster.start_ingest()
+    cluster.start_worker("pod-a")
+    cluster.start_dispatcher()
+    run_id = _enqueue(cluster.db, stage_s=30)
+    _wait_status(cluster, run_id, {"RUNNING"}, 60)
+    asked = time.monotonic()
+    cancel_run(cluster.db, run_id, by="test", reason="changed my mind")
+    _wait_status(cluster, run_id, {"CANCELED"}, 15)
+    took = time.monotonic() - asked
+    promised = 0.5 + 1 + 1.0 + 2  # heartbeat + grace + emitter batch delay + slack for a loaded CI box
+    assert took < promised, f"cancel took {took:.1f}s"
+    assert cluster.db.events.count_documents({"runId": run_id, "type": "ai.run.canceled"}) == 1
+
+
+def test_two_dispatchers_and_three_workers_execute_fifty_runs_exactly_once(cluster):
+    cluster.start_ingest(workers=3)
+    for pod in ("pod-1", "pod-2", "pod-3"):
+        cluster.start_worker(pod)
+    cluster.start_dispatcher("dispatcher-1")
+    cluster.start_dispatcher("dispatcher-2")
+    run_ids = [_enqueue(cluster.db, pipeline="noop") for _ in range(50)]
+    try:
+        wait_until(lambda: cluster.db.runs.count_documents({"_id": {"$in": run_ids}, "status": "AWAITING_HUMAN"}) == 50,
+                   240, "all fifty runs to finish", interval=0.5)
+    except TimeoutError:
+        statuses = Counter(r["status"] for r in cluster.db.runs.find({"_id": {"$in": run_ids}}))
+        pytest.fail(f"statuses {dict(statuses)}\n{cluster.logs()}")
+    started = Counter(e["runId"] for e in cluster.db.events.find({"type": "ai.run.started"}))
+    assert all(started[r] == 1 for r in run_ids), "each run started exactly once"
+    verdicts = Counter(v["runId"] for v in cluster.db.validations.find({}))
+    assert all(verdicts[r] == 1 for r in run_ids)
+    assert set(Counter(e["source"] for e in cluster.db.events.find({"type": "ai.run.started"}))) <= {
+        "worker://pod-1", "worker://pod-2", "worker://pod-3"}
