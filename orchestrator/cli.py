@@ -32,7 +32,7 @@ EXIT_NOT_FOUND, EXIT_ILLEGAL, EXIT_NO_DATABASE, EXIT_RUN_DID_NOT_FINISH = 3, 4, 
 SETTLED = {s.value for s in TERMINAL} | {RunStatus.AWAITING_HUMAN.value}
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class Ctx:
@@ -193,7 +193,7 @@ def cancel(obj: Ctx, run_id: str, reason: str | None) -> None:
 @click.pass_obj
 def retry(obj: Ctx, run_id: str) -> None:
     """FAILED or CANCELED -> QUEUED (the dispatcher sends the next attempt)."""
-    run = retry_run(obj.db, run_id)
+    run = retry_run(obj.db, run_id, by="manage-runs")
     obj.out(run, lambda: f"run {run_id} queued again (next attempt {int(run.get('attempt', 0)) + 1})")
 
 

@@ -19,11 +19,11 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     Raises `NotFound` for an unknown id."""
     run = get_run(db, run_id)
     run["hypothesis"] = db.hypotheses.find_one({"_id": run.get("hypothesisId")})
-    run["stages"] = list(db.stages.find({"runId": run_id}).sort("index", ASCENDING))
+    run["stages"] = list(db.stages.find({"runId": run_id}).sort([("index", ASCENDING), ("_id", ASCENDING)]))
     run["artifacts"] = list(db.artifacts.find({"runId": run_id}).sort([("createdAt", ASCENDING), ("_id", ASCENDING)]))
     run["validation"] = next(iter(db.validations.find({"runId": run_id}).sort("createdAt", DESCENDING).limit(1)), None)
     recent = db.events.find({"runId": run_id}).sort([("seq", DESCENDING), ("time", DESCENDING)]).limit(events)
-    run["recentEvents"] = list(reversed(list(recent)))
+    run["recentEvents"] = list(reversed(list(recent))) if events > 0 else []
     return run
 
 

@@ -15,7 +15,7 @@ from pymongo.database import Database
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import SEQ_BLOCK, make_event
-from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, check_transition, sources_of
+from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, sources_of
 
 DEFAULT_QUEUE = "gpu"
 DEFAULT_PIPELINE = "demo"
@@ -159,11 +159,10 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
     return updated
 
 
-def retry_run(db: Database, run_id: str) -> dict[str, Any]:
+def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """FAILED or CANCELED -> QUEUED, keeping `attempt` (the dispatcher adds one) and the
-    failure in `attempts`; anything else is a `TransitionError`."""
+    failure in `attempts`; anything else is a `TransitionError`. Recorded in the history."""
     run = get_run(db, run_id)
-    check_transition(run["status"], RunStatus.QUEUED)
     if RunStatus(run["status"]) not in (RunStatus.FAILED, RunStatus.CANCELED):
         raise TransitionError(f"run {run_id} is {run['status']}: only FAILED or CANCELED runs can be retried")
     updated = transition(
@@ -175,4 +174,5 @@ def retry_run(db: Database, run_id: str) -> dict[str, Any]:
     )
     if updated is None:
         raise TransitionError(f"run {run_id} changed status while retrying; try again")
+    record_decision(db, updated, "api", f"retried after {run['status']}", by=by, reason=reason)
     return updated

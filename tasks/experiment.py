@@ -124,6 +124,7 @@ class Attempt:
             emit=self.emit, target_thread=threading.get_ident(),
         )
         self.heartbeat.start()
+        self.rt.current = self
         try:
             self.emit("ai.run.started", pod_id=self.pod_id, attempt=self.attempt, gpu=gpu_name(),
                       region=self.rt.region, image=self.rt.image)
@@ -140,6 +141,7 @@ class Attempt:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            self.rt.current = None
             self.heartbeat.stop()
             if not self.heartbeat.lease_lost.is_set():
                 claims.release(self.db, self.run_id, self.attempt, self.pod_id, outcome)

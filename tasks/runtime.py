@@ -37,6 +37,8 @@ class Runtime:
     #: Optional pod facts for `ai.run.started`, from the pod's environment.
     region: str | None = None
     image: str | None = None
+    #: The attempt running now (an `Attempt`), so the except hooks can report into its run.
+    current: Any = None
 
     def close(self) -> None:
         self.emitter.close(timeout=self.settings.heartbeat_interval_s)
@@ -110,18 +112,33 @@ def _on_worker_exit(**_: Any) -> None:
     shutdown_runtime()
 
 
+def _current_attempt() -> Any:
+    return _runtime.current if _runtime is not None else None
+
+
 def _install_excepthooks() -> None:
-    """Log anything that escapes a thread or the main loop, so no failure is silent."""
+    """Report anything that escapes a thread or the main loop, so no failure is silent.
+
+    An exception that ends the process fails the current run (once: `report_failure` does
+    nothing if the run's failure was already reported). One that ends some other thread (a
+    data loader, a library's helper) goes into the run's history at level error: the run may
+    well go on, so it is not a failure of the run."""
     previous_sys, previous_thread = sys.excepthook, threading.excepthook
 
     def sys_hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         log.critical("uncaught %s in worker process: %s", kind.__name__, exc, exc_info=(kind, exc, tb))
+        attempt = _current_attempt()
+        if attempt is not None and isinstance(exc, Exception):
+            attempt.report_failure(exc, None)
         previous_sys(kind, exc, tb)
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread else "?"
         log.critical("uncaught %s in thread %s: %s", args.exc_type.__name__, name, args.exc_value,
                      exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        attempt = _current_attempt()
+        if attempt is not None and args.exc_value is not None:
+            attempt.emit("ai.run.log", level="error", message=f"uncaught {args.exc_type.__name__} in thread {name}: {args.exc_value}")
         previous_thread(args)
 
     sys.excepthook = sys_hook

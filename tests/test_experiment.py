@@ -3,6 +3,7 @@ in-process (no HTTP), so run documents move exactly as they would in production.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -260,3 +261,24 @@ def test_a_failed_upload_is_reported_and_the_run_goes_on_unless_it_is_the_paper(
     assert types.count("ai.artifact.failed") == 2
     failed = [e for e in rt.emitter.events if e["type"] == "ai.run.failed"]
     assert len(failed) == 1 and failed[0]["data"]["stage"] == "paper" and failed[0]["data"]["retryable"] is True
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_exception_that_escapes_a_pipeline_thread_goes_into_the_run_history(rt, register, monkeypatch):
+    import tasks.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "_runtime", rt)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    runtime_module._install_excepthooks()
+
+    def spawns_a_dying_thread(ctx):
+        worker = threading.Thread(target=lambda: 1 / 0, name="loader")
+        worker.start()
+        worker.join()
+        return {}
+    name = register("threads", Step("Stage_1", spawns_a_dying_thread))
+    run_id = _scheduled(rt.db, name)
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    logs = [e["data"]["message"] for e in rt.emitter.events if e["type"] == "ai.run.log"]
+    assert any("ZeroDivisionError in thread loader" in m for m in logs)

@@ -1,0 +1,117 @@
+"""manage-runs through click's test runner, on the embedded database."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from orchestrator.db import embedded_client
+from orchestrator.runs import create_hypothesis_and_run
+
+
+@pytest.fixture
+def env(monkeypatch):
+    name = f"cli_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MONGODB_URL", f"mongomock://localhost/{name}")
+    monkeypatch.setenv("INGEST_TOKEN", "t")
+    yield embedded_client()[name]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def run_json(*args: str):
+    code, out = run("--json", *args)
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_enqueue_then_list_and_show_a_run(env):
+    queued = run_json("enqueue", "--title", "Scaling", "--idea", "standardise inputs", "--priority", "7")
+    [listed] = run_json("list")
+    assert listed["_id"] == queued["runId"] and listed["status"] == "QUEUED" and listed["priority"] == 7
+    shown = run_json("show", queued["runId"])
+    assert shown["hypothesis"]["title"] == "Scaling" and shown["stages"] == []
+    code, out = run("show", queued["runId"])
+    assert code == 0 and "QUEUED" in out and "Stage_1" in out and "PENDING" in out
+
+
+def test_list_filters_by_status_and_limits(env):
+    ids = [create_hypothesis_and_run(env, "t", "i")[1] for _ in range(3)]
+    env.runs.update_one({"_id": ids[0]}, {"$set": {"status": "FAILED"}})
+    assert [r["_id"] for r in run_json("list", "--status", "FAILED")] == [ids[0]]
+    assert len(run_json("list", "--limit", "2")) == 2
+    code, out = run("list", "--status", "BOGUS")
+    assert code == 2 and "BOGUS" in out
+
+
+def test_cancel_a_queued_run_then_retry_it(env):
+    run_id = create_hypothesis_and_run(env, "t", "i")[1]
+    assert run_json("cancel", run_id, "--reason", "typo")["status"] == "CANCELED"
+    code, out = run("cancel", run_id)
+    assert code == 4 and "nothing to cancel" in out
+    retried = run_json("retry", run_id)
+    assert retried["status"] == "QUEUED"
+    code, out = run("retry", run_id)
+    assert code == 4 and "only FAILED or CANCELED" in out
+
+
+def test_cancel_of_a_running_run_asks_the_worker_to_stop(env):
+    run_id = create_hypothesis_and_run(env, "t", "i")[1]
+    env.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    code, out = run("cancel", run_id)
+    assert code == 0 and "cancel requested" in out
+    assert env.runs.find_one({"_id": run_id})["cancelRequested"] is True
+
+
+def test_an_unknown_run_is_a_clear_error_with_its_own_exit_code(env):
+    code, out = run("show", "nope")
+    assert code == 3 and "no run with id 'nope'" in out
+
+
+def test_stats_counts_runs_queue_depth_and_live_pods(env):
+    run_id = create_hypothesis_and_run(env, "t", "i")[1]
+    env.messages.insert_one({"queue": "gpu", "payload": "{}", "priority": 4})
+    stats = run_json("stats")
+    assert stats["runsByStatus"]["QUEUED"] == 1 and stats["queueDepth"] == {"gpu": 1}
+    assert stats["oldestQueuedAgeS"] >= 0 and stats["podsSeenLastMinute"] == []
+    code, out = run("stats")
+    assert code == 0 and "runs QUEUED" in out and run_id not in out
+
+
+def test_sweep_runs_one_pass(env, monkeypatch):
+    result = run_json("sweep")
+    assert result == {"redispatched": 0, "recovered": 0}
+
+
+def test_prune_seen_deletes_old_dedup_records(env):
+    from datetime import timedelta
+
+    from orchestrator.db import utcnow
+
+    env.events_seen.insert_many([{"source": "s", "eventId": "old", "processedAt": utcnow() - timedelta(days=3)},
+                                 {"source": "s", "eventId": "new", "processedAt": utcnow()}])
+    assert run_json("prune-seen", "--days", "2") == {"deleted": 1}
+    assert env.events_seen.count_documents({}) == 1
+
+
+def test_an_unreachable_database_fails_within_seconds_naming_the_url(monkeypatch):
+    monkeypatch.setenv("MONGODB_URL", "mongodb://127.0.0.1:9/nowhere")
+    monkeypatch.setenv("MONGODB_TIMEOUT_S", "0.5")
+    began = time.monotonic()
+    code, out = run("list")
+    assert code == 5 and "mongodb://127.0.0.1:9/nowhere" in out and "unreachable" in out
+    assert time.monotonic() - began < 10
+
+
+def test_a_bad_setting_is_reported_with_the_variable(monkeypatch):
+    monkeypatch.setenv("MONGODB_URL", "redis://x/y")
+    code, out = run("list")
+    assert code == 2 and "MONGODB_URL" in out
