@@ -299,6 +299,31 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "event": [str(messages)]}
 
 
+def storage_errors(value: Any, path: str) -> dict[str, list[str]]:
+    """Reasons `value` cannot be stored as is, by path: what FerretDB v1 refuses (seen), so an
+    event every supported server can store is valid and one that would fail half-way through a
+    bulk write is rejected up front instead (MongoDB 5+ would take dotted keys; FerretDB answers
+    "invalid key", refuses arrays directly inside arrays, and drops the connection on NaN)."""
+    errors: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or "." in key or key.startswith("$"):
+                errors.setdefault(path, []).append(f"Key {key!r} must be a string with no '.' and no leading '$'.")
+                continue
+            errors.update(storage_errors(item, f"{path}.{key}"))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if isinstance(item, (list, tuple)):
+                errors.setdefault(f"{path}.{index}", []).append("Arrays directly inside arrays cannot be stored; wrap the inner one in an object.")
+            else:
+                errors.update(storage_errors(item, f"{path}.{index}"))
+    elif isinstance(value, float) and not math.isfinite(value):
+        errors[path] = ["Must be a finite number."]
+    elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        errors[path] = ["Integers must fit in 64 bits (BSON's int64)."]
+    return errors
+
+
 def validate_event(event: Any) -> dict[str, Any]:
     """Check an event's envelope and its type's `data`; return it normalised.
 
@@ -323,6 +348,8 @@ def validate_event(event: Any) -> dict[str, Any]:
             data = schema.load(envelope["data"])
         except ValidationError as exc:
             errors.update(_flatten(exc.messages, "data"))
+    if not errors:
+        errors.update(storage_errors(data, "data"))
     run_id = data.get("run_id")
     if run_id and "subject" not in errors and envelope.get("subject") != f"run/{run_id}":
         errors["subject"] = [f"Must be 'run/{run_id}' to match data.run_id."]

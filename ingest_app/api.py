@@ -1,0 +1,414 @@
+"""The read API for the frontend and operators: runs, one run in full, its event history, new
+hypotheses, cancel, retry and artifact downloads. Every error body is problem+json.
+
+Auth: reads (GET) are open, because the frontend polls them and they expose nothing a worker
+could not already write; the routes that change state (POST hypotheses, cancel, retry) take the
+same credential as ingest (`ingest_app.auth`: `Authorization: Bearer <INGEST_TOKEN>`, or a
+Standard Webhooks signature when INGEST_WEBHOOK_SECRET is set; 401 without, 403 when wrong),
+unless `INGEST_AUTH=disabled` (the open development mode). Put the read routes behind the
+frontend's own auth proxy where runs are not public.
+
+Pagination: `GET /api/runs` is newest first, by (createdAt desc, _id desc) so ties on a
+millisecond still have one order. `nextCursor` is opaque to clients: URL-safe base64 of the JSON
+`[createdAt as RFC 3339 or null, _id, "str" | "oid"]` of the last run returned. Paging by
+"strictly before this key" rather than by offset means a run created while a client pages
+never shifts later pages into duplicates or gaps.
+
+MongoDB unreachable: 503 with Retry-After, so clients back off instead of showing an error page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure
+
+from ingest_app import RETRY_AFTER_S, app_state, auth, parsing
+from ingest_app.problem import problem
+from orchestrator import errors, queries, runs
+from orchestrator.serialize import jsonable
+from orchestrator.statuses import RunStatus
+from orchestrator.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+#: Runs per page of GET /api/runs: the default suits one screen; the maximum bounds one query.
+DEFAULT_RUNS_LIMIT = 50
+MAX_RUNS_LIMIT = 200
+#: Events per poll of the history: a live tail's poll rarely needs more than the default;
+#: the maximum lets a client catch up a long run in a few requests.
+DEFAULT_EVENTS_LIMIT = 200
+MAX_EVENTS_LIMIT = 1000
+#: Methods that only read; every other method needs the ingest credential.
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_STATUSES = frozenset(status.value for status in RunStatus)
+_RUN_SORT = [("createdAt", -1), ("_id", -1)]
+
+
+class _BadParameter(Exception):
+    """A query parameter or body that cannot be used; becomes a 400 (or `status`) naming `field`."""
+
+    def __init__(self, field: str, reason: str, status: int = 400):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.status = status
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def _db() -> Database:
+    return app_state().db
+
+
+@bp.before_request
+def _credential_for_writes() -> Response | None:
+    """Routes that change state take the ingest credential; reads pass."""
+    if request.method in _READ_METHODS:
+        return None
+    return auth.require_credential()
+
+
+@bp.errorhandler(errors.NotFound)
+def _not_found(exc: errors.NotFound) -> Response:
+    return problem(404, "Not Found", str(exc))
+
+
+@bp.errorhandler(errors.TransitionError)
+def _conflict(exc: errors.TransitionError) -> Response:
+    return problem(409, "Conflict", str(exc))
+
+
+@bp.errorhandler(_BadParameter)
+def _bad_parameter(exc: _BadParameter) -> Response:
+    title = "Unsupported Media Type" if exc.status == 415 else "Bad Request"
+    return problem(exc.status, title, str(exc), errors={exc.field: [exc.reason]})
+
+
+@bp.errorhandler(ValidationError)
+def _invalid_body(exc: ValidationError) -> Response:
+    messages = exc.messages if isinstance(exc.messages, dict) else {"body": exc.messages}
+    detail = "; ".join(f"{name}: {' '.join(map(str, reasons))}" for name, reasons in sorted(messages.items()))
+    return problem(422, "Unprocessable Content", detail, errors=messages)
+
+
+@bp.errorhandler(parsing.RequestRejected)
+def _rejected(exc: parsing.RequestRejected) -> Response:
+    return problem(exc.status, exc.title, exc.detail, **exc.extra)
+
+
+@bp.errorhandler(StorageError)
+def _storage_failed(exc: StorageError) -> Response:
+    log.warning("artifact storage failed for %s: %s", request.path, exc)
+    return problem(502, "Bad Gateway", f"artifact storage failed: {exc}")
+
+
+@bp.errorhandler(ConnectionFailure)
+@bp.errorhandler(errors.DatabaseUnavailable)
+def _database_unavailable(exc: Exception) -> Response:
+    log.warning("MongoDB unavailable for %s %s: %s", request.method, request.path, exc)
+    return problem(
+        503, "Service Unavailable", "the database did not answer; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def _int_arg(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """A whole-number query parameter within bounds; a 400 naming it otherwise."""
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadParameter(name, f"{raw!r} is not a whole number") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+        raise _BadParameter(name, f"{value} is outside {bounds}")
+    return value
+
+
+def _status_filter(raw: str | None) -> list[str]:
+    """`status=RUNNING` or `status=RUNNING,QUEUED`; each must be a RunStatus."""
+    if raw is None or raw.strip() == "":
+        return []
+    wanted = [part.strip() for part in raw.split(",") if part.strip()]
+    for value in wanted:
+        if value not in _STATUSES:
+            known = ", ".join(RunStatus)
+            raise _BadParameter("status", f"{value!r} is not a run status; use one of {known}")
+    return wanted
+
+
+def _json_body(*, required: bool) -> dict[str, Any]:
+    """The request's JSON object. An empty body is `{}` when the body is optional. Read through
+    `parsing.read_body`: the size limit applies, and a signed request's body, already read to
+    check its signature, is read from the same cache."""
+    raw = parsing.read_body(app_state().settings)
+    if not raw.strip():
+        if required:
+            raise _BadParameter("body", "send a JSON object with Content-Type: application/json")
+        return {}
+    if not request.is_json:
+        raise _BadParameter("body", f"Content-Type {request.mimetype or '(none)'!r} is not application/json", 415)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadParameter("body", f"not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _BadParameter("body", "must be a JSON object")
+    return body
+
+
+# --- cursor -----------------------------------------------------------------------------------
+
+
+def _exact_utc(value: datetime) -> str:
+    """ISO 8601 UTC with every digit the value has: the cursor compares createdAt for equality,
+    and a store that keeps microseconds (mongomock) must not lose them to rounding."""
+    aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).isoformat()
+
+
+def encode_cursor(run: dict[str, Any]) -> str:
+    """The opaque cursor after `run`: its sort key, in a form that survives a URL."""
+    created = run.get("createdAt")
+    key = [
+        _exact_utc(created) if isinstance(created, datetime) else None,
+        str(run["_id"]),
+        "oid" if isinstance(run["_id"], ObjectId) else "str",
+    ]
+    raw = json.dumps(key, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
+    """(createdAt, _id) from a cursor this API returned; a 400 naming `cursor` otherwise."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, run_id, kind = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        when = datetime.fromisoformat(created) if created is not None else None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when, ObjectId(run_id) if kind == "oid" else str(run_id)
+    except (ValueError, TypeError, binascii.Error, InvalidId):
+        raise _BadParameter("cursor", "not a cursor this API returned; start again without it") from None
+
+
+def _older_than(created: datetime | None, run_id: Any) -> dict[str, Any]:
+    """Runs strictly after (created, run_id) in (createdAt desc, _id desc) order. Runs without
+    createdAt sort last (null is the lowest BSON value), so they follow every dated run."""
+    if created is None:
+        return {"createdAt": None, "_id": {"$lt": run_id}}
+    return {"$or": [
+        {"createdAt": {"$lt": created}},
+        {"createdAt": created, "_id": {"$lt": run_id}},
+        {"createdAt": None},
+    ]}
+
+
+# --- routes: reads ----------------------------------------------------------------------------
+
+
+@bp.get("/runs")
+def list_runs() -> Response:
+    """Newest runs first, one page; `nextCursor` is null on the last page."""
+    statuses = _status_filter(request.args.get("status"))
+    limit = _int_arg("limit", DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
+    cursor = request.args.get("cursor")
+    query: dict[str, Any] = {}
+    if statuses:
+        query["status"] = {"$in": statuses}
+    if cursor:
+        query.update(_older_than(*decode_cursor(cursor)))
+    found = list(_db().runs.find(query).sort(_RUN_SORT).limit(limit + 1))
+    page = found[:limit]
+    next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
+    return jsonify({"runs": jsonable(page), "nextCursor": next_cursor})
+
+
+def _artifact_json(artifact: dict[str, Any], run_id: str) -> dict[str, Any]:
+    body = jsonable(artifact)
+    body["downloadUrl"] = url_for("api.download_artifact", run_id=run_id, artifact_id=str(artifact["_id"]))
+    return body
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    """The run with everything a run page shows (`queries.run_detail`, which the CLI shows too:
+    hypothesis, stages, artifacts, latest validation, recentEvents), in one response instead of
+    five requests; each artifact gets its `downloadUrl`."""
+    detail = queries.run_detail(_db(), run_id)
+    body = jsonable(detail)
+    body.setdefault("metrics", {})
+    body["artifacts"] = [_artifact_json(a, run_id) for a in detail["artifacts"]]
+    return jsonify(body)
+
+
+def _whole_seq_groups(found: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """The first `limit` events, and whether more follow. When the page would end inside a group
+    of events sharing one seq (control-plane records of one attempt do), the group is left for the
+    next poll, since `after_seq` resumes strictly after a seq and would skip its rest."""
+    if len(found) <= limit:
+        return found, False
+    page = found[:limit]
+    last_seq = page[-1].get("seq")
+    if found[limit].get("seq") == last_seq:
+        whole = [event for event in page if event.get("seq") != last_seq]
+        page = whole or page
+    return page, True
+
+
+@bp.get("/runs/<run_id>/events")
+def run_events(run_id: str) -> Response:
+    """History after `after_seq` (default: from the start), for a live tail. The run's status is
+    read before the events, so a tail that sees a final status and no `hasMore` has every event
+    stored by then."""
+    after_seq = _int_arg("after_seq", -1)
+    limit = _int_arg("limit", DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
+    db = _db()
+    run = db.runs.find_one({"_id": run_id}, {"status": 1})
+    if run is None:
+        raise errors.NotFound(f"no run with id {run_id!r}")
+    found = queries.events_after(db, run_id, after_seq, limit + 1)
+    page, more = _whole_seq_groups(found, limit)
+    last_seq = page[-1].get("seq", after_seq) if page else after_seq
+    return jsonify({
+        "runId": run_id, "status": run.get("status"), "events": jsonable(page),
+        "lastSeq": last_seq, "hasMore": more,
+    })
+
+
+# --- routes: writes ---------------------------------------------------------------------------
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+#: Queue and pipeline names end up in Celery routing keys and log lines: keep them plain.
+_NAME = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$", error="Must be 1-100 letters, digits, '_', '.', ':' or '-'.")
+
+
+class HypothesisRequest(Schema):
+    """Body of POST /api/hypotheses. Unknown fields are refused so a typo ("maxAttempt") is an
+    error, not a silently ignored option."""
+
+    class Meta:
+        unknown = RAISE
+
+    title = fields.String(required=True, validate=[validate.Length(max=500), _not_blank])
+    idea = fields.String(required=True, validate=[validate.Length(max=200_000), _not_blank])
+    ideaJson = fields.Dict(load_default=None, allow_none=True)
+    priority = fields.Integer(strict=True, load_default=runs.DEFAULT_PRIORITY, validate=validate.Range(0, 9))
+    pipeline = fields.String(load_default=runs.DEFAULT_PIPELINE, validate=_NAME)
+    queue = fields.String(load_default=runs.DEFAULT_QUEUE, validate=_NAME)
+    maxAttempts = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=100))
+
+
+class ActionRequest(Schema):
+    """Optional body of POST /api/runs/<id>/cancel: who asked and why, kept on the run."""
+
+    class Meta:
+        unknown = RAISE
+
+    by = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+_HYPOTHESIS = HypothesisRequest()
+_ACTION = ActionRequest()
+
+
+@bp.post("/hypotheses")
+def create_hypothesis() -> tuple[Response, int, dict[str, str]]:
+    """A hypothesis and its QUEUED run; the dispatcher picks the run up from there."""
+    body = _HYPOTHESIS.load(_json_body(required=True))
+    max_attempts = body["maxAttempts"] or app_state().settings.max_attempts
+    hypothesis_id, run_id = runs.create_hypothesis_and_run(
+        _db(), body["title"], body["idea"], idea_json=body["ideaJson"], priority=body["priority"],
+        queue=body["queue"], pipeline=body["pipeline"], max_attempts=max_attempts,
+    )
+    location = url_for("api.get_run", run_id=run_id)
+    return jsonify({"hypothesisId": hypothesis_id, "runId": run_id}), 201, {"Location": location}
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id: str) -> Response:
+    """Cancel now (QUEUED, SCHEDULED) or ask the worker to stop (active); 409 once ended."""
+    body = _ACTION.load(_json_body(required=False))
+    return jsonify(jsonable(runs.cancel_run(_db(), run_id, by=body["by"], reason=body["reason"])))
+
+
+@bp.post("/runs/<run_id>/retry")
+def retry_run(run_id: str) -> Response:
+    """FAILED or CANCELED back to QUEUED; 409 for any other status. Optional `{by, reason}`."""
+    body = _ACTION.load(_json_body(required=False))
+    return jsonify(jsonable(runs.retry_run(_db(), run_id, by=body["by"], reason=body["reason"])))
+
+
+# --- routes: downloads ------------------------------------------------------------------------
+
+
+def _find_artifact(db: Database, run_id: str, artifact_id: str) -> dict[str, Any]:
+    """The artifact by id (string or ObjectId hex), only if it belongs to `run_id`."""
+    candidates: list[Any] = [artifact_id]
+    if ObjectId.is_valid(artifact_id):
+        candidates.append(ObjectId(artifact_id))
+    artifact = db.artifacts.find_one({"_id": {"$in": candidates}, "runId": run_id})
+    if artifact is None:
+        raise errors.NotFound(f"run {run_id!r} has no artifact with id {artifact_id!r}")
+    return artifact
+
+
+def _local_file(url: str, root: str) -> Path | None:
+    """The path a file:// URL names, if it lies inside ARTIFACT_DIR; an artifact key is written by
+    a worker, and a key such as '../../etc/passwd' must not turn this route into a file server."""
+    path = Path(url2pathname(urlsplit(url).path)).resolve()
+    return path if path.is_relative_to(Path(root).resolve()) else None
+
+
+def _send_local(url: str, artifact: dict[str, Any]) -> Response:
+    path = _local_file(url, app_state().settings.artifact_dir)
+    if path is None:
+        return problem(403, "Forbidden", f"artifact key {artifact['key']!r} points outside ARTIFACT_DIR")
+    if not path.is_file():
+        raise errors.NotFound(f"artifact {artifact['key']!r} is registered but its file is missing")
+    return send_file(
+        path, mimetype=artifact.get("contentType") or None, as_attachment=True,
+        download_name=Path(artifact["key"]).name or "artifact",
+    )
+
+
+@bp.get("/runs/<run_id>/artifacts/<artifact_id>/download")
+def download_artifact(run_id: str, artifact_id: str) -> Response:
+    """302 to a presigned URL, so the bytes never pass through this app; the local store of the
+    embedded demo has no URL a browser can follow, so its files are served here."""
+    artifact = _find_artifact(_db(), run_id, artifact_id)
+    storage = app_state().storage
+    if storage is None:
+        return problem(503, "Service Unavailable", "no artifact storage is configured; set MINIO_ENDPOINT or ARTIFACT_DIR")
+    url = storage.download_url(artifact["key"])
+    if url.startswith("file://"):
+        return _send_local(url, artifact)
+    return redirect(url, code=302)

@@ -1,0 +1,76 @@
+"""POST /api/ingest/event and POST /api/ingest/events: HTTP in, `ingest.ingest` in the middle.
+
+Single event: 201 accepted, 200 duplicate, 422 invalid (problem+json with `errors`, field path
+-> reasons). Batch: always 200 once the request itself is acceptable, with one result per event
+and the counts; the valid events are applied even when others are invalid. Whole-request
+failures (auth, media type, size, unparseable JSON) are problem+json and apply nothing.
+MongoDB unreachable: 503 with Retry-After; the client resends and dedup sorts out the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from flask import Blueprint, Response, jsonify
+from pymongo.errors import ConnectionFailure
+
+from ingest_app import RETRY_AFTER_S, AppState, app_state, auth, parsing
+from ingest_app.ingest import ACCEPTED, DUPLICATE, INVALID, Outcome, fast_path_pays, ingest
+from ingest_app.parsing import Item, RequestRejected
+from ingest_app.problem import problem
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ingest", __name__, url_prefix="/api/ingest")
+bp.before_request(auth.require_credential)
+
+
+@bp.post("/event")
+def post_event() -> Response:
+    state = app_state()
+    item = parsing.parse_single(state.settings)
+    [outcome] = _ingest(state, [item])
+    if outcome.status == INVALID:
+        return problem(422, "Invalid event", outcome.error, id=outcome.id, errors=outcome.errors)
+    response = jsonify({"id": outcome.id, "status": outcome.status})
+    response.status_code = 201 if outcome.status == ACCEPTED else 200
+    return response
+
+
+@bp.post("/events")
+def post_events() -> Response:
+    state = app_state()
+    items = parsing.parse_batch(state.settings)
+    outcomes = _ingest(state, items)
+    counts = Counter(o.status for o in outcomes)
+    return jsonify({
+        "results": [o.as_result() for o in outcomes],
+        ACCEPTED: counts[ACCEPTED], DUPLICATE: counts[DUPLICATE], INVALID: counts[INVALID],
+    })
+
+
+def _ingest(state: AppState, items: list[Item]) -> list[Outcome]:
+    features = state.prepare()
+    outcomes = ingest(
+        state.db, items, bucket=state.settings.minio_bucket, default_max_attempts=state.settings.max_attempts,
+        seen_lookup=fast_path_pays(features),
+    )
+    state.metrics.batch_size.observe(len(items))
+    for outcome in outcomes:
+        state.metrics.events.labels(outcome.metric_type, outcome.status).inc()
+        if outcome.status == INVALID:
+            log.info("event %s (index %s) rejected: %s", outcome.id, outcome.index, outcome.error)
+    return outcomes
+
+
+@bp.errorhandler(RequestRejected)
+def _rejected(exc: RequestRejected) -> Response:
+    return problem(exc.status, exc.title, exc.detail, **exc.extra)
+
+
+@bp.errorhandler(ConnectionFailure)
+def _unavailable(exc: ConnectionFailure) -> Response:
+    log.warning("MongoDB unavailable during ingest: %s", exc)
+    detail = f"MongoDB is unreachable ({type(exc).__name__}); resend the same events, duplicates are detected."
+    return problem(503, "Service Unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_S)})
