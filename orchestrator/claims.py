@@ -70,3 +70,24 @@ def expire(db: Database, run_id: str, attempt: int, now: datetime) -> bool:
 
 def get_claim(db: Database, run_id: str, attempt: int) -> dict[str, Any] | None:
     return db.claims.find_one({"_id": claim_id(run_id, attempt)})
+
+
+def request_cancel(db: Database, run_id: str, attempt: int, *, by: str | None, reason: str | None) -> None:
+    """Ask the worker of an attempt to stop, in a document nobody else writes.
+
+    Why not only `runs.cancelRequested`: the ingest app rewrites run documents all the time,
+    and on a server without isolated updates (FerretDB v1 writes back the whole document) a
+    concurrent event can erase the flag (seen in the process tests). A unique insert cannot be
+    lost that way; a second request for the same attempt is a no-op."""
+    try:
+        db.cancel_requests.insert_one(
+            {"_id": claim_id(run_id, attempt), "runId": run_id, "attempt": attempt, "by": by, "reason": reason,
+             "requestedAt": utcnow()}
+        )
+    except DuplicateKeyError:
+        pass
+
+
+def cancel_requested(db: Database, run_id: str, attempt: int) -> dict[str, Any] | None:
+    """The cancel request of an attempt ({by, reason, ...}), or None."""
+    return db.cancel_requests.find_one({"_id": claim_id(run_id, attempt)})

@@ -12,6 +12,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
+from orchestrator import claims
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import SEQ_BLOCK, make_event
@@ -134,7 +135,8 @@ def record_decision(db: Database, run: dict[str, Any], component: str, message: 
 
 def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """QUEUED or SCHEDULED: CANCELED at once (a task already in the broker is a no-op when it
-    runs). Active: `cancelRequested`, and the worker stops at its next checkpoint.
+    runs). Active: a cancel request for the current attempt (and `cancelRequested` for readers),
+    and the worker stops at its next checkpoint.
     Ended: `TransitionError`, never a silent write."""
     run = get_run(db, run_id)
     status = RunStatus(run["status"])
@@ -149,6 +151,7 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
             record_decision(db, done, "api", f"canceled while {status.value}", by=by, reason=reason)
             return done
         return cancel_run(db, run_id, by=by, reason=reason)  # it moved meanwhile: decide again
+    claims.request_cancel(db, run_id, int(run.get("attempt") or 0), by=by, reason=reason)
     updated = db.runs.find_one_and_update(
         {"_id": run_id, "status": {"$in": sorted(s.value for s in ACTIVE)}},
         {"$set": {"cancelRequested": True, "cancel": {"by": by, "reason": reason}, "updatedAt": utcnow()}},
@@ -156,6 +159,7 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
     )
     if updated is None:
         return cancel_run(db, run_id, by=by, reason=reason)
+    record_decision(db, updated, "api", "cancel requested; the worker stops at its next checkpoint", by=by, reason=reason)
     return updated
 
 

@@ -105,10 +105,12 @@ class Heartbeat(threading.Thread):
                 self._begin_stop(self.lease_lost)
             return
         self.emit("ai.run.heartbeat", **gpu_stats())
-        run = self.db.runs.find_one({"_id": self.run_id}, {"cancelRequested": 1, "cancel": 1, "status": 1})
-        if run and (run.get("cancelRequested") or run.get("status") == "CANCELED") and not self.cancel_requested.is_set():
-            self.cancel_info = run.get("cancel") or {}
-            log.warning("cancel requested for %s; stopping at the next checkpoint", self.run_id)
+        if self.cancel_requested.is_set():
+            return
+        request = claims.cancel_requested(self.db, self.run_id, self.attempt)
+        if request is not None:
+            self.cancel_info = {"by": request.get("by"), "reason": request.get("reason")}
+            log.warning("cancel requested for %s by %s; stopping at the next checkpoint", self.run_id, request.get("by"))
             self._begin_stop(self.cancel_requested)
 
     def _begin_stop(self, flag: threading.Event) -> None:

@@ -32,6 +32,13 @@ def make_settings(**env: str) -> Settings:
     return Settings.from_env(base)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_cached_clients() -> Iterator[None]:
+    """Close the process-wide clients `orchestrator.db` caches, so none is left unclosed."""
+    yield
+    dbmod.forget_clients()
+
+
 @pytest.fixture
 def mock_db() -> Iterator[pymongo.database.Database]:
     """A fresh mongomock database with every index created."""

@@ -115,3 +115,23 @@ def test_a_bad_setting_is_reported_with_the_variable(monkeypatch):
     monkeypatch.setenv("MONGODB_URL", "redis://x/y")
     code, out = run("list")
     assert code == 2 and "MONGODB_URL" in out
+
+
+def test_tail_prints_each_event_of_a_settled_run_as_json_lines(env):
+    from orchestrator.events import make_event
+
+    run_id = create_hypothesis_and_run(env, "t", "i")[1]
+    env.runs.update_one({"_id": run_id}, {"$set": {"status": "FAILED"}})
+    for seq in (3, 1, 2):
+        event = make_event("ai.run.log", run_id, seq, "worker://p", {"level": "info", "message": f"m{seq}"})
+        env.events.insert_one({"_id": event["id"], "runId": run_id, "seq": seq, "type": event["type"], "data": event["data"]})
+    code, out = run("--json", "tail", run_id)
+    assert code == 0
+    assert [json.loads(line)["data"]["message"] for line in out.splitlines()] == ["m1", "m2", "m3"]
+
+
+def test_tail_gives_up_after_its_timeout_on_a_run_that_does_not_end(env):
+    run_id = create_hypothesis_and_run(env, "t", "i")[1]
+    began = time.monotonic()
+    code, _ = run("tail", run_id, "--timeout", "0.5", "--interval", "0.1")
+    assert code == 0 and time.monotonic() - began < 5

@@ -136,3 +136,66 @@ def test_a_live_lease_is_left_alone(mock_db, settings):
     claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
     mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
     assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0}
+
+
+class _Stream:
+    """A change stream that yields the given changes, then nothing, like `watch()` with a timeout."""
+
+    def __init__(self, changes, dispatcher):
+        self.changes, self.dispatcher, self.resume_token = list(changes), dispatcher, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def try_next(self):
+        if self.changes:
+            change = self.changes.pop(0)
+            self.resume_token = {"_data": change["token"]}
+            return change
+        self.dispatcher.stop()
+        return None
+
+
+class _Runs:
+    def __init__(self, runs, stream_factory):
+        self._runs, self._factory, self.watch_calls = runs, stream_factory, []
+
+    def __getattr__(self, name):
+        return getattr(self._runs, name)
+
+    def watch(self, pipeline, resume_after=None, max_await_time_ms=None):
+        self.watch_calls.append(resume_after)
+        return self._factory()
+
+
+class _Db:
+    def __init__(self, db, runs):
+        self._db, self.runs = db, runs
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def __getitem__(self, name):
+        return self._db[name]
+
+
+def test_the_change_stream_dispatcher_sends_on_a_change_and_stores_its_resume_token(mock_db):
+    from tasks.dispatcher import Dispatcher
+
+    run_id = _run(mock_db)
+    sender = FakeSender()
+    holder = {}
+    runs = _Runs(mock_db.runs, lambda: _Stream([{"token": "t1", "operationType": "insert"}], holder["d"]))
+    dispatcher = Dispatcher(_Db(mock_db, runs), sender, interval_s=0.01, use_change_stream=True)
+    holder["d"] = dispatcher
+    dispatcher.run_forever()
+    assert sender.sent == [(run_id, 1, "gpu", 5)]
+    assert mock_db.dispatcher_state.find_one({"_id": "runs"})["token"] == {"_data": "t1"}
+
+    dispatcher.stopping.clear()
+    runs._factory = lambda: _Stream([], dispatcher)
+    dispatcher.run_forever()
+    assert runs.watch_calls == [None, {"_data": "t1"}], "a restart resumes from the stored token"

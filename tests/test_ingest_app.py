@@ -12,6 +12,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 from ingest_app import AppState, create_app
 from ingest_app.metrics import IngestMetrics
 from orchestrator import db as dbmod
+from orchestrator.storage import LocalStorage
 from tests.conftest import make_settings
 from tests.test_ingest_support import NDJSON, PROBLEM, Worker, ingest_app, insert_run, post_ndjson
 
@@ -21,7 +22,8 @@ def test_create_app_stores_the_shared_state_and_registers_every_blueprint(mock_d
     app = create_app(settings, db=mock_db)
     state = app.extensions["orchestrator"]
     assert isinstance(state, AppState) and state.settings is settings and state.db is mock_db
-    assert isinstance(state.metrics, IngestMetrics) and state.storage is None
+    assert isinstance(state.metrics, IngestMetrics)
+    assert isinstance(state.storage, LocalStorage) and str(state.storage.root) == settings.artifact_dir
     assert {"ingest", "api", "probes"} <= set(app.blueprints)
     rules = {rule.rule for rule in app.url_map.iter_rules()}
     assert {"/api/ingest/event", "/api/ingest/events", "/healthz", "/readyz", "/metrics", "/api/runs"} <= rules
