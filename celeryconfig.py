@@ -49,6 +49,11 @@ worker_concurrency = 1
 worker_max_tasks_per_child = 1
 
 #: Task events, so `celery events` and Flower's task view show runs as they start and end.
+#: They ride a topic exchange (plain `messages` documents) and work on FerretDB; remote control
+#: (`celery inspect`/`control`, Flower's worker details and buttons) rides the fanout exchange and
+#: gets no reply there, whatever is set here. `event_queue_ttl`/`event_queue_expires` are no-ops
+#: without kombu's `ttl` option, so a stopped Flower's `celeryev.*` queue is never expired.
+#: See docs/operations.md and tests/test_flower_realserver.py.
 worker_send_task_events = True
 task_send_sent_event = True
 

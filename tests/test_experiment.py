@@ -169,13 +169,15 @@ def test_an_unknown_pipeline_fails_the_run_at_claim_time_without_retry(rt):
     assert "demo" in run["error"]["message"]
 
 
+def _checkpointing_for_4s(ctx):
+    for _ in range(400):
+        ctx.checkpoint()
+        time.sleep(0.01)
+    return {}
+
+
 def test_cancel_stops_the_run_at_its_next_checkpoint_and_is_reported_once(rt, register):
-    def long(ctx):
-        for _ in range(400):
-            ctx.checkpoint()
-            time.sleep(0.01)
-        return {}
-    name = register("long", Step("Stage_1", long))
+    name = register("long", Step("Stage_1", _checkpointing_for_4s))
     run_id = _scheduled(rt.db, name)
     threading.Timer(0.2, lambda: cancel_run(rt.db, run_id, by="alice", reason="wrong idea")).start()
     began = time.monotonic()
@@ -202,12 +204,7 @@ def test_a_step_that_never_checks_in_is_interrupted_after_the_grace_period(rt, r
 
 
 def test_a_worker_whose_lease_was_taken_stops_and_writes_nothing_more(rt, register):
-    def long(ctx):
-        for _ in range(400):
-            ctx.checkpoint()
-            time.sleep(0.01)
-        return {}
-    name = register("long", Step("Stage_1", long))
+    name = register("long", Step("Stage_1", _checkpointing_for_4s))
     run_id = _scheduled(rt.db, name)
 
     def sweep():
