@@ -199,3 +199,21 @@ def test_the_change_stream_dispatcher_sends_on_a_change_and_stores_its_resume_to
     runs._factory = lambda: _Stream([], dispatcher)
     dispatcher.run_forever()
     assert runs.watch_calls == [None, {"_data": "t1"}], "a restart resumes from the stored token"
+
+
+def test_dispatch_and_sweep_decisions_are_counted_for_prometheus(mock_db, settings):
+    from prometheus_client import REGISTRY
+
+    def value(name):
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    before = {n: value(n) for n in ("orchestrator_dispatched_total", "orchestrator_dispatch_send_failed_total",
+                                    "orchestrator_requeued_total")}
+    _run(mock_db)
+    dispatch_once(mock_db, FakeSender(fail=True))
+    dispatch_once(mock_db, FakeSender())
+    _running_with_expired_lease(mock_db)
+    sweep_once(mock_db, settings, FakeSender())
+    assert value("orchestrator_dispatch_send_failed_total") == before["orchestrator_dispatch_send_failed_total"] + 1
+    assert value("orchestrator_dispatched_total") == before["orchestrator_dispatched_total"] + 2
+    assert value("orchestrator_requeued_total") == before["orchestrator_requeued_total"] + 1
