@@ -226,7 +226,8 @@ def sweep(obj: Ctx) -> None:
     from tasks.sweeper import sweep_once
 
     result = sweep_once(obj.db, obj.settings, celery_sender)
-    obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}")
+    obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}, "
+                            f"dropped {result['eventQueuesDropped']} orphaned event queues")
 
 
 @main.command("prune-seen")

@@ -15,7 +15,7 @@ from typing import Any
 import pymongo
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from orchestrator.settings import Settings
 
@@ -143,6 +143,38 @@ def _ttl_index() -> IndexModel:
     return IndexModel([("processedAt", ASCENDING)], name="processedAt_ttl", expireAfterSeconds=EVENTS_SEEN_TTL_S)
 
 
+#: kombu's fanout collection and its size (kombu's own default, `capped_queue_size`).
+BROADCAST_COLLECTION = "messages.broadcast"
+BROADCAST_CAPPED_BYTES = 100_000
+
+
+def _ensure_broadcast(db: Database) -> None:
+    """Create kombu's capped broadcast collection before any broker client does.
+
+    kombu checks for it and then creates it, so processes starting together on a fresh
+    database race, and the loser dies with `CollectionInvalid: collection messages.broadcast
+    already exists`, which Celery does not retry (seen: 2 of 30 tries with three processes)."""
+    try:
+        if BROADCAST_COLLECTION not in db.list_collection_names():
+            db.create_collection(BROADCAST_COLLECTION, capped=True, size=BROADCAST_CAPPED_BYTES)
+    except CollectionInvalid:
+        pass  # another process created it first
+    except NotImplementedError:
+        pass  # mongomock has no capped collections; the embedded broker creates its own
+
+
+def prepare_database(settings: Settings) -> list[str]:
+    """`ensure_indexes` through a short-lived client, for a process about to fork (a Celery
+    worker's parent, before the broker connects): no client crosses the fork."""
+    if settings.embedded:
+        return ensure_indexes(get_db(settings))
+    client = _new_client(settings)
+    try:
+        return ensure_indexes(client[settings.database])
+    finally:
+        client.close()
+
+
 def ensure_indexes(db: Database) -> list[str]:
     """Create every index; safe to call from every process at every start.
 
@@ -151,6 +183,7 @@ def ensure_indexes(db: Database) -> list[str]:
     not expired and the warning says how to prune it.
     """
     warnings: list[str] = []
+    _ensure_broadcast(db)
     for collection, models in _indexes().items():
         for model in models:
             # One index per call: FerretDB v1.24 drops the connection (a Go panic, "slice bounds

@@ -19,7 +19,7 @@ from celery import signals
 from pymongo.database import Database
 
 import pipeline
-from orchestrator.db import ensure_indexes, get_db
+from orchestrator.db import ensure_indexes, get_db, prepare_database
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import Storage, storage_from_settings
@@ -84,6 +84,12 @@ def shutdown_runtime() -> None:
         if _runtime is not None and _pid == os.getpid():
             _runtime.close()
         _runtime = None
+
+
+@signals.worker_init.connect
+def _on_worker_init(**_: Any) -> None:
+    """Indexes and kombu's broadcast collection exist before the broker connects."""
+    prepare_database(Settings.from_env())
 
 
 @signals.worker_process_init.connect

@@ -6,7 +6,8 @@
 - Active (STARTING, RUNNING, AUTO_VALIDATING) whose current claim's lease expired: the pod was
   killed or lost. End the claim (the old worker, if it comes back, fails to renew and stops),
   then requeue keeping `attempt` if attempts remain, else FAILED with code WorkerLost.
-Every decision goes into the run's event history and the log. Several sweepers at once are
+- A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
+Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
 """
 
@@ -16,6 +17,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from prometheus_client import Counter
 from pymongo.database import Database
 
@@ -107,7 +109,32 @@ def _requeue_or_fail(db: Database, run: dict[str, Any], claim: dict[str, Any], n
     return True
 
 
+#: A live event consumer (Flower, `celery events`) drains its queue within a second; one whose
+#: oldest message is this old has no consumer left.
+ORPHANED_EVENT_QUEUE_S = 300
+
+
+def drop_orphaned_event_queues(db: Database, now: datetime) -> int:
+    """Delete `celeryev.*` queues nobody consumes any more.
+
+    Why here: every Flower or `celery events` process binds its own queue, and kombu's MongoDB
+    transport never deletes it after the process exits (no auto-delete; expiry needs kombu's
+    `ttl`, which FerretDB refuses), so worker heartbeats pile up in `messages`, ~30 MB per
+    worker per day for each stopped Flower (see docs/operations.md)."""
+    cutoff = ObjectId.from_datetime(now - timedelta(seconds=ORPHANED_EVENT_QUEUE_S))
+    queues = db.messages.distinct("queue", {"queue": {"$regex": r"^celeryev\."}, "_id": {"$lt": cutoff}})
+    for queue in queues:
+        db["messages.routing"].delete_many({"queue": queue})
+        db.messages.delete_many({"queue": queue})
+        log.warning("dropped event queue %s: its consumer is gone (oldest message over %ss old)", queue, ORPHANED_EVENT_QUEUE_S)
+    return len(queues)
+
+
 def sweep_once(db: Database, settings: Settings, send: Sender) -> dict[str, int]:
-    """One pass of both rules (what `manage-runs sweep` and the dispatcher's timer call)."""
+    """One pass of every rule (what `manage-runs sweep` and the dispatcher's timer call)."""
     now = utcnow()
-    return {"redispatched": redispatch_stuck(db, settings, send, now), "recovered": recover_lost(db, now)}
+    return {
+        "redispatched": redispatch_stuck(db, settings, send, now),
+        "recovered": recover_lost(db, now),
+        "eventQueuesDropped": drop_orphaned_event_queues(db, now),
+    }

@@ -135,7 +135,7 @@ def test_a_live_lease_is_left_alone(mock_db, settings):
     dispatch_once(mock_db, FakeSender())
     claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
     mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
-    assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0}
+    assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0, "eventQueuesDropped": 0}
 
 
 class _Stream:
@@ -217,3 +217,20 @@ def test_dispatch_and_sweep_decisions_are_counted_for_prometheus(mock_db, settin
     assert value("orchestrator_dispatch_send_failed_total") == before["orchestrator_dispatch_send_failed_total"] + 1
     assert value("orchestrator_dispatched_total") == before["orchestrator_dispatched_total"] + 2
     assert value("orchestrator_requeued_total") == before["orchestrator_requeued_total"] + 1
+
+
+def test_the_sweeper_drops_event_queues_whose_consumer_is_gone(mock_db, settings):
+    from bson import ObjectId
+
+    old = ObjectId.from_datetime(utcnow() - timedelta(minutes=10))
+    mock_db.messages.insert_many([
+        {"_id": old, "queue": "celeryev.dead", "payload": "{}"},
+        {"queue": "celeryev.dead", "payload": "{}"},
+        {"queue": "celeryev.live", "payload": "{}"},
+        {"_id": ObjectId.from_datetime(utcnow() - timedelta(minutes=11)), "queue": "gpu", "payload": "{}"},
+    ])
+    mock_db["messages.routing"].insert_many([{"queue": "celeryev.dead", "exchange": "celeryev"},
+                                             {"queue": "celeryev.live", "exchange": "celeryev"}])
+    assert sweep_once(mock_db, settings, FakeSender())["eventQueuesDropped"] == 1
+    assert sorted(mock_db.messages.distinct("queue")) == ["celeryev.live", "gpu"], "task queues are never touched"
+    assert mock_db["messages.routing"].distinct("queue") == ["celeryev.live"]
