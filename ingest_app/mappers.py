@@ -64,12 +64,18 @@ class Create:
 
 @dataclass(frozen=True)
 class Update:
-    """A guarded update (update_one, or update_many when `many`); never an upsert."""
+    """A guarded update (update_one, or update_many when `many`); never an upsert.
+
+    `supersedes` names what a seq-guarded update sets (collection, document, facet, ...): of
+    two updates with the same key, the one with the higher `seq` makes the other a no-op
+    whatever the order they run in, so a batch needs to send only that one."""
 
     collection: str
     filter: dict[str, Any]
     update: dict[str, Any]
     many: bool = False
+    supersedes: tuple[Any, ...] | None = None
+    seq: int = 0
 
 
 Write = Create | Update
@@ -154,7 +160,8 @@ def _newer(seq_field: str, seq: int) -> dict[str, Any]:
 
 
 def _facet(collection: str, doc_id: str, seq_field: str, seq: int, values: dict[str, Any]) -> Update:
-    return Update(collection, {"_id": doc_id, **_newer(seq_field, seq)}, {"$set": {**values, seq_field: seq}})
+    return Update(collection, {"_id": doc_id, **_newer(seq_field, seq)}, {"$set": {**values, seq_field: seq}},
+                  supersedes=(collection, doc_id, seq_field), seq=seq)
 
 
 def _run_facet(ev: _Event, facet: str, values: dict[str, Any]) -> Update:
@@ -175,7 +182,10 @@ def _status(ev: _Event, target: RunStatus, also: dict[str, Any] | None = None) -
             {**same, "statusSeq": {"$exists": False}},
         ],
     }
-    return Update("runs", query, {"$set": {"status": target.value, "statusSeq": ev.seq, **(also or {})}})
+    # Same target and attempt, higher seq: its filter matches wherever this one would, and once
+    # applied it leaves this one nothing to do, so the higher one supersedes.
+    return Update("runs", query, {"$set": {"status": target.value, "statusSeq": ev.seq, **(also or {})}},
+                  supersedes=("runs", ev.run_id, "status", target.value, ev.attempt), seq=ev.seq)
 
 
 def _stage_id(run_id: str, stage: str) -> str:
