@@ -40,10 +40,12 @@ DUPLICATE = "duplicate"
 INVALID = "invalid"
 
 _DUPLICATE_KEY = 11000
-#: Updates per `bulk_write` command. FerretDB v1.24 stops answering, the whole server and for
-#: good (seen), when one update command carries 100 or more; 50 keeps a margin, and a batch of
-#: 1000 events still costs only a few dozen round trips.
-UPDATES_PER_COMMAND = 50
+#: Updates per `bulk_write` command. FerretDB v1.24 deadlocks a database for good (seen) when
+#: the update commands in flight on it carry about 100 updates together (each holds one of its
+#: 100 pooled connections until the command returns); 20 keeps the Procfile's 4 gunicorn
+#: workers under that, and a batch of 1000 events still costs few round trips next to the
+#: updates themselves (see docs/ferretdb.md, BENCHMARKS.md).
+UPDATES_PER_COMMAND = 20
 #: Fields of the run snapshot the mappers read.
 _RUN_FIELDS = {
     "status": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1, "cancel": 1,
