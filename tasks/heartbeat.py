@@ -71,6 +71,10 @@ class Heartbeat(threading.Thread):
         self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(self.interval_s + 5)
+        if self._interrupted:
+            # An interrupt sent just as the step returned would otherwise surface later, in
+            # the run's clean-up or in the next task of this process.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target_thread), None)
 
     def check(self) -> None:
         """The pipeline's checkpoint: raise if the run must stop."""
