@@ -1,0 +1,138 @@
+"""`python -m bench [--quick] [--only NAME ...] [--output PATH]`: run the benchmarks of issue 7
+against the real-server lane's server and write BENCHMARKS.md.
+
+Every process and database the run starts is released in a `finally`, on SIGTERM and Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Callable
+
+from bench import dispatch, emitter, flood, ingest, visibility
+from bench.harness import Harness
+from bench.procs import ROOT, BenchError, MongoServer
+from bench.report import Document, ferretdb_version, machine
+
+#: name -> the benchmark's run(harness, document), in the order they run.
+BENCHMARKS: dict[str, Callable[[Harness, Document], None]] = {
+    ingest.NAME: ingest.run,
+    dispatch.NAME: dispatch.run,
+    visibility.NAME: visibility.run,
+    emitter.NAME: emitter.run,
+    flood.NAME: flood.run,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter windows and fewer samples (about 3 minutes)")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the report")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    selected = args.only or list(BENCHMARKS)
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _terminate)
+    server = MongoServer(os.environ.get("MONGODB_TEST_URL") or None)
+    harness: Harness | None = None
+    try:
+        server.start()
+        harness = Harness(server, quick=args.quick)
+        _log_to(harness.tmp / "bench.log")
+        command = "python -m bench" + (" --quick" if args.quick else "") + "".join(f" --only {n}" for n in args.only or [])
+        document = Document(command=command, machine=machine(_server_name(harness)))
+        print(f"bench: {', '.join(selected)} on {document.machine.server}" + (" (quick)" if args.quick else ""), flush=True)
+        load_before = os.getloadavg()
+        document.sections.append(("How it ran", _setup(harness)))
+        for name in selected:
+            began = time.monotonic()
+            BENCHMARKS[name](harness, document)
+            print(f"  {name} done in {time.monotonic() - began:.0f} s", flush=True)
+        document.seconds = time.monotonic() - started
+        document.sections[0] = ("How it ran", document.sections[0][1] + "\n" + _load_note(load_before, os.getloadavg()))
+        args.output.write_text(document.render())
+        print(f"bench: wrote {args.output} ({document.seconds:.0f} s)")
+        return 0
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        try:
+            if harness is not None:
+                harness.close()
+        finally:
+            server.close()
+
+
+def _server_name(h: Harness) -> str:
+    db = h.database("probe")
+    info = db.client.admin.command("buildInfo")
+    if h.server.external_url is None or "ferretdbVersion" in info:
+        version = ferretdb_version(ROOT / "devtools" / "ferretdb" / "go.mod") or info.get("ferretdbVersion", "?")
+        return (f"FerretDB {version}, SQLite backend (devtools/ferretdb/bin/ferretdb-test; reports MongoDB "
+                f"{info.get('version', '?')} wire compatibility), loopback TCP")
+    return f"MongoDB {info.get('version', '?')} at MONGODB_TEST_URL"
+
+
+def _setup(h: Harness) -> str:
+    from ingest_app import ingest as ingest_core
+
+    per_command = getattr(ingest_core, "UPDATES_PER_COMMAND", None)
+    lines = [
+        "- Server: " + ("our FerretDB binary started for this run on a loopback port, data in a fresh temporary "
+                        "directory" if h.ferretdb else "the MongoDB server at MONGODB_TEST_URL") +
+        "; every benchmark works in fresh databases, dropped at the end.",
+        "- Our processes run as the Procfile runs them, with every setting at its default except paths and the "
+        "token: `gunicorn 'ingest_app:create_app()'` (sync workers, `--timeout 300` so a slow batch is reported "
+        "rather than killed), `celery -A tasks worker -Q gpu --concurrency 1 --prefetch-multiplier 1 -E` with the "
+        "shipped `celeryconfig`, and `tasks.dispatcher.main`. Clients are threads of the bench process, bodies "
+        "encoded before any clock starts.",
+        f"- gunicorn workers: **{h.ingest_workers}**.",
+    ]
+    if h.ferretdb and h.ingest_workers < 3:
+        lines.append(
+            "  On FerretDB only that many can write at once without wedging the database. FerretDB v1.24 keeps "
+            "every update of one `update` command holding a pooled SQLite connection until the command returns "
+            "(`defer closer.Close()` inside the loop over the updates, `internal/handler/msg_update.go` line 121) and "
+            "opens at most 100 connections per database (`SetMaxOpenConns(100)`, "
+            "`internal/backends/sqlite/metadata/pool/opendb.go` line 45); update commands that together carry about "
+            "100 updates deadlock that database for good (seen on this machine: 3 clients sending 50-update "
+            "`bulk_write`s at once hang, and every later request to that database times out; 2 × 45 do not). "
+            f"Ingest sends up to `UPDATES_PER_COMMAND` = {per_command} updates per command, so two or more busy "
+            "gunicorn workers on one FerretDB database can reach it (the Procfile's default is 4). The bench picks "
+            "`90 // UPDATES_PER_COMMAND` workers (at most 3) and so follows any change to that constant.")
+    return "\n".join(lines)
+
+
+def _load_note(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    return (f"- Load average (1 min) at the start {before[0]:.2f}, at the end {after[0]:.2f}: the machine is shared, "
+            "and anything else running on its two cores is in these figures.")
+
+
+def _log_to(path: Path) -> None:
+    """Library and app logs go to a file in the scratch directory: the console shows progress."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Smoke test of the benchmark harness's pure helpers: percentiles, targets, the table, the
+workload. No timing is measured or asserted here; `python -m bench` does that."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import workload
+from bench.profile import write_counts
+from bench.report import Document, Machine, Row, Target, number, render_table
+from bench.stats import Summary, percentile, rate
+from orchestrator.events import EVENT_TYPES
+
+
+def test_percentile_interpolates_between_closest_ranks():
+    assert percentile([3, 1, 2], 50) == 2
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10, 20], 95) == pytest.approx(19.5)
+    assert percentile([7], 95) == 7
+    assert percentile([1, 2, 3], 0) == 1 and percentile([1, 2, 3], 100) == 3
+
+
+def test_percentile_refuses_no_values_and_a_percent_out_of_range():
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="outside 0..100"):
+        percentile([1], 101)
+
+
+def test_summary_and_rate():
+    summary = Summary.of([0.1, 0.2, 0.3, 0.4])
+    assert (summary.n, summary.max) == (4, 0.4)
+    assert summary.text(scale=1000, unit="ms", digits=0) == "p50 250 ms, p95 385 ms, max 400 ms (n=4)"
+    assert rate(100, 4.0) == 25.0 and rate(5, 0) == 0.0
+
+
+def test_a_row_computes_its_ratio_and_whether_its_target_is_met():
+    fast = Row("1", "ingest", 600.0, "events/s", 1000.0, "raw", Target(">=", 0.5, on="ratio"))
+    slow = Row("1", "ingest", 100.0, "events/s", 1000.0, "raw", Target(">=", 0.5, on="ratio"))
+    latency = Row("2", "p95", 1.2, "s", target=Target("<", 1.5))
+    untargeted = Row("5", "peak", 50.0, "MiB", 0.0, "idle")
+    assert (fast.ratio, fast.met) == (0.6, True)
+    assert slow.met is False
+    assert latency.ratio is None and latency.met is True
+    assert untargeted.ratio is None and untargeted.met is None
+
+
+def test_a_target_refuses_an_unknown_operator_or_subject():
+    with pytest.raises(ValueError, match="operator"):
+        Target("=~", 1)
+    with pytest.raises(ValueError, match="'figure' or 'ratio'"):
+        Target("<", 1, on="baseline")
+
+
+def test_numbers_are_shown_with_three_significant_digits():
+    assert [number(x) for x in (15871.2, 56.94, 1.014, 0.00359, 0)] == ["15,871", "56.9", "1.01", "0.00359", "0"]
+
+
+def test_the_table_shows_figure_baseline_ratio_target_and_verdict():
+    table = render_table([
+        Row("1", "ingest | batches", 57.0, "events/s", 15871.0, "raw insert_many", Target(">=", 0.5, on="ratio"), "n=1,100"),
+        Row("3", "visibility p95", 0.8, "s", target=Target("<", 1.0)),
+    ])
+    lines = table.splitlines()
+    assert lines[0].startswith("| # | measure | figure | baseline (same run) | ratio | target | met? |")
+    assert lines[2] == ("| 1 | ingest \\| batches | 57.0 events/s | 15,871 events/s (raw insert_many) | 0.00359 | "
+                        "ratio ≥ 0.5 | **missed** | n=1,100 |")
+    assert lines[3] == "| 3 | visibility p95 | 0.8 s | — | — | < 1 s | met |  |"
+
+
+def test_the_document_names_the_machine_and_counts_the_missed_targets():
+    machine = Machine("AMD EPYC", "2", "23.5 GiB", "CPython 3.11.7", "Linux", "FerretDB v1.24.2", "pymongo 4.20.1")
+    document = Document("python -m bench --quick", machine, rows=[
+        Row("2", "dispatch p50", 0.6, "s", 5.8, "10 s poll, simulated", Target("<", 0.5)),
+        Row("2", "dispatch p95", 1.0, "s", 9.7, "10 s poll, simulated", Target("<", 1.5)),
+    ], sections=[("2. Dispatch latency", "notes")], seconds=31)
+    text = document.render()
+    assert "- **CPU**: AMD EPYC" in text and "- **server**: FerretDB v1.24.2" in text
+    assert "2 figures, 1 targets met, 1 missed: 2 dispatch p50." in text
+    assert text.endswith("## 2. Dispatch latency\n\nnotes\n")
+
+
+def test_the_workload_holds_every_event_type_in_full_batches_of_one_run_each():
+    wl = workload.build(pods=20, runs_per_pod=2, seed=5)
+    assert set(wl.type_counts()) == set(EVENT_TYPES) and all(wl.type_counts().values())
+    assert {len(batch) for batch in wl.batches} == {workload.BATCH}
+    assert all(len({e["data"]["run_id"] for e in batch}) == 1 for batch in wl.batches)
+    seqs: dict[str, int] = {}
+    for event in wl.events:
+        run_id = event["data"]["run_id"]
+        assert event["seq"] > seqs.get(run_id, 0), "each run's events arrive in seq order"
+        seqs[run_id] = event["seq"]
+
+
+def test_the_stored_documents_are_the_history_records_ingest_writes():
+    wl = workload.build(pods=2, runs_per_pod=1, seed=6)
+    [document] = workload.stored_documents(wl.events[:1])
+    event = wl.events[0]
+    assert document["_id"] == event["id"] and document["runId"] == event["data"]["run_id"]
+    assert set(document) >= {"source", "type", "seq", "time", "data", "receivedAt"}
+
+
+def test_write_counts_are_per_event_and_coalescing_never_adds_updates():
+    wl = workload.build(pods=4, runs_per_pod=1, seed=7)
+    counts = write_counts(wl.batches[:3])
+    assert counts.events == 150
+    assert counts.creates["events"] == 150, "one history record per event"
+    assert 0 < counts.coalesced_per_event <= counts.updates_per_event
