@@ -35,12 +35,12 @@ REQUEUED = Counter("orchestrator_requeued_total", "Runs requeued after their wor
 FAILED_LOST = Counter("orchestrator_failed_lost_total", "Runs failed as WorkerLost with no attempts left.")
 
 
-def _lost_error(attempt: int, claim: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _lost_error(attempt: int, claim: dict[str, Any], now: datetime, retryable: bool) -> dict[str, Any]:
     return {
         "code": "WorkerLost",
         "message": f"pod {claim.get('podId')} stopped renewing its lease on attempt {attempt} "
                    f"(expired {claim.get('leaseExpiresAt')}); the worker was killed, OOM-killed or cut off",
-        "retryable": True,
+        "retryable": retryable,
         "stage": None,
         "attempt": attempt,
         "at": now,
@@ -85,13 +85,12 @@ def recover_lost(db: Database, now: datetime) -> int:
 
 def _requeue_or_fail(db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime) -> bool:
     attempt = int(run.get("attempt") or 0)
-    error = _lost_error(attempt, claim, now)
     retry = attempt < int(run.get("maxAttempts") or 1)
+    error = _lost_error(attempt, claim, now, retryable=retry)
     target = RunStatus.QUEUED if retry else RunStatus.FAILED
-    fields: dict[str, Any] = {"error": error if not retry else {**error}, "cancelRequested": False}
+    fields: dict[str, Any] = {"error": error, "cancelRequested": False}
     if not retry:
         fields["finishedAt"] = now
-        error["retryable"] = False
     moved = transition(
         db, run["_id"], target, only_from=set(ACTIVE), extra_filter={"attempt": attempt},
         set_fields=fields, update={"$push": {"attempts": error}},

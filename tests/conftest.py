@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator import db as dbmod
 from orchestrator.settings import Settings
-from tests.servers import MongoServer
+from tests.servers import MongoServer, S3Server
 
 
 def make_settings(**env: str) -> Settings:
@@ -93,10 +93,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator["S3Server"]:
+def s3_server() -> Iterator[S3Server]:
     """One moto S3 server process for the session (`S3Server.endpoint` is host:port)."""
-    from tests.servers import S3Server
-
     server = S3Server()
     server.start()
     yield server
