@@ -1,9 +1,9 @@
 """Celery settings for hours-long GPU runs on kombu's MongoDB transport.
 
-Read by `tasks/__init__.py` (`app.config_from_object("celeryconfig")`). Values that depend on
+Read by `tasks/celery.py` (`app.config_from_object("celeryconfig")`). Values that depend on
 the deployment come from the environment through `orchestrator.settings`.
 
-Why these settings (see ../shared/FACTS.md for what was seen on this transport):
+Why these settings (docs/operations.md has what was seen on this transport):
 - The broker is not the record of a run. kombu's MongoDB transport deletes a message when a
   worker fetches it; a SIGKILLed pod loses it whatever we set. The run document, its claim with
   a lease, and the sweeper make runs crash-safe; these settings only narrow the window.
@@ -11,10 +11,8 @@ Why these settings (see ../shared/FACTS.md for what was seen on this transport):
   forever (it has no expiry). `task_ignore_result` keeps Celery from trying to store results.
 """
 
-from orchestrator.embedded_broker import register as _register_embedded_broker
-from orchestrator.settings import Settings
+from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
 
-_register_embedded_broker()
 _settings = Settings.from_env()
 
 #: MongoDB is the broker: kombu's transport, same database as the state (collections
@@ -34,10 +32,10 @@ result_backend = None
 task_ignore_result = True
 
 #: GPU work goes to the `gpu` queue only; the dispatcher also names the run's queue explicitly.
-task_routes = {"tasks.run_experiment": {"queue": "gpu"}}
+task_routes = {"tasks.run_experiment": {"queue": DEFAULT_QUEUE}}
 task_default_queue = "default"
 task_queue_max_priority = 9
-task_default_priority = 5
+task_default_priority = DEFAULT_PRIORITY
 
 #: Acknowledge after the run, so a clean shutdown or a killed pool child puts the message back;
 #: with prefetch 1 a killed worker loses only the running task (the sweeper recovers that run).

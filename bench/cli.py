@@ -91,7 +91,7 @@ def _server_name(h: Harness) -> str:
 
 
 def _setup(h: Harness) -> str:
-    from ingest_app import ingest as ingest_core
+    from orchestrator import ingest as ingest_core
 
     per_command = getattr(ingest_core, "UPDATES_PER_COMMAND", None)
     lines = [
@@ -101,7 +101,7 @@ def _setup(h: Harness) -> str:
         "- Our processes run as the Procfile runs them, with every setting at its default except paths and the "
         "token: `gunicorn 'ingest_app:create_app()'` (sync workers, `--timeout 300` so a slow batch is reported "
         "rather than killed), `celery -A tasks worker -Q gpu --concurrency 1 --prefetch-multiplier 1 -E` with the "
-        "shipped `celeryconfig`, and `tasks.dispatcher.main`. Clients are threads of the bench process, bodies "
+        "shipped `celeryconfig`, and `ops.dispatcher.main`. Clients are threads of the bench process, bodies "
         "encoded before any clock starts.",
         f"- gunicorn workers: **{h.ingest_workers}**.",
     ]

@@ -28,7 +28,7 @@ from bench.report import Document, Row, Target
 from bench.stats import Summary, percentile
 from orchestrator.db import probe_features
 from orchestrator.runs import create_hypothesis_and_run
-from tasks.emitter import EmitterConfig
+from tasks.pod.emitter import EmitterConfig
 
 NAME = "dispatch"
 POLL_S = 0.005
@@ -106,7 +106,7 @@ def run(h: Harness, doc: Document) -> None:
 
 
 def _start_dispatcher(h: Harness, env: dict[str, str]) -> Child:
-    return h.start("dispatcher", [PYTHON, "-c", "from tasks.dispatcher import main; main()"], env)
+    return h.start("dispatcher", [PYTHON, "-c", "from ops.dispatcher import main; main()"], env)
 
 
 def _dispatch_one(db: Any, worker: Child, dispatcher: Child, timeout: float = 30) -> Sample:

@@ -30,7 +30,7 @@ from bench.harness import TOKEN, Harness
 from bench.procs import PYTHON, free_port, memory_kib, wait_until
 from bench.report import Document, Row, Target
 from orchestrator.settings import Settings
-from tasks.emitter import Emitter
+from tasks.pod.emitter import Emitter
 
 NAME = "emitter"
 CPU_EVENTS = 10_000

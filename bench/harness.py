@@ -71,7 +71,7 @@ def ingest_workers(ferretdb: bool) -> int:
     the pool."""
     if not ferretdb:
         return INGEST_WORKERS
-    from ingest_app import ingest
+    from orchestrator import ingest
 
     per_command = getattr(ingest, "UPDATES_PER_COMMAND", None)
     if not per_command:

@@ -22,7 +22,8 @@ from bench import workload
 from bench.harness import BATCH_HEADERS, TOKEN, Harness
 from bench.procs import ROOT
 from bench.stats import percentile
-from ingest_app import create_app, mappers
+from ingest_app import create_app
+from orchestrator import mappers
 from orchestrator.events import validate_event
 from orchestrator.settings import Settings
 

@@ -33,7 +33,7 @@ from bench.report import Document, Row, Target
 from bench.stats import Summary
 from orchestrator.runs import new_run_document
 from orchestrator.settings import Settings
-from tasks.emitter import Emitter, EmitterConfig
+from tasks.pod.emitter import Emitter, EmitterConfig
 
 NAME = "visibility"
 #: Load clients: one batch always in flight (see the module docstring).

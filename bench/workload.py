@@ -22,7 +22,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from ingest_app import mappers
+from orchestrator import mappers
 from orchestrator.events import EVENT_TYPES, EXPERIMENT_STAGES, STAGES, make_event, seq_for, validate_event
 from orchestrator.runs import new_run_document
 

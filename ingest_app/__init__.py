@@ -2,72 +2,33 @@
 
 `create_app` is the app factory (`gunicorn 'ingest_app:create_app()'`). It serves the two ingest
 routes (`routes_ingest`), the read API (`api`) and the probes (`probes`), and keeps what the
-blueprints share in `app.extensions["orchestrator"]` (an `AppState`).
+blueprints share in `app.extensions["orchestrator"]` (an `ingest_app.state.AppState`). The rules
+(validation, dedup, mappers) are the core's (`orchestrator.ingest`); this package is HTTP.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
-from standardwebhooks.webhooks import Webhook
 from werkzeug.exceptions import HTTPException
 
-from ingest_app import auth
+from ingest_app import api, auth, probes, routes_ingest
 from ingest_app.metrics import IngestMetrics
-from ingest_app.problem import problem
+from ingest_app.problem import database_down, problem
+from ingest_app.state import AppState, app_state
 from orchestrator import db as dbmod
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import storage_from_settings
 
-__all__ = ["AppState", "app_state", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-#: Seconds a client should wait after a 503 for MongoDB: about one server selection timeout.
-RETRY_AFTER_S = 5
-
-
-@dataclass
-class AppState:
-    """What every blueprint of one app shares. `storage` is the artifact store the download
-    route presigns links from (MinIO, or the local ARTIFACT_DIR without MINIO_ENDPOINT)."""
-
-    settings: Settings
-    db: Database
-    metrics: IngestMetrics
-    storage: Any = None
-    #: The Standard Webhooks verifier when INGEST_WEBHOOK_SECRET is set.
-    webhook: Webhook | None = None
-    #: What the server can do; known once `prepare` has run.
-    features: dbmod.ServerFeatures | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def prepare(self) -> dbmod.ServerFeatures:
-        """Once per process, before the first event is applied: create the indexes (the unique
-        index on events_seen is the dedup authority, so ingest must not run without it) and
-        probe the server. Raises `ConnectionFailure` while MongoDB is unreachable (the route
-        answers 503)."""
-        if self.features is not None:
-            return self.features
-        with self._lock:
-            if self.features is None:
-                dbmod.ensure_indexes(self.db)
-                self.features = dbmod.probe_features(self.db)
-        return self.features
-
-
-def app_state() -> AppState:
-    """The state of the app serving the current request."""
-    return current_app.extensions["orchestrator"]
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
@@ -93,9 +54,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         log.error("indexes not ensured at start (%s); retried on the first ingest request", exc)
     app = Flask(__name__)
     app.extensions["orchestrator"] = state
-    # Imported here: the blueprints import `AppState` from this package.
-    from ingest_app import api, probes, routes_ingest
-
     for blueprint in (routes_ingest.bp, api.bp, probes.bp):
         app.register_blueprint(blueprint)
     _install_hooks(app)
@@ -130,7 +88,7 @@ def _check_auth_settings(settings: Settings) -> None:
 
 
 def _install_hooks(app: Flask) -> None:
-    """Request timing and problem+json for every error the blueprints do not handle themselves."""
+    """Request timing, and problem+json for HTTP errors and a database outage on every route."""
 
     @app.before_request
     def _start_timer() -> None:
@@ -155,8 +113,6 @@ def _install_hooks(app: Flask) -> None:
 
     @app.errorhandler(ConnectionFailure)
     def _database_down(exc: ConnectionFailure) -> Response:
+        """The one answer to a database outage, on every route: 503 with Retry-After."""
         log.warning("MongoDB unreachable for %s %s: %s", request.method, request.path, exc)
-        return problem(
-            503, "Service Unavailable", f"MongoDB is unreachable ({type(exc).__name__}); try again shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return database_down(exc)

@@ -14,7 +14,8 @@ millisecond still have one order. `nextCursor` is opaque to clients: URL-safe ba
 "strictly before this key" rather than by offset means a run created while a client pages
 never shifts later pages into duplicates or gaps.
 
-MongoDB unreachable: 503 with Retry-After, so clients back off instead of showing an error page.
+MongoDB unreachable: 503 with Retry-After (the app's one handler), so clients back off instead
+of showing an error page.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from bson.errors import InvalidId
 from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure
 
-from ingest_app import RETRY_AFTER_S, app_state, auth, parsing
+from ingest_app import auth, parsing
 from ingest_app.problem import problem
+from ingest_app.state import app_state
 from orchestrator import errors, queries, runs
+from orchestrator.errors import OrchestratorError
 from orchestrator.serialize import jsonable
+from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
 from orchestrator.storage import StorageError
 
@@ -60,7 +63,7 @@ _STATUSES = frozenset(status.value for status in RunStatus)
 _RUN_SORT = [("createdAt", -1), ("_id", -1)]
 
 
-class _BadParameter(Exception):
+class _BadParameter(OrchestratorError):
     """A query parameter or body that cannot be used; becomes a 400 (or `status`) naming `field`."""
 
     def __init__(self, field: str, reason: str, status: int = 400):
@@ -117,16 +120,6 @@ def _rejected(exc: parsing.RequestRejected) -> Response:
 def _storage_failed(exc: StorageError) -> Response:
     log.warning("artifact storage failed for %s: %s", request.path, exc)
     return problem(502, "Bad Gateway", f"artifact storage failed: {exc}")
-
-
-@bp.errorhandler(ConnectionFailure)
-@bp.errorhandler(errors.DatabaseUnavailable)
-def _database_unavailable(exc: Exception) -> Response:
-    log.warning("MongoDB unavailable for %s %s: %s", request.method, request.path, exc)
-    return problem(
-        503, "Service Unavailable", "the database did not answer; retry later",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -320,9 +313,9 @@ class HypothesisRequest(Schema):
     title = fields.String(required=True, validate=[validate.Length(max=500), _not_blank])
     idea = fields.String(required=True, validate=[validate.Length(max=200_000), _not_blank])
     ideaJson = fields.Dict(load_default=None, allow_none=True)
-    priority = fields.Integer(strict=True, load_default=runs.DEFAULT_PRIORITY, validate=validate.Range(0, 9))
-    pipeline = fields.String(load_default=runs.DEFAULT_PIPELINE, validate=_NAME)
-    queue = fields.String(load_default=runs.DEFAULT_QUEUE, validate=_NAME)
+    priority = fields.Integer(strict=True, load_default=DEFAULT_PRIORITY, validate=validate.Range(0, 9))
+    pipeline = fields.String(load_default=DEFAULT_PIPELINE, validate=_NAME)
+    queue = fields.String(load_default=DEFAULT_QUEUE, validate=_NAME)
     maxAttempts = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=100))
 
 

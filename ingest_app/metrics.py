@@ -1,7 +1,7 @@
 """Prometheus metrics of the ingest app, in one registry per app so tests can read them.
 
-Counters are per process; under gunicorn with several workers each worker counts its own
-(set PROMETHEUS_MULTIPROC_DIR for the client library's multiprocess mode to aggregate them).
+Counters are per process: under gunicorn with several workers each worker counts its own, and a
+scrape sees whichever worker answered (the client library's multiprocess mode is not wired).
 """
 
 from __future__ import annotations

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from flask import g, request
 
+from orchestrator.errors import OrchestratorError
+from orchestrator.ingest import Item
 from orchestrator.settings import Settings
 
 STRUCTURED = "application/cloudevents+json"
@@ -48,7 +49,7 @@ _TRACE_HEADERS = ("traceparent", "tracestate")
 _INTEGER = re.compile(r"^-?\d{1,19}$")
 
 
-class RequestRejected(Exception):
+class RequestRejected(OrchestratorError):
     """The request as a whole cannot be ingested; becomes a problem+json response."""
 
     def __init__(self, status: int, title: str, detail: str, **extra: Any):
@@ -57,20 +58,6 @@ class RequestRejected(Exception):
         self.title = title
         self.detail = detail
         self.extra = extra
-
-
-@dataclass(frozen=True)
-class Item:
-    """One event of a request before validation: the decoded JSON value, or why it has none.
-
-    `index` counts events from 0 in request order (NDJSON blank lines are not events);
-    `line` is the 1-based NDJSON line, so an error can name it.
-    """
-
-    index: int
-    event: Any = None
-    errors: dict[str, list[str]] | None = None
-    line: int | None = None
 
 
 def read_body(settings: Settings) -> bytes:

@@ -16,8 +16,8 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
-from ingest_app import RETRY_AFTER_S, app_state
-from ingest_app.problem import problem
+from ingest_app.problem import database_down
+from ingest_app.state import app_state
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ def readyz() -> Response:
             app_state().db.command("ping")
     except PyMongoError as exc:
         log.warning("readyz: database ping failed: %s", exc)
-        return problem(
-            503, "Service Unavailable", f"the database did not answer a ping: {type(exc).__name__}",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return database_down(exc)
     return jsonify({"status": "ready"})
 
 

@@ -19,3 +19,18 @@ def problem(status: int, title: str, detail: str | None = None, headers: dict[st
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+#: Seconds a client should wait after a 503 for MongoDB: about one server selection timeout.
+RETRY_AFTER_S = 5
+
+
+def database_down(exc: BaseException) -> Response:
+    """The answer to any request the database could not serve: 503 with Retry-After. A resend
+    is always safe: events are deduplicated, and the other writes check the run's status."""
+    return problem(
+        503, "Service Unavailable",
+        f"The database (MongoDB) is unreachable ({type(exc).__name__}); retry in {RETRY_AFTER_S} s. A resend is safe: "
+        "events already applied are answered as duplicates.",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )

@@ -4,7 +4,8 @@ Single event: 201 accepted, 200 duplicate, 422 invalid (problem+json with `error
 -> reasons). Batch: always 200 once the request itself is acceptable, with one result per event
 and the counts; the valid events are applied even when others are invalid. Whole-request
 failures (auth, media type, size, unparseable JSON) are problem+json and apply nothing.
-MongoDB unreachable: 503 with Retry-After; the client resends and dedup sorts out the rest.
+MongoDB unreachable: 503 with Retry-After (the app's one handler); the client resends and dedup
+sorts out the rest.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import logging
 from collections import Counter
 
 from flask import Blueprint, Response, jsonify
-from pymongo.errors import ConnectionFailure
 
-from ingest_app import RETRY_AFTER_S, AppState, app_state, auth, parsing
-from ingest_app.ingest import ACCEPTED, DUPLICATE, INVALID, Outcome, fast_path_pays, ingest
-from ingest_app.parsing import Item, RequestRejected
+from ingest_app import auth, parsing
+from ingest_app.parsing import RequestRejected
 from ingest_app.problem import problem
+from ingest_app.state import AppState, app_state
+from orchestrator.ingest import ACCEPTED, DUPLICATE, INVALID, Item, Outcome, fast_path_pays, ingest
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,3 @@ def _ingest(state: AppState, items: list[Item]) -> list[Outcome]:
 @bp.errorhandler(RequestRejected)
 def _rejected(exc: RequestRejected) -> Response:
     return problem(exc.status, exc.title, exc.detail, **exc.extra)
-
-
-@bp.errorhandler(ConnectionFailure)
-def _unavailable(exc: ConnectionFailure) -> Response:
-    log.warning("MongoDB unavailable during ingest: %s", exc)
-    detail = f"MongoDB is unreachable ({type(exc).__name__}); resend the same events, duplicates are detected."
-    return problem(503, "Service Unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -1,4 +1,11 @@
-"""The one exception hierarchy of the project; every module raises a subclass of these."""
+"""The root of the project's exceptions, and the errors more than one layer raises.
+
+Every exception this project raises on purpose derives from `OrchestratorError`, so a caller can
+catch "ours" in one clause. Errors with one home live beside the code that raises them:
+`EventError` (orchestrator.events), `SpoolError` and
+`LeaseLost` (the pod runtime), `RequestRejected` (ingest_app.parsing), `PipelineError` and
+`Canceled` (pipeline). tests/test_architecture.py checks that every one of them derives from here.
+"""
 
 
 class OrchestratorError(Exception):
@@ -17,5 +24,6 @@ class NotFound(OrchestratorError):
     """An id that names no document (a run, a hypothesis, an artifact)."""
 
 
-class DatabaseUnavailable(OrchestratorError):
-    """MongoDB did not answer within the server selection timeout."""
+class StorageError(OrchestratorError):
+    """An artifact could not be stored, its URL made, or its key is not canonical; the message
+    names the key and the cause."""

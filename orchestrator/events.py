@@ -19,6 +19,8 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from ulid import ULID
 
+from orchestrator.errors import OrchestratorError
+
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
 
@@ -65,7 +67,7 @@ _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class EventError(ValueError):
+class EventError(OrchestratorError, ValueError):
     """An event failed validation. `errors` maps field paths to reasons."""
 
     def __init__(self, errors: dict[str, list[str]]):
@@ -127,12 +129,12 @@ class _Data(Schema):
     run_id = _text(required=True, max=200)
 
 
-class Enqueued(_Data):
+class EnqueuedData(_Data):
     hypothesis_id = _text(required=True, max=200)
     priority = _StrictInt(validate=validate.Range(0, 9))
 
 
-class Started(_Data):
+class StartedData(_Data):
     pod_id = _text(required=True, max=200)
     attempt = _StrictInt(required=True, validate=validate.Range(min=1))
     gpu = fields.String(allow_none=True)
@@ -140,13 +142,13 @@ class Started(_Data):
     image = fields.String(allow_none=True)
 
 
-class Heartbeat(_Data):
+class HeartbeatData(_Data):
     gpu_util = _Finite(validate=validate.Range(0, 100), allow_none=True)
     mem_gb = _Finite(validate=validate.Range(min=0), allow_none=True)
     temp_c = _Finite(allow_none=True)
 
 
-class Failed(_Data):
+class FailedData(_Data):
     stage = _stage(allow_none=True)
     code = _text(required=True, max=200)
     message = fields.String(required=True)
@@ -154,23 +156,23 @@ class Failed(_Data):
     retryable = _StrictBool(required=True)
 
 
-class Canceled(_Data):
+class CanceledData(_Data):
     by = fields.String(allow_none=True)
     reason = fields.String(allow_none=True)
 
 
-class StageStarted(_Data):
+class StageStartedData(_Data):
     stage = _stage(required=True)
     desc = fields.String(allow_none=True)
 
 
-class StageProgress(_Data):
+class StageProgressData(_Data):
     stage = _stage(required=True)
     progress = _Finite(required=True, validate=validate.Range(0, 1))
     eta_s = _Finite(validate=validate.Range(min=0), allow_none=True)
 
 
-class StageMetric(_Data):
+class StageMetricData(_Data):
     stage = _stage(required=True)
     name = _text(required=True, max=200)
     value = _Finite(required=True)
@@ -182,34 +184,34 @@ class StageMetric(_Data):
             raise ValidationError("Must not contain '.' or start with '$'.", "name")
 
 
-class StageCompleted(_Data):
+class StageCompletedData(_Data):
     stage = _stage(required=True)
     duration_s = _Finite(validate=validate.Range(min=0), allow_none=True)
     summary = fields.Dict(allow_none=True)
 
 
-class IdeationGenerated(_Data):
+class IdeationGeneratedData(_Data):
     count = _StrictInt(required=True, validate=validate.Range(min=0))
     top_k = _StrictInt(validate=validate.Range(min=0), allow_none=True)
 
 
-class PaperGenerated(_Data):
+class PaperGeneratedData(_Data):
     artifact_key = _text(required=True, max=1024)
     word_count = _StrictInt(validate=validate.Range(min=0), allow_none=True)
 
 
-class AutoStarted(_Data):
+class AutoStartedData(_Data):
     model = _text(required=True, max=200)
     rubric_version = fields.String(allow_none=True)
 
 
-class AutoCompleted(_Data):
+class AutoCompletedData(_Data):
     verdict = fields.String(required=True, validate=validate.OneOf(VERDICTS))
     scores = fields.Dict(keys=fields.String(), values=_Finite(), allow_none=True)
     notes = fields.String(allow_none=True)
 
 
-class ArtifactRegistered(_Data):
+class ArtifactRegisteredData(_Data):
     key = _text(required=True, max=1024)
     bytes = _StrictInt(required=True, validate=validate.Range(min=0))
     sha256 = fields.String(required=True, validate=validate.Regexp(_SHA256, error="Must be 64 lowercase hex digits."))
@@ -217,13 +219,13 @@ class ArtifactRegistered(_Data):
     kind = _text(required=True, max=100)
 
 
-class ArtifactFailed(_Data):
+class ArtifactFailedData(_Data):
     key = _text(required=True, max=1024)
     code = _text(required=True, max=200)
     message = fields.String(required=True)
 
 
-class Log(_Data):
+class LogData(_Data):
     level = fields.String(required=True, validate=validate.OneOf(LOG_LEVELS))
     message = fields.String(required=True)
     kv = fields.Dict(allow_none=True)
@@ -231,22 +233,22 @@ class Log(_Data):
 
 #: type -> schema of its `data`. The catalogue: the design's table, one line each.
 CATALOGUE: dict[str, Schema] = {
-    "ai.run.enqueued": Enqueued(),
-    "ai.run.started": Started(),
-    "ai.run.heartbeat": Heartbeat(),
-    "ai.run.failed": Failed(),
-    "ai.run.canceled": Canceled(),
-    "ai.run.stage_started": StageStarted(),
-    "ai.run.stage_progress": StageProgress(),
-    "ai.run.stage_metric": StageMetric(),
-    "ai.run.stage_completed": StageCompleted(),
-    "ai.ideation.generated": IdeationGenerated(),
-    "ai.paper.generated": PaperGenerated(),
-    "ai.validation.auto_started": AutoStarted(),
-    "ai.validation.auto_completed": AutoCompleted(),
-    "ai.artifact.registered": ArtifactRegistered(),
-    "ai.artifact.failed": ArtifactFailed(),
-    "ai.run.log": Log(),
+    "ai.run.enqueued": EnqueuedData(),
+    "ai.run.started": StartedData(),
+    "ai.run.heartbeat": HeartbeatData(),
+    "ai.run.failed": FailedData(),
+    "ai.run.canceled": CanceledData(),
+    "ai.run.stage_started": StageStartedData(),
+    "ai.run.stage_progress": StageProgressData(),
+    "ai.run.stage_metric": StageMetricData(),
+    "ai.run.stage_completed": StageCompletedData(),
+    "ai.ideation.generated": IdeationGeneratedData(),
+    "ai.paper.generated": PaperGeneratedData(),
+    "ai.validation.auto_started": AutoStartedData(),
+    "ai.validation.auto_completed": AutoCompletedData(),
+    "ai.artifact.registered": ArtifactRegisteredData(),
+    "ai.artifact.failed": ArtifactFailedData(),
+    "ai.run.log": LogData(),
 }
 EVENT_TYPES: tuple[str, ...] = tuple(CATALOGUE)
 
@@ -357,6 +359,27 @@ def validate_event(event: Any) -> dict[str, Any]:
         raise EventError(errors)
     envelope["data"] = data
     return envelope
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """A validated event's `time` as aware UTC, cut to the millisecond BSON keeps, so a document
+    read back compares equal to the one computed."""
+    parsed = parse_time(event["time"])
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+def history_record(event: dict[str, Any], *, received_at: datetime) -> dict[str, Any]:
+    """The `events` document of an event: the run's history. Keyed on the event id, so a repeat
+    is inserted once. Ingest stores the workers' events with it, and `orchestrator.runs` the
+    control plane's decisions."""
+    record: dict[str, Any] = {
+        "_id": event["id"], "source": event["source"], "runId": event["data"]["run_id"], "type": event["type"],
+        "seq": event["seq"], "time": event_time(event), "data": event["data"], "receivedAt": received_at,
+    }
+    for name in ("traceparent", "tracestate"):
+        if name in event:
+            record[name] = event[name]
+    return record
 
 
 def now_rfc3339() -> str:

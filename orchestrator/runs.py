@@ -1,26 +1,40 @@
-"""Operations on run documents shared by the API, the CLI, the dispatcher and the sweeper.
+"""Run documents, and every write of a run's status: the one module that moves `runs.status`.
 
-Every status write here is a status-guarded update: the filter names the statuses the table
-allows to move to the target, so two writers racing on one run cannot both move it.
+Each status write here is a guarded update whose filter names the statuses the transition table
+(`orchestrator.statuses`) allows to move to the target, so two writers racing on one run cannot
+both move it, and no writer can move it along an edge the table lacks. The writers are:
+
+- the API and the CLI: create, cancel, retry (`create_hypothesis_and_run`, `cancel_run`, `retry_run`);
+- the dispatcher: QUEUED -> SCHEDULED and back when the send fails (`schedule`, `unschedule`);
+- the worker: SCHEDULED -> STARTING once it holds the claim (`start`);
+- the sweeper: an active run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`);
+- ingest: the status an event asserts (`event_status_update` builds the guarded update, which the
+  ingest engine runs with the rest of its batch).
+
+Control-plane decisions go into the run's event history (`record_decision`), so an operator
+reading it sees why a run was requeued, failed as lost or dispatched again.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from orchestrator import claims
+from orchestrator import claims, retry
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
-from orchestrator.events import SEQ_BLOCK, make_event
-from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, sources_of
+from orchestrator.events import SEQ_BLOCK, history_record, make_event
+from orchestrator.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
+from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, check_transition, sources_of
 
-DEFAULT_QUEUE = "gpu"
-DEFAULT_PIPELINE = "demo"
-DEFAULT_PRIORITY = 5  # 0 (lowest) .. 9 (highest), as Celery's priority
+#: Statuses no event moves a run out of: a requeued run waits for the dispatcher (the late
+#: `stage_progress` of an attempt the sweeper gave up on must not revive it), and an ended run
+#: moves only by an explicit retry.
+FROZEN_FOR_EVENTS: frozenset[RunStatus] = frozenset({RunStatus.QUEUED}) | TERMINAL
 
 
 def new_run_document(
@@ -29,7 +43,7 @@ def new_run_document(
     priority: int = DEFAULT_PRIORITY,
     queue: str = DEFAULT_QUEUE,
     pipeline: str = DEFAULT_PIPELINE,
-    max_attempts: int = 3,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     run_id: str | None = None,
     seed: int | None = None,
 ) -> dict[str, Any]:
@@ -65,7 +79,7 @@ def create_hypothesis_and_run(
     priority: int = DEFAULT_PRIORITY,
     queue: str = DEFAULT_QUEUE,
     pipeline: str = DEFAULT_PIPELINE,
-    max_attempts: int = 3,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     seed: int | None = None,
 ) -> tuple[str, str]:
     """Insert a hypothesis and its QUEUED run, as the frontend does. Returns (hypothesis id, run id)."""
@@ -87,30 +101,113 @@ def get_run(db: Database, run_id: str) -> dict[str, Any]:
     return run
 
 
-def transition(
+def _transition(
     db: Database,
     run_id: str,
     target: RunStatus,
     *,
-    only_from: set[RunStatus] | None = None,
+    only_from: set[RunStatus],
     extra_filter: dict[str, Any] | None = None,
     set_fields: dict[str, Any] | None = None,
     update: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Move a run to `target` if its status allows it; return the new document, or None when the
-    guard did not match (another writer moved it first, or the status does not allow it)."""
-    allowed = set(sources_of(target))
-    if only_from is not None:
-        allowed &= {s.value for s in only_from}
+    """Move a run from one of `only_from` to `target`, where the table allows it; return the new
+    document, or None when the guard did not match (another writer moved it first)."""
+    for source in only_from:
+        check_transition(source, target)  # a writer asking for an edge the table lacks is a bug
+    allowed = set(sources_of(target)) & {s.value for s in only_from}
     query: dict[str, Any] = {"_id": run_id, "status": {"$in": sorted(allowed)}, **(extra_filter or {})}
     changes: dict[str, Any] = dict(update or {})
     changes["$set"] = {**changes.get("$set", {}), **(set_fields or {}), "status": target.value, "updatedAt": utcnow()}
     return db.runs.find_one_and_update(query, changes, return_document=ReturnDocument.AFTER)
 
 
+# --- the dispatcher, the worker and the sweeper --------------------------------------------------
+
+
+def schedule(db: Database, run: dict[str, Any], task_id: str) -> dict[str, Any] | None:
+    """QUEUED -> SCHEDULED with the next attempt, guarded on the attempt the dispatcher saw, so
+    two dispatchers never both schedule one attempt (on a server with atomic updates)."""
+    return _transition(
+        db, run["_id"], RunStatus.SCHEDULED, only_from={RunStatus.QUEUED},
+        extra_filter={"attempt": run.get("attempt", 0)},
+        set_fields={"attempt": int(run.get("attempt") or 0) + 1, "taskId": task_id, "scheduledAt": utcnow(),
+                    "cancelRequested": False},
+    )
+
+
+def unschedule(db: Database, run_id: str, attempt: int, task_id: str) -> None:
+    """SCHEDULED -> QUEUED after the send of `task_id` failed: the attempt was never handed out."""
+    _transition(
+        db, run_id, RunStatus.QUEUED, only_from={RunStatus.SCHEDULED},
+        extra_filter={"taskId": task_id}, set_fields={"attempt": attempt - 1, "taskId": None},
+    )
+
+
+def start(db: Database, run_id: str, attempt: int, pod_id: str) -> dict[str, Any] | None:
+    """SCHEDULED -> STARTING by the worker that holds the attempt's claim; None if the run left
+    SCHEDULED or moved to another attempt meanwhile (canceled, say)."""
+    return _transition(
+        db, run_id, RunStatus.STARTING, only_from={RunStatus.SCHEDULED},
+        extra_filter={"attempt": attempt},
+        set_fields={"claimedBy": pod_id, "claimedAt": utcnow(), "cancelRequested": False},
+    )
+
+
+def end_lost_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """An active run whose pod stopped renewing its lease: requeued while attempts are left (the
+    retry policy decides), else FAILED with code WorkerLost. None if another writer moved it."""
+    attempt = int(run.get("attempt") or 0)
+    decision = retry.after_failure(attempt, int(run.get("maxAttempts") or 1), retryable=True, at=now, wait=False)
+    error = {
+        "code": "WorkerLost",
+        "message": f"pod {claim.get('podId')} stopped renewing its lease on attempt {attempt} "
+                   f"(expired {claim.get('leaseExpiresAt')}); the worker was killed, OOM-killed or cut off",
+        "retryable": decision.requeue,
+        "stage": None,
+        "attempt": attempt,
+        "at": now,
+    }
+    fields: dict[str, Any] = {"error": error, "cancelRequested": False}
+    if not decision.requeue:
+        fields["finishedAt"] = now
+    return _transition(
+        db, run["_id"], RunStatus.QUEUED if decision.requeue else RunStatus.FAILED, only_from=set(ACTIVE),
+        extra_filter={"attempt": attempt}, set_fields=fields, update={"$push": {"attempts": error}},
+    )
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+
+def event_status_update(
+    run_id: str, attempt: int, seq: int, target: RunStatus, also: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The guarded update (filter, update) that moves a run to the status an event asserts.
+
+    Only along the table, only for the run's current attempt (a dead worker's late events never
+    touch a newer attempt), never out of `FROZEN_FOR_EVENTS`; when the run is already at
+    `target`, the update records the higher seq in `statusSeq`. So an attempt's status climbs the
+    main path to the furthest point any of its events reached, whatever the arrival order."""
+    sources = [s for s in sources_of(target) if RunStatus(s) not in FROZEN_FOR_EVENTS]
+    same = {"status": target.value}
+    query = {
+        "_id": run_id,
+        "attempt": attempt,
+        "$or": [
+            {"status": {"$in": sources}},
+            {**same, "statusSeq": {"$lt": seq}},
+            {**same, "statusSeq": {"$exists": False}},
+        ],
+    }
+    return query, {"$set": {"status": target.value, "statusSeq": seq, **(also or {})}}
+
+
+# --- operators -----------------------------------------------------------------------------------
+
+
 def record_decision(db: Database, run: dict[str, Any], component: str, message: str, **kv: Any) -> None:
-    """Put a control-plane decision into the run's event history, so an operator reading the
-    history sees why a run was requeued, failed as lost or dispatched again.
+    """Put a control-plane decision into the run's event history.
 
     It takes seq `attempt * SEQ_BLOCK` (n = 0 of the attempt, which no worker uses) so it sorts
     before that attempt's own events."""
@@ -119,18 +216,7 @@ def record_decision(db: Database, run: dict[str, Any], component: str, message: 
         "ai.run.log", run["_id"], seq, f"orchestrator://{component}",
         {"level": "warning" if kv.get("code") else "info", "message": message, "kv": kv},
     )
-    db.events.insert_one(
-        {
-            "_id": event["id"],
-            "source": event["source"],
-            "runId": run["_id"],
-            "type": event["type"],
-            "seq": seq,
-            "time": utcnow(),
-            "data": event["data"],
-            "receivedAt": utcnow(),
-        }
-    )
+    db.events.insert_one(history_record(event, received_at=utcnow()))
 
 
 def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -143,7 +229,7 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
     if status in TERMINAL or status == RunStatus.AWAITING_HUMAN:
         raise TransitionError(f"run {run_id} is {status.value}: there is nothing to cancel")
     if status in (RunStatus.QUEUED, RunStatus.SCHEDULED):
-        done = transition(
+        done = _transition(
             db, run_id, RunStatus.CANCELED, only_from={RunStatus.QUEUED, RunStatus.SCHEDULED},
             set_fields={"finishedAt": utcnow(), "cancel": {"by": by, "reason": reason}},
         )
@@ -169,7 +255,7 @@ def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str |
     run = get_run(db, run_id)
     if RunStatus(run["status"]) not in (RunStatus.FAILED, RunStatus.CANCELED):
         raise TransitionError(f"run {run_id} is {run['status']}: only FAILED or CANCELED runs can be retried")
-    updated = transition(
+    updated = _transition(
         db, run_id, RunStatus.QUEUED,
         only_from={RunStatus.FAILED, RunStatus.CANCELED},
         set_fields={"cancelRequested": False, "notBefore": None, "finishedAt": None,

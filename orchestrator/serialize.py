@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bson import Decimal128, ObjectId
 
@@ -44,8 +45,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (ObjectId, uuid.UUID, Decimal128)):
         return str(value)
     return value
-
-
-def document(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """One stored document as JSON-ready dict (None stays None, for an optional lookup)."""
-    return None if doc is None else jsonable(doc)

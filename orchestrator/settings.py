@@ -16,6 +16,16 @@ from orchestrator.errors import SettingsError
 
 DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
 
+#: Defaults of a new run, here once for the API, the CLI, the dispatcher and the worker.
+#: The queue GPU pods consume (`celery -A tasks worker -Q gpu`).
+DEFAULT_QUEUE = "gpu"
+#: The pipeline a run gets when it names none: the demo, which needs no GPU and no LLM.
+DEFAULT_PIPELINE = "demo"
+#: 0 (lowest) .. 9 (highest), as Celery's message priority.
+DEFAULT_PRIORITY = 5
+#: Attempts per run (the first try plus automatic retries of retryable failures); MAX_ATTEMPTS.
+DEFAULT_MAX_ATTEMPTS = 3
+
 
 def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     value = env.get(name)
@@ -63,7 +73,7 @@ def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _mongodb_url(env: Mapping[str, str]) -> tuple[str, str]:
-    """Return the URL and its database name (the URL's path, as the issue asks)."""
+    """Return the URL and its database name (the URL's path)."""
     url = _text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
     assert url is not None
     parts = urlsplit(url)
@@ -177,7 +187,7 @@ class Settings:
             schedule_timeout_s=_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
             sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),
             metrics_port=_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0),
-            max_attempts=_integer(env, "MAX_ATTEMPTS", 3),
+            max_attempts=_integer(env, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             pipeline_modules=tuple(m.strip() for m in (_text(env, "PIPELINE_MODULES", "") or "").split(",") if m.strip()),
             spool_dir=_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",
             work_dir=_text(env, "WORK_DIR", os.path.abspath("work")) or "work",

@@ -1,4 +1,5 @@
-"""The run and stage status tables. Every writer of `runs.status` goes through `check_transition`.
+"""The run and stage status tables. Every write of `runs.status` is made by `orchestrator.runs`,
+whose guarded updates take their allowed sources from `TRANSITIONS` (`sources_of`).
 
 The main path is QUEUED -> SCHEDULED -> STARTING -> RUNNING -> AUTO_VALIDATING -> AWAITING_HUMAN
 -> HUMAN_VALIDATED. A status may skip forward along that path (events can arrive out of order,
@@ -98,9 +99,3 @@ def check_transition(current: str, target: str) -> None:
 def sources_of(target: str) -> list[str]:
     """Every status that may move to `target`: the guard for a status-conditional update."""
     return sorted(s.value for s, allowed in TRANSITIONS.items() if RunStatus(target) in allowed)
-
-
-def rank(status: str) -> int:
-    """Position on the main path (FAILED and CANCELED rank after everything)."""
-    s = RunStatus(status)
-    return MAIN_PATH.index(s) if s in MAIN_PATH else len(MAIN_PATH)

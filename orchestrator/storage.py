@@ -3,7 +3,7 @@
 `upload` computes size and sha256 from the local file, stores the bytes under exactly the key it
 was given and returns that key: the key registered in `ai.artifact.registered` is the key the
 bytes were uploaded to (the old worker registered a different one). Keys look like
-`runs/{run_id}/{attempt}/{relative path}` (`artifact_key`).
+`runs/{run_id}/{attempt}/{relative path}` (`orchestrator.artifact_keys`).
 
 Transient failures (connection errors, timeouts, 5xx, throttling) are retried with backoff;
 after the last try, or at once for a permanent one, `StorageError` names the key and the cause.
@@ -15,7 +15,6 @@ import hashlib
 import logging
 import mimetypes
 import os
-import random
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -30,7 +29,9 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.artifact_keys import check_key
+from orchestrator.errors import StorageError
+from orchestrator.retry import Backoff
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,26 +44,8 @@ _TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDow
 _CHUNK_BYTES = 1 << 20
 
 
-class StorageError(OrchestratorError):
-    """An artifact could not be stored or looked up; the message names the key and the cause."""
-
-
 @dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter: after the n-th failure in a row, wait a uniformly
-    random time in [0, min(cap_s, base_s * 2**(n-1))], so that many clients that failed together
-    do not all retry together. Shared by the artifact uploads and the event emitter."""
-
-    base_s: float = 0.2
-    cap_s: float = 30.0
-
-    def delay(self, failures: int) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(failures - 1, 0), 62))
-        return random.uniform(0.0, ceiling)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
+class StorageRetry:
     """How often a storage call is tried (first try included) and how long to wait between."""
 
     tries: int = 4
@@ -79,28 +62,11 @@ class UploadResult:
     content_type: str
 
 
-def artifact_key(run_id: str, attempt: int, relative_path: str | os.PathLike[str]) -> str:
-    """`runs/{run_id}/{attempt}/{relative path}`, with the path in POSIX form."""
-    relative = Path(relative_path).as_posix()  # pathlib drops "." segments and doubled slashes
-    return check_key(f"runs/{run_id}/{attempt}/{relative}")
-
-
-def check_key(key: str) -> str:
-    """Refuse keys that would escape the bucket or the artifact directory, or are not canonical."""
-    parts = key.split("/")
-    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
-        raise StorageError(
-            f"artifact key {key!r} is not a relative path of plain segments "
-            "(no leading '/', no '.', '..' or empty segments, no backslashes)"
-        )
-    return key
-
-
 class Storage(ABC):
     """Where artifacts go. Subclasses store bytes; this class hashes, checks keys and retries."""
 
-    def __init__(self, retry: RetryPolicy | None = None):
-        self.retry = retry or RetryPolicy()
+    def __init__(self, retry: StorageRetry | None = None):
+        self.retry = retry or StorageRetry()
 
     def upload(self, local_path: str | os.PathLike[str], key: str, content_type: str | None = None) -> UploadResult:
         """Store a local file under `key`; `content_type` is guessed from the name when None."""
@@ -116,10 +82,6 @@ class Storage(ABC):
         check_key(key)
         return self._retrying(f"download URL for {key!r}", lambda: self._url(key, expires_s))
 
-    def exists(self, key: str) -> bool:
-        check_key(key)
-        return self._retrying(f"lookup of {key!r}", lambda: self._exists(key))
-
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """Run `call`, retrying transient failures; raise StorageError naming `what` and the cause."""
         for attempt in range(1, self.retry.tries + 1):
@@ -134,7 +96,7 @@ class Storage(ABC):
                 log.warning("%s failed (try %d of %d): %s; retrying in %.2fs",
                             what, attempt, self.retry.tries, _describe(exc), delay)
                 time.sleep(delay)
-        raise AssertionError("unreachable: RetryPolicy.tries must be at least 1")
+        raise AssertionError("unreachable: StorageRetry.tries must be at least 1")
 
     #: Exceptions a backend call may raise that become StorageError (others are bugs: propagate).
     _failures: tuple[type[BaseException], ...] = (OSError,)
@@ -148,14 +110,11 @@ class Storage(ABC):
     @abstractmethod
     def _url(self, key: str, expires_s: int) -> str: ...
 
-    @abstractmethod
-    def _exists(self, key: str) -> bool: ...
-
 
 class LocalStorage(Storage):
     """Artifacts as files under a directory: the embedded demo, which runs with no services."""
 
-    def __init__(self, root: str | os.PathLike[str], retry: RetryPolicy | None = None):
+    def __init__(self, root: str | os.PathLike[str], retry: StorageRetry | None = None):
         super().__init__(retry)
         self.root = Path(root).resolve()
 
@@ -177,16 +136,13 @@ class LocalStorage(Storage):
     def _url(self, key: str, expires_s: int) -> str:
         return self.path_of(key).as_uri()
 
-    def _exists(self, key: str) -> bool:
-        return self.path_of(key).is_file()
-
 
 class MinioStorage(Storage):
     """Artifacts in an S3 bucket through the `minio` client; the bucket is created on first use."""
 
     _failures = (S3Error, ServerError, InvalidResponseError, urllib3.exceptions.HTTPError, OSError)
 
-    def __init__(self, client: Minio, bucket: str, retry: RetryPolicy | None = None):
+    def __init__(self, client: Minio, bucket: str, retry: StorageRetry | None = None):
         super().__init__(retry)
         self.client = client
         self.bucket = bucket
@@ -219,15 +175,6 @@ class MinioStorage(Storage):
     def _url(self, key: str, expires_s: int) -> str:
         return self.client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
 
-    def _exists(self, key: str) -> bool:
-        try:
-            self.client.stat_object(self.bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket", "NotFound"):
-                return False
-            raise
-        return True
-
 
 def minio_client(endpoint: str, access_key: str | None, secret_key: str | None, *, secure: bool,
                  connect_timeout_s: float = 5.0, read_timeout_s: float = 120.0) -> Minio:
@@ -247,7 +194,7 @@ def minio_client(endpoint: str, access_key: str | None, secret_key: str | None, 
     return Minio(parts.netloc, access_key=access_key, secret_key=secret_key, secure=secure, http_client=http)
 
 
-def storage_from_settings(settings: Settings, retry: RetryPolicy | None = None) -> Storage:
+def storage_from_settings(settings: Settings, retry: StorageRetry | None = None) -> Storage:
     """MinIO when MINIO_ENDPOINT is set, else files under ARTIFACT_DIR (the embedded demo)."""
     if settings.minio_endpoint:
         client = minio_client(settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key,

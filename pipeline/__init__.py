@@ -16,7 +16,7 @@ from pipeline.errors import (
     PipelineUnavailable,
     UnknownPipeline,
 )
-from pipeline.registry import PIPELINES, check_available, get_pipeline
+from pipeline.registry import PIPELINES, check_available, get_pipeline, load_modules
 
 __all__ = [
     "PIPELINES",
@@ -35,4 +35,5 @@ __all__ = [
     "UnknownPipeline",
     "check_available",
     "get_pipeline",
+    "load_modules",
 ]

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import OrchestratorError
+from orchestrator.artifact_keys import artifact_key
 
-class Canceled(Exception):
+
+class Canceled(OrchestratorError):
     """Raised by `RunContext.checkpoint()` once a cancel was requested; a step lets it propagate."""
 
 
@@ -107,7 +110,7 @@ class RecordingContext(RunContext):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"artifact {path} does not exist")
-        key = f"runs/{self.run_id}/{self.attempt}/{path.relative_to(self.workdir)}"
+        key = artifact_key(self.run_id, self.attempt, path.relative_to(self.workdir))
         self._record("artifact", path=path, kind=kind, content_type=content_type, key=key)
         return key
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from orchestrator.errors import OrchestratorError
 
-class PipelineError(Exception):
+
+class PipelineError(OrchestratorError):
     """Root of every error the pipeline package raises on purpose."""
 
 

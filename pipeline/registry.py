@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
+from orchestrator.errors import SettingsError
 from pipeline import ai_scientist, demo
 from pipeline.base import Pipeline
 from pipeline.errors import UnknownPipeline
@@ -33,3 +35,14 @@ def get_pipeline(name: str) -> Pipeline:
     """The pipeline called `name`, checked first so a run fails before its first step, not in it."""
     check_available(name)
     return PIPELINES[name]()
+
+
+def load_modules(names: tuple[str, ...]) -> None:
+    """Add the `PIPELINES` of each PIPELINE_MODULES module to the registry, so a site adds its
+    own pipelines without forking this package."""
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+            PIPELINES.update(module.PIPELINES)
+        except (ImportError, AttributeError) as exc:
+            raise SettingsError(f"PIPELINE_MODULES names {name!r}, which cannot be loaded: {exc}") from exc

@@ -12,7 +12,7 @@ import socket
 
 from orchestrator.db import get_db, utcnow
 from orchestrator.settings import Settings
-from tasks.celery_app import app
+from tasks.celery import app
 
 
 @app.task(name="tasks.ping", ignore_result=True)

@@ -46,7 +46,7 @@ class Cluster:
         return child
 
     def start_dispatcher(self, name: str = "dispatcher") -> Child:
-        child = Child(name, [PYTHON, "-c", "from tasks.dispatcher import main; main()"], self.env())
+        child = Child(name, [PYTHON, "-c", "from ops.dispatcher import main; main()"], self.env())
         self.children.append(child)
         return child
 

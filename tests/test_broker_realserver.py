@@ -46,7 +46,7 @@ def gpu_worker(real_server, real_db, tmp_path):
 
 def test_a_separate_celery_worker_process_consumes_a_task_routed_to_gpu(real_server, real_db, gpu_worker, monkeypatch):
     monkeypatch.setenv("MONGODB_URL", real_server.url(real_db.name))
-    from tasks.celery_app import app
+    from tasks.celery import app
 
     app.conf.broker_url = real_server.url(real_db.name)
     token = uuid.uuid4().hex

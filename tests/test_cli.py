@@ -9,7 +9,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from ops.cli import main
 from orchestrator.db import embedded_client
 from orchestrator.runs import create_hypothesis_and_run
 

@@ -19,7 +19,7 @@ def demo_run(tmp_path_factory):
     env = process_env()
     for name in ("MONGODB_URL", "INGEST_URL", "INGEST_TOKEN", "MINIO_ENDPOINT", "SPOOL_DIR", "WORK_DIR", "ARTIFACT_DIR"):
         env.pop(name, None)
-    done = subprocess.run([PYTHON, "-m", "orchestrator.cli", "--json", "demo", "--output", str(out)],
+    done = subprocess.run([PYTHON, "-m", "ops.cli", "--json", "demo", "--output", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     run = json.loads(done.stdout.strip().splitlines()[-1])

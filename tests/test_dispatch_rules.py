@@ -7,8 +7,8 @@ import pytest
 from orchestrator import claims
 from orchestrator.db import utcnow
 from orchestrator.runs import create_hypothesis_and_run
-from tasks.dispatcher import dispatch_once, due_runs
-from tasks.sweeper import sweep_once
+from orchestrator.dispatcher import dispatch_once, due_runs
+from orchestrator.sweeper import sweep_once
 from tests.conftest import make_settings
 
 
@@ -65,7 +65,7 @@ def test_a_stale_view_of_the_run_cannot_dispatch_it_twice(mock_db):
     stale = due_runs(mock_db, utcnow())
     sender = FakeSender()
     dispatch_once(mock_db, sender)
-    from tasks.dispatcher import dispatch_run
+    from orchestrator.dispatcher import dispatch_run
 
     assert dispatch_run(mock_db, stale[0], sender) is False
     assert len(sender.sent) == 1 and mock_db.runs.find_one({"_id": run_id})["attempt"] == 1
@@ -183,7 +183,7 @@ class _Db:
 
 
 def test_the_change_stream_dispatcher_sends_on_a_change_and_stores_its_resume_token(mock_db):
-    from tasks.dispatcher import Dispatcher
+    from orchestrator.dispatcher import Dispatcher
 
     run_id = _run(mock_db)
     sender = FakeSender()

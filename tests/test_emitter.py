@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from orchestrator.events import SEQ_BLOCK, validate_event
-from orchestrator.storage import Backoff
-from tasks.emitter import Emitter, EmitterConfig, retry_after_s
+from orchestrator.retry import Backoff
+from tasks.pod.emitter import Emitter, EmitterConfig, retry_after_s
 from tests.conftest import make_settings
 from tests.servers import free_port, process_env, wait_until
 
@@ -214,7 +214,7 @@ def test_invalid_events_are_dropped_and_logged_with_the_reason(ingest: FakeInges
     emitter = emitters(ingest.url, FULL_BATCHES)
     events = emitter.stream("run-1", 1)
     emitted = [events.emit("ai.run.stage_progress", stage="Stage_1", progress=p) for p in (0.1, 0.2, 0.3)]
-    with caplog.at_level(logging.ERROR, logger="tasks.emitter"):
+    with caplog.at_level(logging.ERROR, logger="tasks.pod.emitter"):
         assert emitter.flush(5)
     assert len(ingest.received) == 1  # the invalid one is not sent again
     assert [e["id"] for e in ingest.delivered] == [emitted[0]["id"], emitted[2]["id"]]
@@ -239,7 +239,7 @@ def test_an_event_too_large_even_alone_is_dropped_not_retried_forever(ingest: Fa
     ingest.rule = lambda events: answer(413)
     emitter = emitters(ingest.url)
     emitter.stream("run-1", 1).emit("ai.run.log", level="info", message="x" * 1000)
-    with caplog.at_level(logging.ERROR, logger="tasks.emitter"):
+    with caplog.at_level(logging.ERROR, logger="tasks.pod.emitter"):
         assert emitter.flush(5)
     assert emitter.stats().dropped_invalid == 1
     assert "413 Payload Too Large" in caplog.text
@@ -249,7 +249,7 @@ def test_a_rejected_token_is_logged_loudly_and_retried_without_dropping_events(i
     ingest.then(answer(401, b'{"title": "Unauthorized"}'), answer(403))
     emitter = emitters(ingest.url)
     emitter.stream("run-1", 1).emit("ai.run.log", level="info", message="x")
-    with caplog.at_level(logging.ERROR, logger="tasks.emitter"):
+    with caplog.at_level(logging.ERROR, logger="tasks.pod.emitter"):
         assert emitter.flush(5)
     assert "check INGEST_TOKEN" in caplog.text
     assert len(ingest.delivered) == 1 and emitter.stats().dropped_invalid == 0
@@ -375,7 +375,7 @@ def test_close_is_idempotent_and_reports_whether_everything_went(ingest: FakeIng
 #: A worker that emits forever with ingest down, printing each event id once `emit` returned.
 _DOOMED_WORKER = """
 import sys
-from tasks.emitter import Emitter
+from tasks.pod.emitter import Emitter
 from tests.conftest import make_settings
 emitter = Emitter(make_settings(INGEST_URL=sys.argv[1], SPOOL_DIR=sys.argv[2]))
 events = emitter.stream("run-1", 1)

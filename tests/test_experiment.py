@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 
 import pipeline
-from ingest_app.ingest import ingest
-from ingest_app.parsing import Item
+from orchestrator.ingest import ingest
+from orchestrator.ingest import Item
 from orchestrator import claims
 from orchestrator.events import make_event, seq_for
 from orchestrator.runs import cancel_run, create_hypothesis_and_run
 from orchestrator.storage import LocalStorage, StorageError
 from pipeline.base import Pipeline, Step
-from tasks.dispatcher import dispatch_once
-from tasks.experiment import Attempt
-from tasks.runtime import Runtime
+from orchestrator.dispatcher import dispatch_once
+from tasks.pod.attempt import Attempt
+from tasks.pod.runtime import Runtime
 from tests.conftest import make_settings
 
 
@@ -262,7 +262,7 @@ def test_a_failed_upload_is_reported_and_the_run_goes_on_unless_it_is_the_paper(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_an_exception_that_escapes_a_pipeline_thread_goes_into_the_run_history(rt, register, monkeypatch):
-    import tasks.runtime as runtime_module
+    import tasks.pod.runtime as runtime_module
 
     monkeypatch.setattr(runtime_module, "_runtime", rt)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)

@@ -83,7 +83,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def sender(real_server, real_db) -> Iterator[Any]:
     """Send through the project's own Celery app (its celeryconfig: sent events on)."""
-    from tasks.celery_app import app
+    from tasks.celery import app
 
     with app.connection_for_write(real_server.url(real_db.name)) as conn:
         yield lambda name, args, **opts: app.send_task(name, args=args, connection=conn, **opts)

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from tasks import gpu
+from tasks.pod import gpu
 
 
 def test_a_cpu_pod_reports_no_gpu_fields(monkeypatch, tmp_path):

@@ -12,7 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pymongo.errors import ServerSelectionTimeoutError
 
-from ingest_app import RETRY_AFTER_S, api, create_app
+from ingest_app import api, create_app
+from ingest_app.problem import RETRY_AFTER_S
 from orchestrator import serialize
 from orchestrator.runs import create_hypothesis_and_run, new_run_document
 from orchestrator.settings import Settings
@@ -525,4 +526,3 @@ def test_documents_serialize_with_utc_z_times_and_string_ids() -> None:
         "_id": str(oid), "createdAt": "2026-01-02T03:04:05.678Z",
         "nested": {"at": ["2026-01-02T03:04:05.678Z"]}, "metrics": {"loss": 0.5}, "n": None,
     }
-    assert serialize.document(None) is None

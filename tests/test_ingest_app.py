@@ -9,7 +9,8 @@ import mongomock
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from ingest_app import AppState, create_app
+from ingest_app import create_app
+from ingest_app.state import AppState
 from ingest_app.metrics import IngestMetrics
 from orchestrator import db as dbmod
 from orchestrator.storage import LocalStorage
@@ -91,7 +92,7 @@ def test_request_latency_and_event_counts_reach_the_metrics(mock_db: Any) -> Non
 
 
 def test_unknown_paths_and_unexpected_errors_are_problem_json(mock_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ingest_app import ingest as ingest_module
+    from orchestrator import ingest as ingest_module
 
     app = ingest_app(mock_db)
     app.testing = False  # let the 500 handler answer instead of re-raising

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ingest_app import mappers
-from ingest_app.ingest import ACCEPTED
+from orchestrator import mappers
+from orchestrator.ingest import ACCEPTED
 from orchestrator.events import STAGE_INDEX, seq_for, validate_event
 from tests.test_ingest_support import BUCKET, SHA, T0, Worker, apply, documents, full_run, insert_run
 
@@ -38,10 +38,6 @@ def test_mappers_never_upsert_and_every_update_of_a_facet_is_guarded_by_its_seq(
             if isinstance(write, mappers.Update) and "$set" in write.update:
                 seq_fields = [k for k in write.update["$set"] if k.endswith("Seq") or k.startswith("metricSeqs.")]
                 assert seq_fields, f"{event['type']} sets {write.update['$set']} without a seq"
-
-
-def test_retry_backoff_doubles_per_attempt_up_to_the_cap() -> None:
-    assert [mappers.retry_backoff_s(a) for a in (1, 2, 3, 10)] == [30, 60, 120, 600]
 
 
 # --- one test per event type --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest_app.ingest import _Candidate, _plan, Outcome
+from orchestrator.ingest import _Candidate, _plan, Outcome
 from orchestrator.db import utcnow
 from orchestrator.events import make_event, seq_for, validate_event
 

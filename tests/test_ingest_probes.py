@@ -8,7 +8,8 @@ from typing import Any
 import pymongo
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ingest_app import RETRY_AFTER_S, probes
+from ingest_app import probes
+from ingest_app.problem import RETRY_AFTER_S
 from tests.servers import free_port
 from tests.test_ingest_api import DownDb, assert_problem, build_app
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.database import Database
 
-from ingest_app.ingest import ACCEPTED, DUPLICATE
+from orchestrator.ingest import ACCEPTED, DUPLICATE
 from orchestrator import db as dbmod
 from orchestrator.events import STAGE_NAMES
 from tests.test_ingest_support import SHA, Worker, apply, documents, insert_run

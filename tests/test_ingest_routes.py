@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from ingest_app.ingest import DUPLICATE
+from orchestrator.ingest import DUPLICATE
 from orchestrator.events import seq_for
 from tests.conftest import make_settings
 from tests.test_ingest_support import (
@@ -305,7 +305,7 @@ def test_losing_the_dedup_insert_race_reports_duplicate_and_the_documents_are_as
     """Two processes pass the fast path at the same moment; both apply (idempotent), and the
     unique index on events_seen picks the winner. Simulated: the fast path misses a record the
     other process has just written."""
-    from ingest_app import ingest as ingest_module
+    from orchestrator import ingest as ingest_module
 
     events = full_run(Worker(run_id))
     assert post_ndjson(client, events).json["accepted"] == len(events)
@@ -320,8 +320,8 @@ def test_losing_the_dedup_insert_race_reports_duplicate_and_the_documents_are_as
 
 def test_without_the_fast_path_the_unique_insert_alone_answers_duplicate(mock_db: Any, run_id: str) -> None:
     """What runs on FerretDB, where the events_seen lookup would scan the collection."""
-    from ingest_app.ingest import fast_path_pays, ingest
-    from ingest_app.parsing import Item
+    from orchestrator.ingest import fast_path_pays, ingest
+    from orchestrator.ingest import Item
     from orchestrator.db import ServerFeatures
 
     assert fast_path_pays(ServerFeatures("MongoDB", "7.0", True, True))

@@ -19,8 +19,8 @@ from flask.testing import FlaskClient
 from pymongo.database import Database
 
 from ingest_app import create_app
-from ingest_app.ingest import Outcome, fast_path_pays, ingest
-from ingest_app.parsing import Item
+from orchestrator.ingest import Outcome, fast_path_pays, ingest
+from orchestrator.ingest import Item
 from orchestrator import db as dbmod
 from orchestrator.events import EVENT_TYPES, make_event, seq_for, validate_event
 from orchestrator.runs import new_run_document

@@ -7,11 +7,11 @@ import pytest
 
 from orchestrator.events import STAGE_NAMES
 from pipeline import Canceled, InvalidIdea, get_pipeline
-from pipeline import _demo_model as model
-from pipeline import _demo_review as reviewer
-from pipeline import demo
-from pipeline._demo_ideas import TEMPLATES
 from pipeline.context import RecordingContext
+from pipeline.demo import model
+from pipeline.demo import review as reviewer
+from pipeline.demo import steps as demo
+from pipeline.demo.ideas import TEMPLATES
 
 STANDARDISE = ("Feature standardisation", "Standardise each feature to zero mean and unit variance before training.")
 REWEIGHT = ("Class reweighting", "Use inverse-frequency class weights in the loss to correct class imbalance.")

@@ -63,7 +63,7 @@ def test_a_worker_process_runs_a_run_end_to_end_and_the_api_shows_every_stage_an
 
 
 def test_a_second_delivery_of_the_same_task_is_a_no_op(cluster):
-    from tasks.celery_app import app
+    from tasks.celery import app
 
     cluster.start_ingest()
     cluster.start_worker("pod-a")

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import claims
 from orchestrator.runs import create_hypothesis_and_run
-from tasks.dispatcher import dispatch_once
+from orchestrator.dispatcher import dispatch_once
 
 
 def _race(n: int, target) -> list:

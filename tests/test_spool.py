@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from tasks.spool import Spool, SpoolError
+from tasks.pod.spool import Spool, SpoolError
 
 
 def line(n: int, attempt: int = 1, pad: str = "") -> bytes:
@@ -105,7 +105,7 @@ def test_a_torn_last_line_is_cut_off_on_open_and_later_appends_read_cleanly(tmp_
 def test_an_unreadable_line_in_the_middle_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "run-1.ndjson").write_bytes(line(1) + b"\x00\x00garbage\n" + line(2))
     spool = Spool(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="tasks.spool"):
+    with caplog.at_level(logging.WARNING, logger="tasks.pod.spool"):
         batch = spool.read("run-1")
     assert ids(batch.events) == ["e1", "e2"] and batch.consumed == 3
     assert "skipped an unreadable line" in caplog.text
@@ -251,7 +251,7 @@ def test_any_mix_of_appends_partial_sends_and_restarts_delivers_every_event_once
 def test_a_run_file_deleted_from_outside_is_reported_and_skipped_not_retried_forever(spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
     spool.append("run-1", line(1))
     (spool.directory / "run-1.ndjson").unlink()
-    with caplog.at_level(logging.ERROR, logger="tasks.spool"):
+    with caplog.at_level(logging.ERROR, logger="tasks.pod.spool"):
         batch = spool.read("run-1")
     assert batch.events == [] and "deleted from outside" in caplog.text
     spool.ack(batch)

@@ -13,15 +13,17 @@ import pytest
 import requests
 import urllib3
 
+from orchestrator.artifact_keys import artifact_key
+from orchestrator.retry import Backoff
 from orchestrator.storage import (
-    Backoff, LocalStorage, MinioStorage, RetryPolicy, StorageError, artifact_key, minio_client,
+    LocalStorage, MinioStorage, Storage, StorageError, StorageRetry, minio_client,
     storage_from_settings,
 )
 from tests.conftest import make_settings
 from tests.servers import S3Server, free_port
 
 #: Retries within milliseconds, so the failure paths stay fast.
-QUICK = RetryPolicy(tries=3, backoff=Backoff(base_s=0.01, cap_s=0.02))
+QUICK = StorageRetry(tries=3, backoff=Backoff(base_s=0.01, cap_s=0.02))
 
 
 @pytest.fixture
@@ -41,6 +43,16 @@ def s3_storage(server: S3Server, bucket: str | None = None) -> MinioStorage:
     return MinioStorage(client, bucket or f"b-{uuid.uuid4().hex[:12]}", QUICK)
 
 
+def holds(storage: Storage, key: str) -> bool:
+    """Whether the store has an object under exactly `key`, asked of the store itself."""
+    if isinstance(storage, LocalStorage):
+        return storage.path_of(key).is_file()
+    assert isinstance(storage, MinioStorage)
+    if not storage.client.bucket_exists(storage.bucket):
+        return False
+    return key in {o.object_name for o in storage.client.list_objects(storage.bucket, recursive=True)}
+
+
 def test_artifact_keys_are_runs_run_attempt_path_and_refuse_escapes() -> None:
     assert artifact_key("run-1", 2, Path("figures/loss.png")) == "runs/run-1/2/figures/loss.png"
     assert artifact_key("run-1", 2, "./figures//loss.png") == "runs/run-1/2/figures/loss.png"  # normalised
@@ -49,7 +61,7 @@ def test_artifact_keys_are_runs_run_attempt_path_and_refuse_escapes() -> None:
             artifact_key("run-1", 1, bad)
     for bad in ("runs/r/1//x", "runs/r/1/./x", "/runs/r/1/x", ""):
         with pytest.raises(StorageError, match="not a relative path"):
-            LocalStorage("/tmp").exists(bad)
+            LocalStorage("/tmp").download_url(bad)
 
 
 def test_local_storage_copies_the_file_under_exactly_the_key(artifact: Path, tmp_path: Path) -> None:
@@ -59,7 +71,7 @@ def test_local_storage_copies_the_file_under_exactly_the_key(artifact: Path, tmp
     data = artifact.read_bytes()
     assert (stored.key, stored.bytes, stored.sha256, stored.content_type) == (key, len(data), sha256(data), "image/png")
     assert (tmp_path / "artifacts" / key).read_bytes() == data
-    assert storage.exists(key) and not storage.exists("runs/run-1/1/nothing.txt")
+    assert holds(storage, key) and not holds(storage, "runs/run-1/1/nothing.txt")
     url = storage.download_url(key)
     assert url.startswith("file:///")
     with urllib.request.urlopen(url) as response:
@@ -71,7 +83,7 @@ def test_the_content_type_is_guessed_from_the_name_when_not_given(artifact: Path
 
 
 def test_uploading_a_missing_file_fails_at_once_naming_the_key(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "artifacts", RetryPolicy(tries=5, backoff=Backoff(10.0, 10.0)))
+    storage = LocalStorage(tmp_path / "artifacts", StorageRetry(tries=5, backoff=Backoff(10.0, 10.0)))
     with pytest.raises(StorageError, match="runs/r/1/paper.pdf.*FileNotFoundError"):
         storage.upload(tmp_path / "missing.pdf", "runs/r/1/paper.pdf", "application/pdf")
 
@@ -101,12 +113,12 @@ def test_minio_storage_creates_the_bucket_and_uploads_under_the_exact_key(s3_ser
     assert data == artifact.read_bytes()
 
 
-def test_minio_presigned_urls_fetch_the_bytes_and_exists_tells_present_from_absent(s3_server: S3Server, artifact: Path) -> None:
+def test_minio_presigned_urls_fetch_the_bytes(s3_server: S3Server, artifact: Path) -> None:
     storage = s3_storage(s3_server)
     key = "runs/run-1/1/paper.pdf"
-    assert not storage.exists(key)  # the bucket does not even exist yet
+    assert not holds(storage, key)  # the bucket does not even exist yet
     storage.upload(artifact, key, "application/pdf")
-    assert storage.exists(key)
+    assert holds(storage, key)
     fetched = requests.get(storage.download_url(key, expires_s=60), timeout=10)
     assert fetched.status_code == 200 and fetched.content == artifact.read_bytes()
 
@@ -115,7 +127,7 @@ def test_an_existing_bucket_is_used_as_it_is(s3_server: S3Server, artifact: Path
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     s3_storage(s3_server, bucket).upload(artifact, "runs/r/1/a.png")
     s3_storage(s3_server, bucket).upload(artifact, "runs/r/1/b.png")  # a second worker
-    assert s3_storage(s3_server, bucket).exists("runs/r/1/a.png")
+    assert holds(s3_storage(s3_server, bucket), "runs/r/1/a.png")
 
 
 def test_a_transient_failure_is_retried_and_then_succeeds(s3_server: S3Server, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +142,7 @@ def test_a_transient_failure_is_retried_and_then_succeeds(s3_server: S3Server, a
 
     monkeypatch.setattr(storage.client, "fput_object", flaky)
     stored = storage.upload(artifact, "runs/r/1/loss.png", "image/png")
-    assert storage.exists(stored.key)
+    assert holds(storage, stored.key)
 
 
 def test_an_unreachable_server_is_retried_then_reported_naming_key_and_cause(artifact: Path) -> None:

@@ -1,4 +1,5 @@
-"""Validate, dedup and apply a batch of events: the ingest side's rules 1-3 (DESIGN).
+"""The ingest engine: validate, dedup and apply a batch of events, as plain functions over a
+database. The HTTP layer (`ingest_app`) parses requests into `Item`s and calls `ingest`.
 
 For one batch the database sees a handful of commands, not one per event or per field:
 
@@ -30,8 +31,7 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from ingest_app import mappers
-from ingest_app.parsing import Item
+from orchestrator import mappers
 from orchestrator.db import ServerFeatures, utcnow
 from orchestrator.events import EVENT_TYPES, EventError, validate_event
 
@@ -52,6 +52,20 @@ _RUN_FIELDS = {
 }
 #: Write order across collections; every `Create` of the batch runs before any `Update`.
 _COLLECTIONS = ("events", "artifacts", "validations", "stages", "hypotheses", "runs")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One event of a request before validation: the decoded JSON value, or why it has none.
+
+    `index` counts events from 0 in request order (NDJSON blank lines are not events);
+    `line` is the 1-based NDJSON line, so an error can name it.
+    """
+
+    index: int
+    event: Any = None
+    errors: dict[str, list[str]] | None = None
+    line: int | None = None
 
 
 @dataclass

@@ -1,16 +1,26 @@
-"""Rendering a run for people: rich tables for `show`, a live view for `tail` and `demo`."""
+"""Showing a run to people: rich tables for `show`, and the live view `tail` and `demo` follow."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
-from rich.console import Group
+import click
+from pymongo.database import Database
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator import queries
 from orchestrator.events import STAGES
-from orchestrator.serialize import to_rfc3339
+from orchestrator.serialize import jsonable, to_rfc3339
+from orchestrator.statuses import TERMINAL, RunStatus
+
+#: A run in these statuses has stopped changing (AWAITING_HUMAN waits for a person).
+SETTLED = {s.value for s in TERMINAL} | {RunStatus.AWAITING_HUMAN.value}
 
 _STATUS_STYLE = {
     "COMPLETED": "green", "RUNNING": "cyan", "FAILED": "red", "PENDING": "dim", "SKIPPED": "dim",
@@ -103,3 +113,29 @@ def run_view(run: dict[str, Any]) -> Group:
     if run.get("recentEvents"):
         parts.append(events_table(run["recentEvents"]))
     return Group(*parts)
+
+
+def follow(db: Database, run_id: str, *, interval: float, timeout: float, as_json: bool, console: Console) -> dict[str, Any]:
+    """Poll the run and its events until it settles or `timeout` seconds pass (0: never); return
+    the last run detail. Draws the live view, or with `as_json` prints each new event as a line."""
+    deadline = time.monotonic() + timeout if timeout else None
+    last_seq = -1
+    run = queries.run_detail(db, run_id)
+    live = None if as_json else Live(run_view(run), console=console, refresh_per_second=4)
+    if live:
+        live.start()
+    try:
+        while True:
+            for event in queries.events_after(db, run_id, last_seq):
+                last_seq = max(last_seq, int(event.get("seq") or 0))
+                if as_json:
+                    click.echo(json.dumps(jsonable(event), sort_keys=True))
+            run = queries.run_detail(db, run_id)
+            if live:
+                live.update(run_view(run))
+            if run["status"] in SETTLED or (deadline and time.monotonic() > deadline):
+                return run
+            time.sleep(interval)
+    finally:
+        if live:
+            live.stop()

@@ -38,8 +38,8 @@ import requests
 
 from orchestrator.events import CATALOGUE, make_event, seq_for
 from orchestrator.settings import Settings
-from orchestrator.storage import Backoff
-from tasks.spool import Batch, Spool
+from orchestrator.retry import Backoff
+from tasks.pod.spool import Batch, Spool
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class EmitterConfig:
     #: Most events per POST; small batches keep each request cheap and progress live.
     max_batch: int = 50
     #: Longest an event waits for others before it is sent: the live view lags at most this
-    #: (plus `poll_s`). 0.25 s, not the 1 s the issue allows: a run's progress trickles in far
+    #: (plus `poll_s`). 0.25 s, not 1 s: a run's progress trickles in far
     #: below 50 events a second, so every report waited the full delay, and with 1 s the
     #: benchmark's visibility p95 (< 1 s) could not be met whatever ingest did. It costs at most
     #: 4 POSTs a second per pod.

@@ -1,7 +1,7 @@
 """Event -> document writes: pure functions of a validated event and a snapshot of its run.
 
-No I/O here; `ingest.py` executes the writes. Two kinds of write keep every mapper idempotent
-and the result independent of arrival order (DESIGN, "Rules the ingest side keeps"):
+No I/O here; `orchestrator.ingest` executes the writes. Two kinds of write keep every mapper
+idempotent and the result independent of arrival order (docs/architecture.md, "Ingest rules"):
 
 - `Create`: insert a document unless its `_id` exists. Additive facts (the event history,
   artifacts, validations) are keyed on the event id, so a late or repeated one is inserted once
@@ -23,13 +23,10 @@ status along the transition table, so the status of an attempt climbs the main p
 reached, or ends in the attempt's outcome (FAILED, CANCELED, or QUEUED for a retry). Taking
 the highest seq instead would let the `stage_completed` that follows `auto_completed` drag an
 AWAITING_HUMAN run back to RUNNING when the two arrive in the other order. `statusSeq` records
-the highest seq among the events that asserted the current status. Three more rules:
-
-- only events of the run's current attempt move it (`attempt` is in the filter), so a dead
-  worker's late events never touch a newer attempt;
-- events never move a run out of QUEUED: a requeued run waits for the dispatcher, and the late
-  `stage_progress` of the attempt the sweeper gave up on must not revive it;
-- events never move an ended run (FAILED, CANCELED, HUMAN_VALIDATED): reset is the API's job.
+the highest seq among the events that asserted the current status. The guarded update is built
+by `orchestrator.runs.event_status_update`, the owner of every status write, which also keeps
+a dead worker's late events off a newer attempt and never moves a run out of QUEUED or an end.
+Whether a failure requeues the run is the retry policy's call (`orchestrator.retry`).
 
 Known limit: an attempt reports one outcome (the worker's contract). If one attempt reported
 two (say `auto_completed` and then a retryable `failed`), the table forbids moving between
@@ -38,19 +35,16 @@ them, so the first to arrive would stay; both stay in the history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any
 
-from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, parse_time
-from orchestrator.statuses import TERMINAL, RunStatus, StageStatus, sources_of
+from orchestrator import retry
+from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record
+from orchestrator.runs import event_status_update
+from orchestrator.statuses import RunStatus, StageStatus
 
-#: First retry waits this long after the failure; each later one twice as long, up to the cap.
-RETRY_BACKOFF_S = 30
-RETRY_BACKOFF_MAX_S = 600
-
-#: Statuses no event moves a run out of (see the module docstring).
-_FROZEN_FOR_EVENTS: frozenset[RunStatus] = frozenset({RunStatus.QUEUED}) | TERMINAL
 _DESCRIPTIONS: dict[str, str] = dict(STAGES)
 
 
@@ -116,19 +110,6 @@ class _Event:
         return event_time(self.event)
 
 
-def event_time(event: dict[str, Any]) -> datetime:
-    """The event's `time` as aware UTC, cut to the millisecond BSON keeps, so a document read back
-    compares equal to the one computed."""
-    parsed = parse_time(event["time"])
-    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
-
-
-def retry_backoff_s(attempt: int) -> int:
-    """Seconds a retryable failure of `attempt` waits before the run may be dispatched again.
-    A function of the event alone, so a re-applied failure computes the same `notBefore`."""
-    return min(RETRY_BACKOFF_S * 2 ** (max(attempt, 1) - 1), RETRY_BACKOFF_MAX_S)
-
-
 def writes_for(
     event: dict[str, Any],
     run: dict[str, Any],
@@ -169,23 +150,11 @@ def _run_facet(ev: _Event, facet: str, values: dict[str, Any]) -> Update:
 
 
 def _status(ev: _Event, target: RunStatus, also: dict[str, Any] | None = None) -> Update:
-    """Move the run to `target` if the table allows it from where it is (rule 4, see the module
-    docstring), or, when it is already there, record the higher seq."""
-    sources = [s for s in sources_of(target) if RunStatus(s) not in _FROZEN_FOR_EVENTS]
-    same = {"status": target.value}
-    query = {
-        "_id": ev.run_id,
-        "attempt": ev.attempt,
-        "$or": [
-            {"status": {"$in": sources}},
-            {**same, "statusSeq": {"$lt": ev.seq}},
-            {**same, "statusSeq": {"$exists": False}},
-        ],
-    }
+    """The run status this event asserts, as `orchestrator.runs` builds it (rule 4)."""
+    query, update = event_status_update(ev.run_id, ev.attempt, ev.seq, target, also)
     # Same target and attempt, higher seq: its filter matches wherever this one would, and once
     # applied it leaves this one nothing to do, so the higher one supersedes.
-    return Update("runs", query, {"$set": {"status": target.value, "statusSeq": ev.seq, **(also or {})}},
-                  supersedes=("runs", ev.run_id, "status", target.value, ev.attempt), seq=ev.seq)
+    return Update("runs", query, update, supersedes=("runs", ev.run_id, "status", target.value, ev.attempt), seq=ev.seq)
 
 
 def _stage_id(run_id: str, stage: str) -> str:
@@ -208,14 +177,7 @@ def _stage_facet(ev: _Event, stage: str, seq_field: str, values: dict[str, Any])
 
 def _history(ev: _Event) -> Create:
     """The event itself, in the run's history: additive, keyed on the event id."""
-    record: dict[str, Any] = {
-        "_id": ev.id, "source": ev.event["source"], "runId": ev.run_id, "type": ev.event["type"],
-        "seq": ev.seq, "time": ev.time, "data": ev.data, "receivedAt": ev.received_at,
-    }
-    for name in ("traceparent", "tracestate"):
-        if name in ev.event:
-            record[name] = ev.event[name]
-    return Create("events", record)
+    return Create("events", history_record(ev.event, received_at=ev.received_at))
 
 
 def _history_only(ev: _Event) -> list[Write]:
@@ -294,9 +256,9 @@ def _failed(ev: _Event) -> list[Write]:
         "attempt": ev.attempt, "at": ev.time, "eventId": ev.id,
     }
     max_attempts = int(ev.run.get("maxAttempts") or ev.default_max_attempts)
-    if d["retryable"] and ev.attempt < max_attempts:
-        not_before = ev.time + timedelta(seconds=retry_backoff_s(ev.attempt))
-        status = _status(ev, RunStatus.QUEUED, {"notBefore": not_before})
+    decision = retry.after_failure(ev.attempt, max_attempts, retryable=d["retryable"], at=ev.time)
+    if decision.requeue:
+        status = _status(ev, RunStatus.QUEUED, {"notBefore": decision.not_before})
     else:
         status = _status(ev, RunStatus.FAILED, {"finishedAt": ev.time})
     writes: list[Write] = [

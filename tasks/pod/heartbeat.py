@@ -17,13 +17,14 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from orchestrator import claims
+from orchestrator.errors import OrchestratorError
 from pipeline.context import Canceled
-from tasks.gpu import gpu_stats
+from tasks.pod.gpu import gpu_stats
 
 log = logging.getLogger(__name__)
 
 
-class LeaseLost(Exception):
+class LeaseLost(OrchestratorError):
     """The sweeper gave this attempt up; this worker must stop and write nothing more."""
 
 

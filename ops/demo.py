@@ -12,18 +12,26 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
+from celery.contrib.testing.worker import start_worker
+from rich.console import Console
 from rich.table import Table
+from werkzeug.serving import make_server
 
+from ingest_app import create_app
+from ops.live import follow
 from orchestrator.db import get_db
+from orchestrator.dispatcher import Dispatcher
 from orchestrator.runs import create_hypothesis_and_run
-from orchestrator.settings import Settings
-
-if TYPE_CHECKING:
-    from orchestrator.cli import Ctx
+from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_QUEUE, Settings
+from orchestrator.sweeper import sweep_once
+from tasks.celery import app
+from tasks.pod.runtime import shutdown_runtime
+from tasks.sender import celery_sender
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +58,6 @@ def _embedded_defaults(output: Path) -> None:
 @contextmanager
 def _ingest_server(settings: Settings) -> Iterator[str]:
     """The ingest app on a free loopback port in this process; yields its base URL."""
-    from werkzeug.serving import make_server
-
-    from ingest_app import create_app
-
     server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="demo-ingest", daemon=True)
     thread.start()
@@ -66,13 +70,8 @@ def _ingest_server(settings: Settings) -> Iterator[str]:
 
 @contextmanager
 def _worker() -> Iterator[None]:
-    """A Celery worker consuming `gpu` in a thread of this process (solo pool)."""
-    from celery.contrib.testing.worker import start_worker
-
-    from tasks.celery_app import app
-    from tasks.runtime import shutdown_runtime
-
-    with start_worker(app, pool="solo", concurrency=1, queues=["gpu"], perform_ping_check=False,
+    """A Celery worker consuming the default queue in a thread of this process (solo pool)."""
+    with start_worker(app, pool="solo", concurrency=1, queues=[DEFAULT_QUEUE], perform_ping_check=False,
                       loglevel="WARNING", shutdown_timeout=30):
         try:
             yield
@@ -82,9 +81,6 @@ def _worker() -> Iterator[None]:
 
 @contextmanager
 def _dispatcher(db: Any, settings: Settings) -> Iterator[None]:
-    from tasks.dispatcher import Dispatcher, celery_sender
-    from tasks.sweeper import sweep_once
-
     dispatcher = Dispatcher(db, celery_sender, interval_s=0.1, use_change_stream=False,
                             sweep=lambda: sweep_once(db, settings, celery_sender))
     thread = threading.Thread(target=dispatcher.run_forever, name="demo-dispatcher", daemon=True)
@@ -96,7 +92,8 @@ def _dispatcher(db: Any, settings: Settings) -> Iterator[None]:
         thread.join(5)
 
 
-def _summary(run: dict[str, Any], settings: Settings) -> Table:
+def summary(run: dict[str, Any], settings: Settings) -> Table:
+    """What the demo prints at the end: status, verdict, scores, metrics and where the files are."""
     table = Table(title="demo run summary", show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -114,9 +111,10 @@ def _summary(run: dict[str, Any], settings: Settings) -> Table:
     return table
 
 
-def run_demo(obj: "Ctx", *, title: str | None, idea: str | None, seed: int, timeout: float, output: str) -> int:
-    from orchestrator.cli import EXIT_RUN_DID_NOT_FINISH, console, follow
-
+def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, output: str, as_json: bool,
+             console: Console) -> tuple[dict[str, Any], Settings]:
+    """Start what is not configured, queue one hypothesis, follow it until it settles or
+    `timeout` passes; return the final run detail and the settings used."""
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _embedded_defaults(out)
@@ -126,21 +124,12 @@ def run_demo(obj: "Ctx", *, title: str | None, idea: str | None, seed: int, time
             ingest_url = stack.enter_context(_ingest_server(Settings.from_env()))
             os.environ["INGEST_URL"] = ingest_url
         settings = Settings.from_env()
-        obj._settings = settings
         db = get_db(settings)
         console.print(f"[bold]demo[/bold]: database {settings.redacted()['mongodb_url']}, ingest {settings.ingest_url}, "
                       f"artifacts {settings.minio_endpoint or settings.artifact_dir}")
         stack.enter_context(_worker())
         stack.enter_context(_dispatcher(db, settings))
-        _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline="demo",
+        _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=DEFAULT_PIPELINE,
                                               max_attempts=settings.max_attempts, seed=seed)
-        run = follow(obj, run_id, interval=0.25, timeout=timeout)
-    if obj.as_json:
-        import json
-
-        from orchestrator.serialize import jsonable
-
-        print(json.dumps(jsonable(run), sort_keys=True))
-    else:
-        console.print(_summary(run, settings))
-    return 0 if run["status"] == "AWAITING_HUMAN" else EXIT_RUN_DID_NOT_FINISH
+        run = follow(db, run_id, interval=0.25, timeout=timeout, as_json=as_json, console=console)
+    return run, settings

@@ -1,7 +1,7 @@
 """The `demo` pipeline: a small, real experiment that runs every stage in a few seconds on a CPU.
 
 It tests one of a few template changes to a logistic-regression baseline on synthetic data (see
-`_demo_model` for why some changes help and others do not), with the shape of an AI-Scientist run:
+`pipeline.demo.model` for why some changes help and others do not), with the shape of an AI-Scientist run:
 ideation, a preliminary fit, baseline tuning, a multi-seed comparison, ablations, figures, a
 paper, and a rule-based review that fails the run when the measurements do not support the claim.
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import _demo_figures as figures
-from pipeline import _demo_model as model
-from pipeline import _demo_review as reviewer
-from pipeline._demo_ideas import TEMPLATES_BY_NAME, IdeaTemplate, choose, hypothesis_text
+from pipeline.demo import figures
+from pipeline.demo import model
+from pipeline.demo import review as reviewer
+from pipeline.demo.ideas import TEMPLATES_BY_NAME, IdeaTemplate, choose, hypothesis_text
 from pipeline.base import Pipeline, Step
 from pipeline.context import RunContext
 from pipeline.errors import PipelineError
@@ -35,7 +35,7 @@ REPORT_EVERY = 10
 STAGE1_LR = 1e-3
 _TUNING_REPLICATE = 0
 #: Random streams of a run, as the second word of a `default_rng([data_seed, stream, ...])` seed
-#: (streams 0 and 1 draw the data in `_demo_model.make_dataset`).
+#: (streams 0 and 1 draw the data in `pipeline.demo.model.make_dataset`).
 _FIT_STREAM = 2
 _TUNE_STREAM = 3
 

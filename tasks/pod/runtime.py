@@ -1,12 +1,12 @@
 """What a worker process holds across tasks: settings, database, event emitter, artifact store.
 
 Created lazily in the process that runs tasks (a prefork child), never in the parent before the
-fork: a MongoClient and the emitter's thread must not cross a fork.
+fork: a MongoClient and the emitter's thread must not cross a fork. `tasks.hooks` starts and
+stops it from Celery's worker signals.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from celery import signals
 from pymongo.database import Database
 
 import pipeline
-from orchestrator.db import ensure_indexes, get_db, prepare_database
-from orchestrator.errors import SettingsError
+from orchestrator.db import ensure_indexes, get_db
 from orchestrator.settings import Settings
 from orchestrator.storage import Storage, storage_from_settings
-from tasks.emitter import Emitter
+from tasks.pod.emitter import Emitter
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +60,9 @@ def runtime(settings: Settings | None = None) -> Runtime:
                 region=os.environ.get("POD_REGION"), image=os.environ.get("POD_IMAGE"),
             )
             _pid = os.getpid()
-            load_pipeline_modules(settings.pipeline_modules)
+            pipeline.load_modules(settings.pipeline_modules)
             _install_excepthooks()
         return _runtime
-
-
-def load_pipeline_modules(names: tuple[str, ...]) -> None:
-    """Add the pipelines of each PIPELINE_MODULES module to the registry."""
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-            pipeline.PIPELINES.update(module.PIPELINES)
-        except (ImportError, AttributeError) as exc:
-            raise SettingsError(f"PIPELINE_MODULES names {name!r}, which cannot be loaded: {exc}") from exc
 
 
 def shutdown_runtime() -> None:
@@ -84,38 +72,6 @@ def shutdown_runtime() -> None:
         if _runtime is not None and _pid == os.getpid():
             _runtime.close()
         _runtime = None
-
-
-@signals.worker_init.connect
-def _on_worker_init(**_: Any) -> None:
-    """Indexes and kombu's broadcast collection exist before the broker connects."""
-    prepare_database(Settings.from_env())
-
-
-@signals.worker_process_init.connect
-def _on_child_start(**_: Any) -> None:
-    """Start the emitter as soon as a pool child exists, not at its first task: a backlog an
-    earlier child left in the spool (ingest was down when it exited) is sent right away."""
-    runtime()
-
-
-@signals.worker_ready.connect
-def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    """The same for pools that run tasks in the main process (solo, threads); a prefork parent
-    must not, since the emitter's spool lock belongs to the child that runs tasks."""
-    pool = getattr(sender, "pool", None)
-    if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("solo", "thread"):
-        runtime()
-
-
-@signals.worker_process_shutdown.connect
-def _on_child_exit(**_: Any) -> None:
-    shutdown_runtime()
-
-
-@signals.worker_shutdown.connect
-def _on_worker_exit(**_: Any) -> None:
-    shutdown_runtime()
 
 
 def _current_attempt() -> Any:

@@ -5,7 +5,8 @@
   slow, the claim makes the second a no-op).
 - Active (STARTING, RUNNING, AUTO_VALIDATING) whose current claim's lease expired: the pod was
   killed or lost. End the claim (the old worker, if it comes back, fails to renew and stops),
-  then requeue keeping `attempt` if attempts remain, else FAILED with code WorkerLost.
+  then requeue keeping `attempt` if attempts remain, else FAILED with code WorkerLost
+  (`orchestrator.runs.end_lost_attempt`, which asks the retry policy).
 - A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
 Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
@@ -21,30 +22,17 @@ from bson import ObjectId
 from prometheus_client import Counter
 from pymongo.database import Database
 
-from orchestrator import claims
+from orchestrator import claims, runs
 from orchestrator.db import utcnow
-from orchestrator.runs import record_decision, transition
-from orchestrator.settings import Settings
+from orchestrator.dispatcher import Sender
+from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
 from orchestrator.statuses import ACTIVE, RunStatus
-from tasks.dispatcher import Sender
 
 log = logging.getLogger(__name__)
 
 REDISPATCHED = Counter("orchestrator_redispatched_total", "SCHEDULED runs sent again after their message was lost.")
 REQUEUED = Counter("orchestrator_requeued_total", "Runs requeued after their worker's lease expired.")
 FAILED_LOST = Counter("orchestrator_failed_lost_total", "Runs failed as WorkerLost with no attempts left.")
-
-
-def _lost_error(attempt: int, claim: dict[str, Any], now: datetime, retryable: bool) -> dict[str, Any]:
-    return {
-        "code": "WorkerLost",
-        "message": f"pod {claim.get('podId')} stopped renewing its lease on attempt {attempt} "
-                   f"(expired {claim.get('leaseExpiresAt')}); the worker was killed, OOM-killed or cut off",
-        "retryable": retryable,
-        "stage": None,
-        "attempt": attempt,
-        "at": now,
-    }
 
 
 def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: datetime) -> int:
@@ -60,11 +48,11 @@ def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: dateti
         )
         if moved.modified_count != 1:
             continue
-        send(run["_id"], attempt, queue=run.get("queue") or "gpu", priority=int(run.get("priority", 5)),
+        send(run["_id"], attempt, queue=run.get("queue") or DEFAULT_QUEUE, priority=int(run.get("priority", DEFAULT_PRIORITY)),
              task_id=run.get("taskId") or f"{run['_id']}:{attempt}")
         REDISPATCHED.inc()
         log.warning("run %s attempt %s was SCHEDULED since %s with no claim; sent again", run["_id"], attempt, run["scheduledAt"])
-        record_decision(db, run, "sweeper", f"attempt {attempt} unclaimed for {settings.schedule_timeout_s}s: dispatched again")
+        runs.record_decision(db, run, "sweeper", f"attempt {attempt} unclaimed for {settings.schedule_timeout_s}s: dispatched again")
         sent += 1
     return sent
 
@@ -84,27 +72,18 @@ def recover_lost(db: Database, now: datetime) -> int:
 
 
 def _requeue_or_fail(db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime) -> bool:
-    attempt = int(run.get("attempt") or 0)
-    retry = attempt < int(run.get("maxAttempts") or 1)
-    error = _lost_error(attempt, claim, now, retryable=retry)
-    target = RunStatus.QUEUED if retry else RunStatus.FAILED
-    fields: dict[str, Any] = {"error": error, "cancelRequested": False}
-    if not retry:
-        fields["finishedAt"] = now
-    moved = transition(
-        db, run["_id"], target, only_from=set(ACTIVE), extra_filter={"attempt": attempt},
-        set_fields=fields, update={"$push": {"attempts": error}},
-    )
+    moved = runs.end_lost_attempt(db, run, claim, now)
     if moved is None:
         return False
-    if retry:
+    attempt = int(run.get("attempt") or 0)
+    if moved["status"] == RunStatus.QUEUED.value:
         REQUEUED.inc()
         message = f"lease of pod {claim.get('podId')} expired on attempt {attempt}: requeued"
     else:
         FAILED_LOST.inc()
         message = f"lease of pod {claim.get('podId')} expired on attempt {attempt}, no attempts left: FAILED (WorkerLost)"
     log.warning("run %s: %s", run["_id"], message)
-    record_decision(db, run, "sweeper", message, code="WorkerLost", podId=claim.get("podId"))
+    runs.record_decision(db, run, "sweeper", message, code="WorkerLost", podId=claim.get("podId"))
     return True
 
 

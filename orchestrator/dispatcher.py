@@ -7,25 +7,28 @@ A send that fails puts the run back to QUEUED.
 
 Wake-ups: a change stream on `runs` where the server has one (replica set), resumed from a
 stored token after a restart; otherwise a sweep every `DISPATCH_INTERVAL` seconds.
+
+The loop knows no broker: it is given a `Sender` (the process entry point `ops.dispatcher` passes
+the Celery one), so its rules are tested with a list for a broker.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator.db import ensure_indexes, get_db, probe_features, utcnow
-from orchestrator.runs import DEFAULT_QUEUE, record_decision, transition
-from orchestrator.settings import Settings
+from orchestrator import runs
+from orchestrator.db import utcnow
+from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
 
 log = logging.getLogger(__name__)
@@ -38,14 +41,9 @@ BATCH = 100
 
 
 class Sender(Protocol):
+    """Puts one attempt of a run on a queue (a Celery message in production)."""
+
     def __call__(self, run_id: str, attempt: int, *, queue: str, priority: int, task_id: str) -> None: ...
-
-
-def celery_sender(run_id: str, attempt: int, *, queue: str, priority: int, task_id: str) -> None:
-    """Send the task through Celery (imported here so the rules above stay testable without it)."""
-    from tasks.experiment import run_experiment
-
-    run_experiment.apply_async(args=(run_id, attempt), queue=queue, priority=priority, task_id=task_id)
 
 
 def due_runs(db: Database, now: Any, limit: int = BATCH) -> list[dict[str, Any]]:
@@ -57,29 +55,22 @@ def due_runs(db: Database, now: Any, limit: int = BATCH) -> list[dict[str, Any]]
 
 def dispatch_run(db: Database, run: dict[str, Any], send: Sender) -> bool:
     """Schedule one run and send its task; False if another dispatcher took it first."""
-    attempt = int(run.get("attempt") or 0) + 1
     task_id = str(uuid.uuid4())
-    scheduled = transition(
-        db, run["_id"], RunStatus.SCHEDULED, only_from={RunStatus.QUEUED},
-        extra_filter={"attempt": run.get("attempt", 0)},
-        set_fields={"attempt": attempt, "taskId": task_id, "scheduledAt": utcnow(), "cancelRequested": False},
-    )
+    scheduled = runs.schedule(db, run, task_id)
     if scheduled is None:
         return False
+    attempt = int(scheduled["attempt"])
     queue = scheduled.get("queue") or DEFAULT_QUEUE
     try:
-        send(run["_id"], attempt, queue=queue, priority=int(scheduled.get("priority", 5)), task_id=task_id)
+        send(run["_id"], attempt, queue=queue, priority=int(scheduled.get("priority", DEFAULT_PRIORITY)), task_id=task_id)
     except Exception as exc:  # noqa: BLE001 - any send failure must put the run back
         DISPATCH_FAILED.inc()
         log.error("sending run %s attempt %s to %s failed (%s); putting it back", run["_id"], attempt, queue, exc)
-        transition(
-            db, run["_id"], RunStatus.QUEUED, only_from={RunStatus.SCHEDULED},
-            extra_filter={"taskId": task_id}, set_fields={"attempt": attempt - 1, "taskId": None},
-        )
+        runs.unschedule(db, run["_id"], attempt, task_id)
         return False
     DISPATCHED.inc()
     log.info("dispatched run %s attempt %s to queue %s (task %s)", run["_id"], attempt, queue, task_id)
-    record_decision(db, scheduled, "dispatcher", f"dispatched attempt {attempt} to queue {queue}", taskId=task_id)
+    runs.record_decision(db, scheduled, "dispatcher", f"dispatched attempt {attempt} to queue {queue}", taskId=task_id)
     return True
 
 
@@ -131,8 +122,8 @@ class Dispatcher:
     def _follow_changes(self) -> None:
         """Dispatch on every insert/update of a run, and at least every interval (for notBefore)."""
         state = self.db.dispatcher_state.find_one({"_id": "runs"}) or {}
-        pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
-        with self.db.runs.watch(pipeline, resume_after=state.get("token"), max_await_time_ms=int(self.interval_s * 1000)) as stream:
+        changes = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
+        with self.db.runs.watch(changes, resume_after=state.get("token"), max_await_time_ms=int(self.interval_s * 1000)) as stream:
             dispatch_once(self.db, self.send)
             while not self.stopping.is_set():
                 change = stream.try_next()
@@ -144,25 +135,3 @@ class Dispatcher:
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Procfile `dispatcher`: run until SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env()
-    db = get_db(settings)
-    ensure_indexes(db)
-    features = probe_features(db)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-        log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
-    from tasks.sweeper import sweep_once
-
-    dispatcher = Dispatcher(db, celery_sender, interval_s=settings.dispatch_interval_s,
-                            use_change_stream=features.change_streams,
-                            sweep=lambda: sweep_once(db, settings, celery_sender),
-                            sweep_every_s=settings.sweep_interval_s)
-    signal.signal(signal.SIGTERM, dispatcher.stop)
-    signal.signal(signal.SIGINT, dispatcher.stop)
-    dispatcher.run_forever()
-

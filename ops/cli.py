@@ -9,27 +9,27 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import click
 from pymongo.errors import ConnectionFailure
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
+from ops.live import follow, run_view
 from orchestrator import queries
-from orchestrator.db import ensure_indexes, get_db
+from orchestrator.db import ensure_indexes, get_db, utcnow
 from orchestrator.errors import NotFound, SettingsError, TransitionError
-from orchestrator.live import run_view
 from orchestrator.runs import cancel_run, create_hypothesis_and_run, retry_run
 from orchestrator.serialize import jsonable
-from orchestrator.settings import Settings
-from orchestrator.statuses import TERMINAL, RunStatus
+from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
+from orchestrator.statuses import RunStatus
+from orchestrator.sweeper import sweep_once
+from tasks.sender import celery_sender
 
 EXIT_NOT_FOUND, EXIT_ILLEGAL, EXIT_NO_DATABASE, EXIT_RUN_DID_NOT_FINISH = 3, 4, 5, 6
-#: A run in these statuses has stopped changing (AWAITING_HUMAN waits for a person).
-SETTLED = {s.value for s in TERMINAL} | {RunStatus.AWAITING_HUMAN.value}
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -132,40 +132,15 @@ def show(obj: Ctx, run_id: str) -> None:
 @click.pass_obj
 def tail(obj: Ctx, run_id: str, interval: float, timeout: float) -> None:
     """Follow a run live until it ends. With --json, print each new event as one JSON line."""
-    follow(obj, run_id, interval=interval, timeout=timeout)
-
-
-def follow(obj: Ctx, run_id: str, *, interval: float, timeout: float) -> dict[str, Any]:
-    """Poll the run and its events until it settles; returns the final run detail."""
-    deadline = time.monotonic() + timeout if timeout else None
-    last_seq = -1
-    run = queries.run_detail(obj.db, run_id)
-    live = None if obj.as_json else Live(run_view(run), console=console, refresh_per_second=4)
-    if live:
-        live.start()
-    try:
-        while True:
-            for event in queries.events_after(obj.db, run_id, last_seq):
-                last_seq = max(last_seq, int(event.get("seq") or 0))
-                if obj.as_json:
-                    click.echo(json.dumps(jsonable(event), sort_keys=True))
-            run = queries.run_detail(obj.db, run_id)
-            if live:
-                live.update(run_view(run))
-            if run["status"] in SETTLED or (deadline and time.monotonic() > deadline):
-                return run
-            time.sleep(interval)
-    finally:
-        if live:
-            live.stop()
+    follow(obj.db, run_id, interval=interval, timeout=timeout, as_json=obj.as_json, console=console)
 
 
 @main.command()
 @click.option("--title", required=True)
 @click.option("--idea", required=True, help="The hypothesis text the pipeline works from.")
-@click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True)
-@click.option("--pipeline", default="demo", show_default=True)
-@click.option("--queue", default="gpu", show_default=True)
+@click.option("--priority", type=click.IntRange(0, 9), default=DEFAULT_PRIORITY, show_default=True)
+@click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True)
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True)
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Default: MAX_ATTEMPTS.")
 @click.pass_obj
 def enqueue(obj: Ctx, title: str, idea: str, priority: int, pipeline: str, queue: str, max_attempts: int | None) -> None:
@@ -222,9 +197,6 @@ def show_stats(obj: Ctx) -> None:
 @click.pass_obj
 def sweep(obj: Ctx) -> None:
     """One sweeper pass (for cron): resend lost dispatches, recover runs whose worker died."""
-    from tasks.dispatcher import celery_sender
-    from tasks.sweeper import sweep_once
-
     result = sweep_once(obj.db, obj.settings, celery_sender)
     obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}, "
                             f"dropped {result['eventQueuesDropped']} orphaned event queues")
@@ -235,10 +207,6 @@ def sweep(obj: Ctx) -> None:
 @click.pass_obj
 def prune_seen(obj: Ctx, days: int) -> None:
     """Delete dedup records older than DAYS, where the server has no TTL expiry (FerretDB)."""
-    from datetime import timedelta
-
-    from orchestrator.db import utcnow
-
     deleted = obj.db.events_seen.delete_many({"processedAt": {"$lt": utcnow() - timedelta(days=days)}}).deleted_count
     obj.out({"deleted": deleted}, lambda: f"deleted {deleted} dedup records older than {days} days")
 
@@ -255,11 +223,18 @@ def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: in
 
     With no MONGODB_URL it uses the embedded database, an in-process ingest app and worker, and
     a local artifact folder; with MONGODB_URL, INGEST_URL and MINIO_* set it drives those."""
-    from orchestrator.demo import run_demo
+    # Imported here, not at the top: the demo brings the ingest app, a Celery worker and the
+    # pipeline with numpy and matplotlib, which no other command needs.
+    from ops.demo import run_demo, summary
 
     obj: Ctx = click_ctx.obj
-    code = run_demo(obj, title=title, idea=idea, seed=seed, timeout=timeout, output=output)
-    sys.exit(code)
+    run, settings = run_demo(title=title, idea=idea, seed=seed, timeout=timeout, output=output,
+                             as_json=obj.as_json, console=console)
+    if obj.as_json:  # one line, after the event lines `follow` printed
+        click.echo(json.dumps(jsonable(run), sort_keys=True))
+    else:
+        console.print(summary(run, settings))
+    sys.exit(0 if run["status"] == RunStatus.AWAITING_HUMAN.value else EXIT_RUN_DID_NOT_FINISH)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from orchestrator.artifact_keys import artifact_key
 from orchestrator.storage import Storage, StorageError
 from pipeline.context import RunContext
 
@@ -71,8 +72,7 @@ class WorkerContext(RunContext):
 
     def key_for(self, path: Path) -> str:
         """The storage key of a file under the workdir: runs/{run_id}/{attempt}/{relative path}."""
-        relative = Path(path).resolve().relative_to(self.workdir.resolve())
-        return f"runs/{self.run_id}/{self.attempt}/{relative.as_posix()}"
+        return artifact_key(self.run_id, self.attempt, Path(path).resolve().relative_to(self.workdir.resolve()))
 
     def save_artifact(self, path: Path, kind: str, content_type: str | None = None) -> str:
         """Upload now and register the exact key uploaded. A failed upload is reported as

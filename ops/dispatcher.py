@@ -1,0 +1,43 @@
+"""`orchestrator-dispatcher`: the core's dispatcher loop and sweeper, sending through Celery.
+
+The Procfile's `dispatcher` process. It loads neither the pipeline nor the web stack: the task is
+sent by name (`tasks.sender`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from orchestrator.db import ensure_indexes, get_db, probe_features
+from orchestrator.dispatcher import Dispatcher
+from orchestrator.settings import Settings
+from orchestrator.sweeper import sweep_once
+from tasks.sender import celery_sender
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    """Run until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    db = get_db(settings)
+    ensure_indexes(db)
+    features = probe_features(db)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+        log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
+    dispatcher = Dispatcher(db, celery_sender, interval_s=settings.dispatch_interval_s,
+                            use_change_stream=features.change_streams,
+                            sweep=lambda: sweep_once(db, settings, celery_sender),
+                            sweep_every_s=settings.sweep_interval_s)
+    signal.signal(signal.SIGTERM, dispatcher.stop)
+    signal.signal(signal.SIGINT, dispatcher.stop)
+    dispatcher.run_forever()
+
+
+if __name__ == "__main__":
+    main()

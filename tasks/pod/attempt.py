@@ -1,0 +1,181 @@
+"""One attempt of one run on this pod: claim it, run the pipeline, report through events.
+
+Every outcome is reported once: stage events from the stage scope, one `ai.run.failed` for a
+failure (marked on the exception so outer handlers do not report it again), one
+`ai.run.canceled` for a cancel, nothing at all after the lease was lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from pymongo.database import Database
+
+import pipeline
+from orchestrator import claims, runs
+from orchestrator.events import STAGES
+from orchestrator.retry import classify
+from orchestrator.settings import DEFAULT_PIPELINE
+from orchestrator.statuses import RunStatus, StageStatus
+from pipeline.context import Canceled
+from tasks.pod.context import WorkerContext
+from tasks.pod.gpu import gpu_name
+from tasks.pod.heartbeat import Heartbeat, LeaseLost
+from tasks.pod.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTIONS = dict(STAGES)
+_REPORTED = "_orchestrator_reported"
+
+
+def run_seed(run: dict[str, Any]) -> int:
+    """The run's seed: its `seed` field, else derived from its id, so every attempt agrees."""
+    if isinstance(run.get("seed"), int):
+        return run["seed"]
+    return int(hashlib.sha256(run["_id"].encode()).hexdigest()[:8], 16)
+
+
+def completed_outputs(db: Database, run_id: str) -> dict[str, dict[str, Any]]:
+    """Outputs of the steps an earlier attempt completed: they are reused, not run again."""
+    done = db.stages.find({"runId": run_id, "status": StageStatus.COMPLETED.value})
+    return {stage["name"]: stage.get("summary") or {} for stage in done}
+
+
+class Attempt:
+    """One attempt of one run on this pod."""
+
+    def __init__(self, rt: Runtime, run_id: str, attempt: int):
+        self.rt = rt
+        self.db = rt.db
+        self.run_id = run_id
+        self.attempt = attempt
+        self.pod_id = rt.settings.pod_id
+        self.events = rt.emitter.stream(run_id, attempt)
+        self.heartbeat: Heartbeat | None = None
+        self.failure_reported = False
+
+    # -- reporting -----------------------------------------------------------------------
+    def emit(self, event_type: str, **data: Any) -> None:
+        """Send an event, unless the lease is gone: then another pod owns the run."""
+        if self.heartbeat is not None and self.heartbeat.lease_lost.is_set():
+            return
+        self.events.emit(event_type, **{k: v for k, v in data.items() if v is not None})
+
+    def report_failure(self, exc: BaseException, stage: str | None) -> None:
+        """Emit the one `ai.run.failed` of this attempt."""
+        if self.failure_reported or getattr(exc, _REPORTED, False):
+            return
+        self.failure_reported = True
+        try:
+            setattr(exc, _REPORTED, True)
+        except AttributeError:
+            pass
+        failure = classify(exc)
+        log.error("run %s attempt %s failed in %s: %s (%s, retryable=%s)",
+                  self.run_id, self.attempt, stage or "setup", failure.message, failure.code, failure.retryable)
+        self.emit("ai.run.failed", stage=stage, code=failure.code, message=failure.message,
+                  traceback=failure.traceback, retryable=failure.retryable)
+
+    # -- the run -------------------------------------------------------------------------
+    def execute(self) -> str:
+        run = self.db.runs.find_one({"_id": self.run_id})
+        if run is None:
+            log.warning("run %s does not exist; dropping its task", self.run_id)
+            return "missing"
+        if run.get("status") != RunStatus.SCHEDULED.value or run.get("attempt") != self.attempt:
+            log.info("run %s is %s at attempt %s, not SCHEDULED at %s: stale delivery, nothing to do",
+                     self.run_id, run.get("status"), run.get("attempt"), self.attempt)
+            return "stale"
+        if claims.claim_attempt(self.db, self.run_id, self.attempt, self.pod_id, self.rt.settings.lease_s) is None:
+            log.info("run %s attempt %s is already claimed: duplicate delivery, nothing to do", self.run_id, self.attempt)
+            return "duplicate"
+        started = runs.start(self.db, self.run_id, self.attempt, self.pod_id)
+        if started is None:
+            claims.release(self.db, self.run_id, self.attempt, self.pod_id, "not startable")
+            log.info("run %s left SCHEDULED before it could start (canceled?)", self.run_id)
+            return "stale"
+        return self._run_claimed(started)
+
+    def _run_claimed(self, run: dict[str, Any]) -> str:
+        outcome = "failed"
+        settings = self.rt.settings
+        self.heartbeat = Heartbeat(
+            self.db, self.run_id, self.attempt, self.pod_id,
+            interval_s=settings.heartbeat_interval_s, lease_s=settings.lease_s, grace_s=settings.cancel_grace_s,
+            emit=self.emit, target_thread=threading.get_ident(),
+        )
+        self.heartbeat.start()
+        self.rt.current = self
+        try:
+            self.emit("ai.run.started", pod_id=self.pod_id, attempt=self.attempt, gpu=gpu_name(),
+                      region=self.rt.region, image=self.rt.image)
+            steps = self._pipeline_steps(run)
+            outcome = self._run_steps(run, steps)
+        except Canceled as exc:
+            self.emit("ai.run.canceled", by=(self.heartbeat.cancel_info or {}).get("by"), reason=str(exc))
+            outcome = "canceled"
+        except LeaseLost:
+            log.error("run %s attempt %s: lease lost, stopped without reporting", self.run_id, self.attempt)
+            outcome = "lease-lost"
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised if fatal
+            self.report_failure(exc, None)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.rt.current = None
+            self.heartbeat.stop()
+            if not self.heartbeat.lease_lost.is_set():
+                claims.release(self.db, self.run_id, self.attempt, self.pod_id, outcome)
+            self.events.close()
+            self.rt.emitter.flush(timeout=settings.heartbeat_interval_s)
+        return outcome
+
+    def _pipeline_steps(self, run: dict[str, Any]) -> tuple[pipeline.Step, ...]:
+        name = run.get("pipeline") or DEFAULT_PIPELINE
+        pipeline.check_available(name)
+        return pipeline.get_pipeline(name).steps
+
+    def _run_steps(self, run: dict[str, Any], steps: tuple[pipeline.Step, ...]) -> str:
+        hypothesis = self.db.hypotheses.find_one({"_id": run.get("hypothesisId")}) or {}
+        workdir = Path(self.rt.settings.work_dir) / self.run_id / str(self.attempt)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = WorkerContext(
+            run_id=self.run_id, attempt=self.attempt,
+            hypothesis={"title": hypothesis.get("title", ""), "idea": hypothesis.get("idea", ""), "ideaJson": hypothesis.get("ideaJson")},
+            seed=run_seed(run), workdir=workdir, results=completed_outputs(self.db, self.run_id),
+            emit=self.emit, storage=self.rt.storage, checkpoint=self.heartbeat.check,
+        )
+        for step in steps:
+            if step.name in ctx.results:
+                self.emit("ai.run.log", level="info", message=f"{step.name} completed in an earlier attempt; reusing its outputs")
+                continue
+            self.heartbeat.check()
+            with self.stage_scope(ctx, step.name) as scope:
+                scope["outputs"] = step.run(ctx) or {}
+            ctx.results[step.name] = scope["outputs"]
+        return "completed"
+
+    @contextmanager
+    def stage_scope(self, ctx: WorkerContext, name: str) -> Iterator[dict[str, Any]]:
+        """stage_started on entry, stage_completed (with the outputs as the checkpoint summary)
+        on success, exactly one ai.run.failed naming the stage on an error."""
+        ctx.enter_stage(name)
+        began = time.monotonic()
+        self.emit("ai.run.stage_started", stage=name, desc=_DESCRIPTIONS.get(name))
+        scope: dict[str, Any] = {}
+        try:
+            yield scope
+        except (Canceled, LeaseLost):
+            raise
+        except BaseException as exc:
+            self.report_failure(exc, name)
+            raise
+        self.emit("ai.run.stage_completed", stage=name, duration_s=round(time.monotonic() - began, 3),
+                  summary=scope.get("outputs") or {})
