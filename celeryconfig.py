@@ -3,7 +3,7 @@
 Read by `tasks/celery.py` (`app.config_from_object("celeryconfig")`). Values that depend on
 the deployment come from the environment through `orchestrator.settings`.
 
-Why these settings (docs/operations.md has what was seen on this transport):
+Why these settings (docs/architecture.md, "The broker is not the record", says more):
 - The broker is not the record of a run. kombu's MongoDB transport deletes a message when a
   worker fetches it; a SIGKILLed pod loses it whatever we set. The run document, its claim with
   a lease, and the sweeper make runs crash-safe; these settings only narrow the window.

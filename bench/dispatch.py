@@ -172,8 +172,9 @@ def _notes(samples: list[Sample], measured: Summary, old: Summary, checked: list
     ]
     if checked:
         lines.append(f"- Check of the simulation with a real `DISPATCH_INTERVAL=10` dispatcher: "
-                     f"{', '.join(f'{x:.1f}' for x in checked)} s over {len(checked)} runs (mean {sum(checked) / len(checked):.1f} s; "
-                     f"the simulation's mean is {sum(s.after_pickup for s in samples) / len(samples) + OLD_INTERVAL_S / 2:.1f} s; "
+                     f"{', '.join(f'{x:.1f}' for x in checked)} s over {len(checked)} runs "
+                     f"(mean {sum(checked) / len(checked):.1f} s; the simulation's mean is "
+                     f"{sum(s.after_pickup for s in samples) / len(samples) + OLD_INTERVAL_S / 2:.1f} s; "
                      f"the mean of {len(checked)} uniform waits over 10 s varies by "
                      f"±{OLD_INTERVAL_S / 12 ** 0.5 / len(checked) ** 0.5:.1f} s (one standard deviation), so this "
                      "checks the order of magnitude, not the percentiles).")

@@ -212,7 +212,7 @@ def _notes(outage: dict[str, Any], process_us: float, thread_us: float, floor_us
 def _cpu_verdict(p: profile.EmitterProfile) -> str:
     environ = p.share("merge_environment_settings", "requests/sessions.py")
     request = p.share("request", "requests/sessions.py")
-    decode = p.share("_decode", "tasks/spool.py")
+    decode = p.share("_decode", "tasks/pod/spool.py")
     return "\n".join([
         "",
         "What limits it: the sender thread, not `emit`. Per batch of 50 it spends "
@@ -224,6 +224,6 @@ def _cpu_verdict(p: profile.EmitterProfile) -> str:
         "",
         "What would lift it: set the emitter's proxies once (`session.trust_env = False`, with an explicit "
         "`proxies=` from the settings where a proxy is needed) instead of per request; keep the spooled lines as "
-        "bytes and decode only the one an ingest answer rejects. Both are in `tasks/emitter.py` and `tasks/spool.py` "
+        "bytes and decode only the one an ingest answer rejects. Both are in `tasks/pod/emitter.py` and `tasks/pod/spool.py` "
         "(owned elsewhere, not changed here). `emit` itself is well inside the budget.",
     ])

@@ -151,7 +151,7 @@ class Harness:
             except Exception:  # noqa: BLE001 - keep stopping the others
                 log.exception("stopping %s failed", child.name)
         self.children.clear()
-        for client, name in self._databases:
+        for _client, name in self._databases:
             try:
                 with pymongo.MongoClient(self.server.url(name), serverSelectionTimeoutMS=3000,
                                          socketTimeoutMS=10_000) as short:

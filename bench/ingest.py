@@ -1,10 +1,13 @@
-"""Item 1: ingest throughput under gunicorn against the raw-insert limit, batches and single events.
+"""Item 1: ingest throughput under gunicorn against the raw-insert limit and the peer, batches and single events.
 
 The ingest app runs as the Procfile runs it (gunicorn, `Harness.ingest_workers` sync workers, separate
 process); `THREADS` client threads post pre-encoded bodies for a fixed window, so the server is
-saturated the whole time. The baseline inserts the documents ingest stores in `events` for the
+saturated the whole time. The raw baseline inserts the documents ingest stores in `events` for the
 same workload (`workload.stored_documents`) with `insert_many`, in the same batches of 50 and
-from the same number of threads, into a fresh database with the same indexes.
+from the same number of threads, into a fresh database with the same indexes. The peer baseline
+(`bench.peer`) replays the replaced service's one-event-at-a-time algorithm over the same events
+from the same number of threads, into a fresh database with the same indexes and runs, for the
+batch window.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from bench import profile, workload
+from bench import peer, profile, workload
 from bench.harness import BATCH_HEADERS, SINGLE_HEADERS, Harness, warm_up
 from bench.load import Load, LoadResult
-from bench.report import Document, Row, Target
+from bench.report import Document, Row, Target, number
 from bench.stats import rate
 from orchestrator.db import ensure_indexes
 
@@ -54,17 +58,27 @@ def run(h: Harness, doc: Document) -> None:
 
     print("  [1] raw insert_many baseline ...", flush=True)
     raw_db = h.database("raw")
-    raw_rate, raw_count = _raw_inserts(raw_db, [workload.stored_documents(b) for b in wl.batches], THREADS)
+    stored = [workload.stored_documents(b) for b in wl.batches]
+    raw_rate, raw_count = _raw_inserts(raw_db, stored, THREADS)
+
+    print(f"  [1] peer baseline: one event at a time for {window:.0f} s ...", flush=True)
+    peer_db = h.database("peer")
+    workload.create_runs(peer_db, wl)
+    peer_rate, peer_count, peer_seconds = _peer(peer_db, peer.prepare([d for b in stored for d in b]), THREADS, window)
 
     problems = "; ".join(filter(None, (_problems(batches), _problems(singles))))
     batch_row = Row("1", f"ingest throughput, NDJSON batches of 50 (gunicorn ×{h.ingest_workers}, {THREADS} client threads)",
                     batch_rate, "events/s", raw_rate, "raw insert_many of the stored documents, batches of 50", TARGET,
                     note=f"{batches.accepted:,} events in {batches.seconds:.0f} s" + (f"; {problems}" if problems else ""))
     doc.rows.append(batch_row)
+    doc.rows.append(Row("1", "ingest throughput, NDJSON batches of 50, against the peer", batch_rate, "events/s",
+                        peer_rate, f"peer: the replaced service's algorithm, one event at a time, {THREADS} threads", None,
+                        note=f"peer: {peer_count:,} events in {peer_seconds:.0f} s, 4 round trips each "
+                        "(find_one, 2 insert_one, update_one), no HTTP or validation"))
     doc.rows.append(Row("1", "ingest throughput, single-event POSTs (application/cloudevents+json)", single_rate, "events/s",
                         raw_rate, "raw insert_many, as above", None,
-                        note=f"{singles.accepted:,} events in {singles.seconds:.0f} s; {single_rate / batch_rate:.2f}× the batch rate"
-                        if batch_rate else ""))
+                        note=f"{singles.accepted:,} events in {singles.seconds:.0f} s; "
+                        f"{single_rate / batch_rate:.2f}× the batch rate" if batch_rate else ""))
     mix = ", ".join(f"{t.split('.', 1)[1]} {n}" for t, n in workload.Workload([], [], posted).type_counts().items())
     body = [
         f"- Workload: 100 pods, each running runs one after another (200 runs created first, RUNNING, attempt 1), "
@@ -76,6 +90,13 @@ def run(h: Harness, doc: Document) -> None:
         f"the same setup (200 other runs).",
         f"- Raw baseline: {raw_count:,} documents (the whole workload's history records) in batches of 50 from "
         f"{THREADS} threads into an empty `events` collection with ingest's indexes.",
+        f"- Peer baseline: the service this project replaces handled one event per request with four round trips "
+        f"(`find_one` on `events_seen`, `insert_one` into `events` and into `events_seen`, `update_one` of the run), "
+        f"replayed here as plain pymongo calls from {THREADS} threads over the same events into a fresh database "
+        f"with the same indexes and runs ({peer_count:,} events in {peer_seconds:.0f} s); the ratio "
+        f"{_ratio(batch_rate, peer_rate)} is our batch rate over the peer's, so above 1 our ingest applies more "
+        f"events per second even though it also pays for HTTP, validation and the stage, artifact and validation "
+        f"writes the peer never made.",
     ]
     if batch_row.met is False:
         print("  [1] target missed: profiling the ingest path in-process ...", flush=True)
@@ -95,27 +116,50 @@ def _reset(db: Any, wl: workload.Workload) -> None:
 
 def _raw_inserts(db: Any, batches: list[list[dict[str, Any]]], threads: int) -> tuple[float, int]:
     """insert_many of each batch from `threads` threads; (documents per second, documents)."""
+    _, seconds = _in_threads(len(batches), threads, "raw", lambda i: db.events.insert_many(batches[i], ordered=False))
+    count = sum(len(b) for b in batches)
+    return rate(count, seconds), count
+
+
+def _peer(db: Any, events: list[peer.PeerEvent], threads: int, window: float) -> tuple[float, int, float]:
+    """The peer's requests, one event each, from `threads` threads until the events or `window`
+    run out; (events applied per second, events applied, seconds). A repeat would not count: the
+    workload has none, so every request is one event applied."""
+    applied, seconds = _in_threads(len(events), threads, "peer", lambda i: peer.handle(db, events[i]), window)
+    return rate(applied, seconds), applied, seconds
+
+
+def _in_threads(count: int, threads: int, name: str, work: Callable[[int], Any],
+                deadline_s: float | None = None) -> tuple[int, float]:
+    """`work(0)` .. `work(count - 1)`, each index once, from `threads` threads, a thread taking the
+    next index while any is left and `deadline_s` has not passed; (calls whose result was not
+    False, seconds from the start until every thread ended)."""
     lock = threading.Lock()
     position = [0]
+    done = [0]
+    started = time.perf_counter()
 
     def client() -> None:
         while True:
             with lock:
                 index = position[0]
                 position[0] += 1
-            if index >= len(batches):
+            if index >= count or (deadline_s is not None and time.perf_counter() - started >= deadline_s):
                 return
-            db.events.insert_many(batches[index], ordered=False)
+            if work(index) is not False:
+                with lock:
+                    done[0] += 1
 
-    workers = [threading.Thread(target=client, name=f"raw-{i}") for i in range(threads)]
-    started = time.perf_counter()
+    workers = [threading.Thread(target=client, name=f"{name}-{i}") for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    seconds = time.perf_counter() - started
-    count = sum(len(b) for b in batches)
-    return rate(count, seconds), count
+    return done[0], time.perf_counter() - started
+
+
+def _ratio(figure: float, baseline: float) -> str:
+    return number(figure / baseline) if baseline else "—"
 
 
 def _problems(result: LoadResult) -> str:

@@ -5,7 +5,7 @@ tests use), with failures as `BenchError` instead of pytest's skip or fail; plus
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from devtools.procs import FERRETDB_BIN, PYTHON, ROOT, Child, ServerUnavailable, free_port, process_env  # noqa: F401
 from devtools.procs import MongoServer as _MongoServer

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,13 @@ from orchestrator.settings import Settings
 #: ingest's steps in request order: (label, file, function).
 _PHASES = (
     ("read and parse the NDJSON body", "ingest_app/parsing.py", "parse_batch"),
-    ("validate (marshmallow schemas)", "ingest_app/ingest.py", "_validate"),
-    ("dedup lookup on events_seen", "ingest_app/ingest.py", "_drop_duplicates"),
-    ("load the batch's runs", "ingest_app/ingest.py", "_load_runs"),
-    ("plan the writes (mappers)", "ingest_app/ingest.py", "_plan"),
-    ("insert_many of new documents", "ingest_app/ingest.py", "_insert_missing"),
-    ("bulk_write of guarded updates", "ingest_app/ingest.py", "_update_all"),
-    ("insert the dedup records", "ingest_app/ingest.py", "_mark_seen"),
+    ("validate (marshmallow schemas)", "orchestrator/ingest.py", "_validate"),
+    ("dedup lookup on events_seen", "orchestrator/ingest.py", "_drop_duplicates"),
+    ("load the batch's runs", "orchestrator/ingest.py", "_load_runs"),
+    ("plan the writes (mappers)", "orchestrator/ingest.py", "_plan"),
+    ("insert_many of new documents", "orchestrator/ingest.py", "_insert_missing"),
+    ("bulk_write of guarded updates", "orchestrator/ingest.py", "_update_all"),
+    ("insert the dedup records", "orchestrator/ingest.py", "_mark_seen"),
 )
 _SOCKET_WAITS = ("recv_into", "recv", "sendall", "send")
 #: Runs (and so run documents) the profiled workload names.
@@ -55,7 +56,7 @@ def ingest_profile(h: Harness, *, seconds: float, batch_rate: float, raw_rate: f
         return _profile_batches(h, wl, watched[db.name], settings, sent, seconds, batch_rate, raw_rate)
 
 
-def _profile_batches(h: Harness, wl: workload.Workload, db: Any, settings: Settings, sent: "UpdateCounter",
+def _profile_batches(h: Harness, wl: workload.Workload, db: Any, settings: Settings, sent: UpdateCounter,
                      seconds: float, batch_rate: float, raw_rate: float) -> str:
     client = create_app(settings, db=db).test_client()
     client.post("/api/ingest/events", data=b'{"warm":"up"}\n', headers=BATCH_HEADERS)
@@ -65,7 +66,7 @@ def _profile_batches(h: Harness, wl: workload.Workload, db: Any, settings: Setti
     posted: list[list[dict[str, Any]]] = []
     wall = 0.0
     began = time.perf_counter()
-    for body, batch in zip(wl.ndjson_bodies(), wl.batches):
+    for body, batch in zip(wl.ndjson_bodies(), wl.batches, strict=True):
         if time.perf_counter() - began > seconds:
             break
         started = time.perf_counter()
@@ -233,7 +234,7 @@ def _facet(update: mappers.Update) -> tuple[Any, ...]:
 def write_counts(batches: list[list[dict[str, Any]]]) -> WriteCounts:
     """Count what `ingest._plan` would write, from the public mappers."""
     counts = WriteCounts()
-    received = datetime.now(timezone.utc)
+    received = datetime.now(UTC)
     for batch in batches:
         facets: set[tuple[Any, ...]] = set()
         runs_seen: dict[str, int] = {}
@@ -283,19 +284,7 @@ def server_probe(db: Any, sizes: tuple[int, int] = (200, 2000), repeat: int = 25
         pad = "x" * 1500  # about a run document's size
         coll.insert_many([{"_id": f"doc-{i:05d}", "seq": 0, "pad": pad} for i in range(size)])
         coll.create_index([("source", 1), ("eventId", 1)])
-        target = f"doc-{size // 2:05d}"  # half-way down the table
-        timings = {
-            "find_one by `_id`": lambda i: coll.find_one({"_id": target}),
-            "update by `_id` alone": lambda i: coll.update_one({"_id": target}, {"$set": {"v": i}}),
-            "guarded update (`_id` + seq guard), applies": lambda i: coll.update_one(
-                {"_id": target, "$or": [{"seq": {"$lt": 10_000 + size + i}}, {"seq": {"$exists": False}}]},
-                {"$set": {"seq": 10_000 + size + i}}),
-            "guarded update, guard fails (a no-op)": lambda i: coll.update_one(
-                {"_id": target, "seq": {"$lt": 0}}, {"$set": {"seq": 1}}),
-            "dedup-style find: 50 (source, eventId) pairs": lambda i: list(coll.find(
-                {"$or": [{"source": "worker://p", "eventId": {"$in": [f"e{i}-{k}" for k in range(50)]}}]})),
-        }
-        for name, operation in timings.items():
+        for name, operation in _probe_operations(coll, size).items():
             operation(-1)
             took = []
             for i in range(repeat):
@@ -306,6 +295,23 @@ def server_probe(db: Any, sizes: tuple[int, int] = (200, 2000), repeat: int = 25
         coll.drop()
     probe.ms = {name: (values[0], values[1]) for name, values in results.items()}
     return probe
+
+
+def _probe_operations(coll: Any, size: int) -> dict[str, Callable[[int], Any]]:
+    """The probe's operations on a collection of `size` documents, by name; each takes the
+    repetition's number, so a guarded update applies every time."""
+    target = f"doc-{size // 2:05d}"  # half-way down the table
+    return {
+        "find_one by `_id`": lambda i: coll.find_one({"_id": target}),
+        "update by `_id` alone": lambda i: coll.update_one({"_id": target}, {"$set": {"v": i}}),
+        "guarded update (`_id` + seq guard), applies": lambda i: coll.update_one(
+            {"_id": target, "$or": [{"seq": {"$lt": 10_000 + size + i}}, {"seq": {"$exists": False}}]},
+            {"$set": {"seq": 10_000 + size + i}}),
+        "guarded update, guard fails (a no-op)": lambda i: coll.update_one(
+            {"_id": target, "seq": {"$lt": 0}}, {"$set": {"seq": 1}}),
+        "dedup-style find: 50 (source, eventId) pairs": lambda i: list(coll.find(
+            {"$or": [{"source": "worker://p", "eventId": {"$in": [f"e{i}-{k}" for k in range(50)]}}]})),
+    }
 
 
 def _verdict(batch_rate: float, raw_rate: float, writes: WriteCounts, probe: Probe, stats: pstats.Stats, wall: float,
@@ -329,9 +335,9 @@ def _verdict(batch_rate: float, raw_rate: float, writes: WriteCounts, probe: Pro
     return "\n".join([
         f"- **The server's per-update cost.** Ingest reaches {batch_rate:,.0f} events/s against {raw_rate:,.0f} for raw "
         f"inserts: the raw path is one `insert_many` per 50 documents, while ingest applies "
-        f"{writes.sent_per_event or writes.updates_per_event:.2f} guarded updates per event on top of its inserts, and the profile puts "
-        f"{updates:.0%} of the request time in `_update_all` (the `bulk_write` of those updates) and {dedup:.0%} in the "
-        f"dedup lookup" + (" (skipped on FerretDB: `ingest.fast_path_pays`)" if dedup < 0.02 else "")
+        f"{writes.sent_per_event or writes.updates_per_event:.2f} guarded updates per event on top of its inserts, "
+        f"and the profile puts {updates:.0%} of the request time in `_update_all` (the `bulk_write` of those updates) "
+        f"and {dedup:.0%} in the dedup lookup" + (" (skipped on FerretDB: `ingest.fast_path_pays`)" if dedup < 0.02 else "")
         + f"; validation, mapping and parsing together are {python_side:.0%}.",
         f"- **Why an update is slow here.** FerretDB v1.24's SQLite backend pushes a filter down to SQLite only when it is "
         f"exactly `{{_id: <string or ObjectId>}}` (`internal/backends/sqlite/collection.go`, `Query`); any other filter is "
@@ -363,15 +369,15 @@ def _verdict(batch_rate: float, raw_rate: float, writes: WriteCounts, probe: Pro
 _EMIT_PARTS = (
     ("`make_event` (ULID, timestamp, dict)", "orchestrator/events.py", "make_event"),
     ("JSON encoding (`_Encoder.encode`)", "json/encoder.py", "encode"),
-    ("`Spool.append` (one `os.write`)", "tasks/spool.py", "append"),
+    ("`Spool.append` (one `os.write`)", "tasks/pod/spool.py", "append"),
 )
 _SENDER_PARTS = (
     ("`requests` `Session.request` (one POST per batch)", "requests/sessions.py", "request"),
     ("of which `merge_environment_settings` (proxy settings read from `os.environ`, every POST)",
      "requests/sessions.py", "merge_environment_settings"),
-    ("`Spool.read` (re-read the batch's lines)", "tasks/spool.py", "read"),
-    ("of which `_decode` (`json.loads` of every line)", "tasks/spool.py", "_decode"),
-    ("`_settle` (answer checked, `.ack` file rewritten)", "tasks/emitter.py", "_settle"),
+    ("`Spool.read` (re-read the batch's lines)", "tasks/pod/spool.py", "read"),
+    ("of which `_decode` (`json.loads` of every line)", "tasks/pod/spool.py", "_decode"),
+    ("`_settle` (answer checked, `.ack` file rewritten)", "tasks/pod/emitter.py", "_settle"),
 )
 
 
@@ -408,7 +414,8 @@ class EmitterProfile:
     def markdown(self) -> str:
         out = [f"cProfile of both threads over {self.events:,} events, timed by each thread's CPU clock "
                "(`time.thread_time`); the profiler inflates every figure, so compare the shares:", ""]
-        for title, stats, parts in (("emitting thread", self.emit_side, _EMIT_PARTS), ("sender thread", self.sender, _SENDER_PARTS)):
+        threads = (("emitting thread", self.emit_side, _EMIT_PARTS), ("sender thread", self.sender, _SENDER_PARTS))
+        for title, stats, parts in threads:
             if stats is None:
                 continue
             total = self.total(stats)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -30,7 +30,7 @@ class Summary:
     max: float
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Summary":
+    def of(cls, values: Sequence[float]) -> Summary:
         return cls(len(values), percentile(values, 50), percentile(values, 95), max(values))
 
     def text(self, scale: float = 1.0, unit: str = "s", digits: int = 2) -> str:

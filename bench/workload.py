@@ -17,7 +17,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
@@ -30,7 +30,7 @@ from orchestrator.runs import new_run_document
 BATCH = 50
 #: Bucket name given to the mappers when building the stored shape (the ingest app's default).
 BUCKET = "ai-scientist"
-_T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+_T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 _SHA = "ab" * 32
 _DESCRIPTIONS = dict(STAGES)
 
@@ -158,7 +158,7 @@ def build(pods: int = 100, runs_per_pod: int = 2, ticks: int = 8, seed: int = 1,
     for p in range(pods):
         pod = f"{prefix}-pod-{p:03d}"
         clock = -rng.uniform(0, 100)  # the pod's position, in events, relative to the window's start
-        for r in range(runs_per_pod):
+        for _ in range(runs_per_pod):
             i = len(run_ids)
             run_id = f"{prefix}-run-{i:03d}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
             run_ids.append(run_id)
@@ -195,13 +195,13 @@ def log_flood(run_ids: list[str], total: int, batch: int, prefix: str = "flood")
 def create_runs(db: Database, workload: Workload, *, status: str = "RUNNING") -> None:
     """The hypotheses and runs the events belong to, as dispatched and started (attempt 1):
     ingest rejects events of unknown runs."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     db.hypotheses.insert_many([
         {"_id": h, "title": f"bench hypothesis {h}", "idea": "measure", "ideaJson": None, "createdAt": now}
         for h in workload.hypothesis_ids
     ])
     runs = []
-    for run_id, hypothesis_id in zip(workload.run_ids, workload.hypothesis_ids):
+    for run_id, hypothesis_id in zip(workload.run_ids, workload.hypothesis_ids, strict=True):
         run = new_run_document(hypothesis_id, run_id=run_id, pipeline="noop")
         run.update(status=status, attempt=1, createdAt=now, updatedAt=now)
         runs.append(run)
@@ -211,7 +211,7 @@ def create_runs(db: Database, workload: Workload, *, status: str = "RUNNING") ->
 def stored_documents(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The documents ingest stores in `events` for these events (the mappers' history record),
     for the raw-insert baseline."""
-    received = datetime.now(timezone.utc).replace(microsecond=0)
+    received = datetime.now(UTC).replace(microsecond=0)
     documents = []
     for event in events:
         valid = validate_event(copy.deepcopy(event))

@@ -24,7 +24,7 @@ import base64
 import binascii
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +32,7 @@ from urllib.request import url2pathname
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, request, send_file, url_for
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from pymongo.database import Database
 
@@ -178,8 +178,8 @@ def _json_body(*, required: bool) -> dict[str, Any]:
 def _exact_utc(value: datetime) -> str:
     """ISO 8601 UTC with every digit the value has: the cursor compares createdAt for equality,
     and a store that keeps microseconds (mongomock) must not lose them to rounding."""
-    aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return aware.astimezone(timezone.utc).isoformat()
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()
 
 
 def encode_cursor(run: dict[str, Any]) -> str:
@@ -201,7 +201,7 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
         created, run_id, kind = json.loads(base64.urlsafe_b64decode(padded.encode()))
         when = datetime.fromisoformat(created) if created is not None else None
         if when is not None and when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return when, ObjectId(run_id) if kind == "oid" else str(run_id)
     except (ValueError, TypeError, binascii.Error, InvalidId):
         raise _BadParameter("cursor", "not a cursor this API returned; start again without it") from None
@@ -404,4 +404,4 @@ def download_artifact(run_id: str, artifact_id: str) -> Response:
     url = storage.download_url(artifact["key"])
     if url.startswith("file://"):
         return _send_local(url, artifact)
-    return redirect(url, code=302)
+    return Response(status=302, headers={"Location": url})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+
 from flask import Response, current_app, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 

@@ -82,7 +82,8 @@ class Group(click.Group):
             _fail(str(exc), 2)
         except ConnectionFailure as exc:
             url = Settings.from_env().redacted()["mongodb_url"]
-            _fail(f"MongoDB at {url} is unreachable ({type(exc).__name__}); check MONGODB_URL and that the server is up", EXIT_NO_DATABASE)
+            _fail(f"MongoDB at {url} is unreachable ({type(exc).__name__}); check MONGODB_URL and that the server is up",
+                  EXIT_NO_DATABASE)
 
 
 @click.group(cls=Group)
@@ -214,7 +215,8 @@ def prune_seen(obj: Ctx, days: int) -> None:
 @main.command()
 @click.option("--title", default=None, help="Hypothesis title (default: an embedded example).")
 @click.option("--idea", default=None, help="Hypothesis text (default: an embedded example).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the demo pipeline: same seed and hypothesis, same numbers.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the demo pipeline: same seed and hypothesis, same numbers.")
 @click.option("--timeout", type=float, default=300, show_default=True)
 @click.option("--output", default="demo-output", show_default=True, help="Folder for artifacts, spool and work files.")
 @click.pass_context

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
@@ -30,7 +30,7 @@ _clients_lock = threading.Lock()
 
 def utcnow() -> datetime:
     """Aware UTC now, millisecond precision (what BSON stores), so round trips compare equal."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -119,7 +119,8 @@ def _indexes() -> dict[str, list[IndexModel]]:
     return {
         "hypotheses": [IndexModel([("createdAt", DESCENDING)], name="createdAt")],
         "runs": [
-            IndexModel([("status", ASCENDING), ("priority", DESCENDING), ("createdAt", ASCENDING)], name="status_priority_createdAt"),
+            IndexModel([("status", ASCENDING), ("priority", DESCENDING), ("createdAt", ASCENDING)],
+                       name="status_priority_createdAt"),
             IndexModel([("createdAt", DESCENDING)], name="createdAt"),
             IndexModel([("hypothesisId", ASCENDING)], name="hypothesisId"),
         ],

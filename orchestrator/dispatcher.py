@@ -123,7 +123,8 @@ class Dispatcher:
         """Dispatch on every insert/update of a run, and at least every interval (for notBefore)."""
         state = self.db.dispatcher_state.find_one({"_id": "runs"}) or {}
         changes = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
-        with self.db.runs.watch(changes, resume_after=state.get("token"), max_await_time_ms=int(self.interval_s * 1000)) as stream:
+        wait_ms = int(self.interval_s * 1000)
+        with self.db.runs.watch(changes, resume_after=state.get("token"), max_await_time_ms=wait_ms) as stream:
             dispatch_once(self.db, self.send)
             while not self.stopping.is_set():
                 change = stream.try_next()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -261,7 +261,7 @@ def parse_time(value: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
     except ValueError as exc:
         raise ValidationError(f"Not a valid date or time: {exc}.") from None
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 class Envelope(Schema):
@@ -316,7 +316,8 @@ def storage_errors(value: Any, path: str) -> dict[str, list[str]]:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             if isinstance(item, (list, tuple)):
-                errors.setdefault(f"{path}.{index}", []).append("Arrays directly inside arrays cannot be stored; wrap the inner one in an object.")
+                errors.setdefault(f"{path}.{index}", []).append(
+                    "Arrays directly inside arrays cannot be stored; wrap the inner one in an object.")
             else:
                 errors.update(storage_errors(item, f"{path}.{index}"))
     elif isinstance(value, float) and not math.isfinite(value):
@@ -343,7 +344,7 @@ def validate_event(event: Any) -> dict[str, Any]:
     for name in envelope:
         if name not in _KNOWN_ATTRIBUTES and not _EXTENSION_NAME.match(str(name)):
             errors[name] = ["Extension attribute names are 1-20 lowercase letters or digits."]
-    schema = CATALOGUE.get(envelope.get("type"))  # type: ignore[arg-type]
+    schema = CATALOGUE.get(str(envelope.get("type")))
     data: dict[str, Any] = {}
     if schema is not None and isinstance(envelope.get("data"), dict):
         try:
@@ -384,7 +385,7 @@ def history_record(event: dict[str, Any], *, received_at: datetime) -> dict[str,
 
 def now_rfc3339() -> str:
     """The current time as RFC 3339 UTC with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_event(

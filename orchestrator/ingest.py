@@ -23,9 +23,10 @@ so the documents are as if once); the unique insert of step 5 picks one: its cal
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pymongo import UpdateMany, UpdateOne
 from pymongo.database import Database
@@ -139,6 +140,7 @@ class _Plan:
         (see `mappers.Update`). A worker's batch repeats the same facets (progress, current
         stage, status) many times, so this sends about a quarter of the updates (measured in
         BENCHMARKS.md), and on a server where each update costs milliseconds that is the bill."""
+        assert write.supersedes is not None
         updates = self.updates[write.collection]
         at = self._latest.get(write.supersedes)
         if at is None:

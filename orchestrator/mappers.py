@@ -273,7 +273,7 @@ def _failed(ev: _Event) -> list[Write]:
 
 def _canceled(ev: _Event) -> list[Write]:
     d = ev.data
-    requested = ev.run.get("cancel") if isinstance(ev.run.get("cancel"), dict) else {}
+    requested: dict[str, Any] = ev.run["cancel"] if isinstance(ev.run.get("cancel"), dict) else {}
     cancel = {
         "by": d.get("by") or requested.get("by"), "reason": d.get("reason") or requested.get("reason"),
         "at": ev.time, "eventId": ev.id,

@@ -14,8 +14,8 @@ Nothing here imports Flask, so the CLI can use it without the web stack.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 from bson import Decimal128, ObjectId
@@ -25,8 +25,8 @@ def to_rfc3339(value: datetime) -> str:
     """An RFC 3339 UTC string with milliseconds. A naive datetime is taken as UTC, because that is
     what pymongo returns for BSON dates when the client is not `tz_aware`."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def jsonable(value: Any) -> Any:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from orchestrator.errors import SettingsError
@@ -157,7 +157,7 @@ class Settings:
     max_line_bytes: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise `SettingsError` on the first bad one."""
         env = os.environ if env is None else env
         url, database = _mongodb_url(env)

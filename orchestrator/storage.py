@@ -18,10 +18,11 @@ import os
 import shutil
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import certifi
@@ -87,7 +88,7 @@ class Storage(ABC):
         for attempt in range(1, self.retry.tries + 1):
             try:
                 return call()
-            except self._failures as exc:  # type: ignore[misc]
+            except self._failures as exc:
                 if not self._transient(exc):
                     raise StorageError(f"{what} failed: {_describe(exc)}") from exc
                 if attempt == self.retry.tries:

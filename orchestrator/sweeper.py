@@ -52,7 +52,8 @@ def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: dateti
              task_id=run.get("taskId") or f"{run['_id']}:{attempt}")
         REDISPATCHED.inc()
         log.warning("run %s attempt %s was SCHEDULED since %s with no claim; sent again", run["_id"], attempt, run["scheduledAt"])
-        runs.record_decision(db, run, "sweeper", f"attempt {attempt} unclaimed for {settings.schedule_timeout_s}s: dispatched again")
+        runs.record_decision(db, run, "sweeper",
+                             f"attempt {attempt} unclaimed for {settings.schedule_timeout_s}s: dispatched again")
         sent += 1
     return sent
 

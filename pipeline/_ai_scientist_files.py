@@ -230,9 +230,12 @@ class ProgressTranslator:
 def _counts_from_progress(progress: dict[str, Any] | None) -> dict[str, int] | None:
     if not progress:
         return None
-    counts = {key: progress.get(f"{key}_nodes") for key in ("total", "good", "buggy")}
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
-        return None
+    counts: dict[str, int] = {}
+    for key in ("total", "good", "buggy"):
+        value = progress.get(f"{key}_nodes")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return None
+        counts[key] = value
     return counts
 
 
@@ -262,14 +265,14 @@ def _metric_value(metric: dict[str, Any]) -> tuple[float, str | None, bool] | No
         first = value["metric_names"][0]
         if not isinstance(first, dict):
             return None
-        data = first.get("data") if isinstance(first.get("data"), list) else []
+        data: list[Any] = first["data"] if isinstance(first.get("data"), list) else []
         numbers = [d.get("final_value", d.get("value")) for d in data if isinstance(d, dict)]
         value = _mean(numbers)
         name = first.get("metric_name", name)
         maximize = not first.get("lower_is_better", not maximize)
     elif isinstance(value, dict):
         value = _mean(list(value.values()))
-    if not _finite(value):
+    if not isinstance(value, (int, float)) or not _finite(value):
         return None
     return float(value), name if isinstance(name, str) else None, maximize
 

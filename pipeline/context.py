@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OrchestratorError
 from orchestrator.artifact_keys import artifact_key
+from orchestrator.errors import OrchestratorError
 
 
 class Canceled(OrchestratorError):

@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import mongomock
 import pymongo
 import pytest
 
 from orchestrator import db as dbmod
-from orchestrator.settings import Settings
 from tests.servers import MongoServer, S3Server
-
-
-def make_settings(**env: str) -> Settings:
-    """Settings for a test: embedded database and short intervals unless overridden."""
-    base = {
-        "MONGODB_URL": f"mongomock://localhost/test_{uuid.uuid4().hex[:8]}",
-        "INGEST_TOKEN": "test-token",
-        "POD_ID": "pod-test",
-        "HEARTBEAT_INTERVAL_S": "0.2",
-        "LEASE_S": "2",
-        "CANCEL_GRACE_S": "1",
-        "MONGODB_TIMEOUT_S": "2",
-    }
-    base.update(env)
-    return Settings.from_env(base)
 
 
 @pytest.fixture(scope="session", autouse=True)

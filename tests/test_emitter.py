@@ -3,121 +3,31 @@ invalid events, 413, outages, restarts, seq numbering, flush and close."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import pytest
 
 from orchestrator.events import SEQ_BLOCK, validate_event
 from orchestrator.retry import Backoff
 from tasks.pod.emitter import Emitter, EmitterConfig, retry_after_s
-from tests.conftest import make_settings
+from tests.fakes import FakeIngest, answer, results
+from tests.helpers import make_settings
 from tests.servers import free_port, process_env, wait_until
 
 #: Short times so the lane stays fast: linger 0.1 s, poll every 10 ms, retries within 50 ms.
 FAST = EmitterConfig(max_delay_s=0.1, poll_s=0.01, backoff=Backoff(base_s=0.01, cap_s=0.05))
 #: The same, but a batch goes only when full or flushed: for tests that count what one POST holds.
 FULL_BATCHES = replace(FAST, max_delay_s=60.0)
-
-Answer = tuple[int, dict[str, str], bytes]
-
-
-@dataclass
-class Received:
-    at: float
-    headers: dict[str, str]
-    events: list[dict[str, Any]]
-
-
-def results(events: list[dict[str, Any]], invalid: frozenset[int] = frozenset(), seen: set[str] | None = None) -> Answer:
-    """Ingest's batch answer: every line accepted (or duplicate), except `invalid` indexes."""
-    out = []
-    for index, event in enumerate(events):
-        if index in invalid:
-            out.append({"index": index, "id": event["id"], "status": "invalid", "error": "data.progress: Must be within 0..1."})
-        else:
-            duplicate = seen is not None and event["id"] in seen
-            out.append({"index": index, "id": event["id"], "status": "duplicate" if duplicate else "accepted"})
-    return 200, {"Content-Type": "application/json"}, json.dumps({"results": out}).encode()
-
-
-class FakeIngest:
-    """`POST /api/ingest/events` on 127.0.0.1. One-off answers queued with `then` go first;
-    otherwise `rule` answers (default: accept every line). Records every request."""
-
-    def __init__(self, port: int = 0):
-        self.received: list[Received] = []
-        self.delivered: list[dict[str, Any]] = []  # accepted lines, in arrival order
-        self.queued: list[Answer | Callable[[list[dict[str, Any]]], Answer]] = []
-        self.rule: Callable[[list[dict[str, Any]]], Answer] | None = None
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self._thread.start()
-
-    def then(self, *answers: Answer | Callable[[list[dict[str, Any]]], Answer]) -> None:
-        self.queued.extend(answers)
-
-    def answer(self, events: list[dict[str, Any]], headers: dict[str, str]) -> Answer:
-        with self._lock:
-            self.received.append(Received(time.monotonic(), headers, events))
-            step = self.queued.pop(0) if self.queued else (self.rule or self.accept)
-            status, answer_headers, body = step(events) if callable(step) else step
-            if status == 200 and b'"results"' in body:
-                verdicts = json.loads(body)["results"]
-                for event, verdict in zip(events, verdicts):
-                    if verdict["status"] != "invalid":
-                        self.delivered.append(event)
-                        self._seen.add(event["id"])
-            return status, answer_headers, body
-
-    def accept(self, events: list[dict[str, Any]]) -> Answer:
-        return results(events, seen=self._seen)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, like the real app behind gunicorn
-            disable_nagle_algorithm = True  # as gunicorn does; else each answer waits 40 ms for an ACK
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                events = [json.loads(line) for line in body.splitlines() if line.strip()]
-                status, headers, payload = fake.answer(events, dict(self.headers.items()))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def answer(status: int, body: bytes = b"", **headers: str) -> Answer:
-    return status, {k.replace("_", "-"): v for k, v in headers.items()}, body
 
 
 @pytest.fixture
@@ -201,7 +111,7 @@ def test_retry_after_is_honoured_even_when_the_backoff_would_retry_sooner(ingest
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert retry_after_s("7", now) == 7.0
     assert retry_after_s(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
     assert retry_after_s(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
@@ -376,7 +286,7 @@ def test_close_is_idempotent_and_reports_whether_everything_went(ingest: FakeIng
 _DOOMED_WORKER = """
 import sys
 from tasks.pod.emitter import Emitter
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 emitter = Emitter(make_settings(INGEST_URL=sys.argv[1], SPOOL_DIR=sys.argv[2]))
 events = emitter.stream("run-1", 1)
 while True:

@@ -2,113 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from bson import ObjectId
 from flask import Flask
 from flask.testing import FlaskClient
-from pymongo.errors import ServerSelectionTimeoutError
 
-from ingest_app import api, create_app
+from ingest_app import api
 from ingest_app.problem import RETRY_AFTER_S
 from orchestrator import serialize
-from orchestrator.runs import create_hypothesis_and_run, new_run_document
-from orchestrator.settings import Settings
+from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.storage import storage_from_settings
-from tests.conftest import make_settings
-
-AUTH = {"Authorization": "Bearer test-token"}
-PROBLEM = "application/problem+json"
-T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
-
+from tests.api_helpers import AUTH, T0, assert_problem, build_app, insert_events, insert_run, page_through
+from tests.fakes import DownDb, EscapingStorage, FakeStorage
+from tests.helpers import make_settings
 
 # --- helpers shared with the probe and real-server tests (no test_ names, so not collected twice) ---
-
-
-def build_app(db: Any, *, storage: Any = None, settings: Settings | None = None) -> Flask:
-    """The ingest app over `db`, with `storage` wired in for download links."""
-    app = create_app(settings or make_settings(), db=db)
-    app.extensions["orchestrator"].storage = storage
-    return app
-
-
-def insert_run(db: Any, *, created: datetime | None = T0, status: str = "QUEUED", run_id: str | None = None, **fields: Any) -> str:
-    """A run document as the frontend inserts it, with a chosen createdAt and status."""
-    run = new_run_document("h-1", run_id=run_id)
-    run.update(status=status, createdAt=created, **fields)
-    if created is None:
-        del run["createdAt"]
-    db.runs.insert_one(run)
-    return run["_id"]
-
-
-def insert_events(db: Any, run_id: str, seqs: list[int]) -> None:
-    """Log events of `run_id` with these seqs, one second apart, in list order."""
-    for n, seq in enumerate(seqs):
-        db.events.insert_one({"_id": f"{run_id}-e{n:03d}", "runId": run_id, "source": "worker://p", "type": "ai.run.log",
-                              "seq": seq, "time": T0 + timedelta(seconds=n), "data": {}, "receivedAt": T0})
-
-
-def page_through(client: FlaskClient, query: str) -> list[list[str]]:
-    """Follow nextCursor to the end; the run ids of each page."""
-    pages: list[list[str]] = []
-    cursor = ""
-    while True:
-        response = client.get(f"/api/runs?{query}{cursor}")
-        assert response.status_code == 200, response.json
-        pages.append([run["_id"] for run in response.json["runs"]])
-        if response.json["nextCursor"] is None:
-            return pages
-        cursor = f"&cursor={response.json['nextCursor']}"
-
-
-class DownDb:
-    """A database whose every call fails as pymongo fails when no server answers."""
-
-    def __getattr__(self, name: str) -> Any:
-        return self
-
-    def __getitem__(self, name: str) -> Any:
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused")
-
-
-class FakeStorage:
-    """Presigns like MinIO: a URL with a signature, and a record of the keys asked for."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-
-    def download_url(self, key: str, expires_s: int = 3600) -> str:
-        self.keys.append(key)
-        return f"https://minio.test/ai-scientist/{key}?X-Amz-Expires={expires_s}&X-Amz-Signature=abc"
-
-
-class EscapingStorage:
-    """A local store that trusts its keys: '../x' leads out of its directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def download_url(self, key: str, expires_s: int = 3600) -> str:
-        return "file://" + str(self.root) + "/" + key
-
-
-def assert_problem(response: Any, status: int, *words: str) -> dict[str, Any]:
-    """The response is a problem+json of `status` whose text names every word."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    body = response.json
-    assert body["status"] == status
-    text = str(body)
-    for word in words:
-        assert word in text, f"{word!r} not in {text}"
-    return body
 
 
 @pytest.fixture

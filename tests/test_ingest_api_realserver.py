@@ -4,14 +4,16 @@ same on a real server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.test_ingest_api import AUTH, insert_events, T0, FakeStorage, assert_problem, build_app, insert_run, page_through
+from tests.api_helpers import AUTH, T0, assert_problem, build_app, insert_events, insert_run, page_through
+from tests.fakes import FakeStorage
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
 from ingest_app import create_app
-from ingest_app.state import AppState
 from ingest_app.metrics import IngestMetrics
+from ingest_app.state import AppState
 from orchestrator import db as dbmod
 from orchestrator.storage import LocalStorage
-from tests.conftest import make_settings
-from tests.test_ingest_support import NDJSON, PROBLEM, Worker, ingest_app, insert_run, post_ndjson
+from tests.helpers import make_settings
+from tests.ingest_helpers import NDJSON, PROBLEM, Worker, ingest_app, insert_run, post_ndjson
 
 
 def test_create_app_stores_the_shared_state_and_registers_every_blueprint(mock_db: Any) -> None:

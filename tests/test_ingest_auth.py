@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from orchestrator.errors import SettingsError
-from tests.conftest import make_settings
-from tests.test_ingest_support import NDJSON, PROBLEM, TOKEN, Worker, ingest_app, insert_run
+from tests.helpers import make_settings
+from tests.ingest_helpers import NDJSON, PROBLEM, TOKEN, Worker, ingest_app, insert_run
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 CT = {"Content-Type": "application/x-ndjson"}
@@ -24,7 +24,7 @@ def _body(run_id: str) -> bytes:
 
 
 def _signed(body: bytes, *, secret: str = SECRET, at: datetime | None = None, msg_id: str = "msg_1") -> dict[str, str]:
-    moment = at or datetime.now(timezone.utc)
+    moment = at or datetime.now(UTC)
     signature = Webhook(secret).sign(msg_id, moment, body.decode())
     return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())), "webhook-signature": signature}
 
@@ -81,7 +81,7 @@ def test_an_invalid_webhook_signature_is_403_even_with_a_good_bearer_token(mock_
     headers = {
         "tampered body": lambda: _signed(body.replace(b"message", b"massage")),
         "other secret": lambda: _signed(body, secret="whsec_" + base64.b64encode(b"x" * 32).decode()),
-        "too old": lambda: _signed(body, at=datetime.now(timezone.utc) - timedelta(minutes=10)),
+        "too old": lambda: _signed(body, at=datetime.now(UTC) - timedelta(minutes=10)),
         "garbled signature": lambda: {**_signed(body), "webhook-signature": "v1"},
     }[case]()
     response = client.post("/api/ingest/events", data=body, headers={**NDJSON, **headers})

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from orchestrator import mappers
+from orchestrator.events import EVENT_TYPES, STAGE_INDEX, seq_for, validate_event
 from orchestrator.ingest import ACCEPTED
-from orchestrator.events import STAGE_INDEX, seq_for, validate_event
-from tests.test_ingest_support import BUCKET, SHA, T0, Worker, apply, documents, full_run, insert_run
+from tests.ingest_helpers import BUCKET, SHA, T0, Worker, apply, documents, full_run, insert_run
 
 
 def _run(db: Any, run_id: str) -> dict[str, Any]:
@@ -343,3 +343,22 @@ def test_applying_the_same_events_twice_changes_no_document(mock_db: Any) -> Non
     mock_db.events_seen.delete_many({})
     apply(mock_db, events)
     assert documents(mock_db, run_id) == before
+
+
+def test_full_run_covers_every_event_type_and_every_event_validates() -> None:
+    events = [
+        *full_run(Worker("r-1")),
+        *full_run(Worker("r-1", n=100), outcome="failure"),
+        *full_run(Worker("r-1", n=200), outcome="cancel"),
+    ]
+    assert {e["type"] for e in events} == set(EVENT_TYPES)
+    for event in events:
+        validate_event(event)
+
+
+
+def test_worker_numbers_seq_within_its_attempts_block() -> None:
+    worker = Worker("r-1", attempt=2)
+    first, second = (worker.event("ai.run.log", level="info", message=m) for m in "ab")
+    assert (first["seq"], second["seq"]) == (seq_for(2, 1), seq_for(2, 2))
+    assert first["id"] != second["id"]

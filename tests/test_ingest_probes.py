@@ -10,8 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingest_app import probes
 from ingest_app.problem import RETRY_AFTER_S
+from tests.api_helpers import assert_problem, build_app
+from tests.fakes import DownDb
 from tests.servers import free_port
-from tests.test_ingest_api import DownDb, assert_problem, build_app
 
 
 def test_healthz_is_ok_without_asking_the_database() -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import mongomock
 import pytest
@@ -15,8 +16,8 @@ import requests
 from pymongo.database import Database
 
 from orchestrator import db as dbmod
+from tests.ingest_helpers import SHA, TOKEN, Worker, apply, documents, full_run, insert_run
 from tests.servers import PYTHON, Child, MongoServer, free_port, process_env, wait_until
-from tests.test_ingest_support import SHA, TOKEN, Worker, apply, documents, full_run, insert_run
 
 WORKERS = 3
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"}

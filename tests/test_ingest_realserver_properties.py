@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from pymongo.database import Database
 
 from orchestrator import db as dbmod
-from tests.test_ingest_properties import Scenario, check_order_independence, scenarios
+from tests.scenarios import Scenario, check_order_independence, scenarios
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,28 @@ path with its field path, batch results, duplicates, unknown runs and the databa
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from orchestrator.ingest import DUPLICATE
 from orchestrator.events import seq_for
-from tests.conftest import make_settings
-from tests.test_ingest_support import (
-    AUTH, BATCH_JSON, NDJSON, PROBLEM, SHA, STRUCTURED, Worker, full_run, ingest_app, insert_run, post_ndjson,
+from orchestrator.ingest import DUPLICATE
+from tests.helpers import make_settings
+from tests.ingest_helpers import (
+    AUTH,
+    BATCH_JSON,
+    NDJSON,
+    PROBLEM,
+    SHA,
+    STRUCTURED,
+    Worker,
+    full_run,
+    ingest_app,
+    insert_run,
+    post_ndjson,
 )
 
 
@@ -320,9 +331,8 @@ def test_losing_the_dedup_insert_race_reports_duplicate_and_the_documents_are_as
 
 def test_without_the_fast_path_the_unique_insert_alone_answers_duplicate(mock_db: Any, run_id: str) -> None:
     """What runs on FerretDB, where the events_seen lookup would scan the collection."""
-    from orchestrator.ingest import fast_path_pays, ingest
-    from orchestrator.ingest import Item
     from orchestrator.db import ServerFeatures
+    from orchestrator.ingest import Item, fast_path_pays, ingest
 
     assert fast_path_pays(ServerFeatures("MongoDB", "7.0", True, True))
     assert not fast_path_pays(ServerFeatures("FerretDB", "1.24.2", False, False))

@@ -12,9 +12,9 @@ from pipeline import (
     MaxIterationsReached,
     PipelineError,
     PipelineUnavailable,
+    ai_scientist,
     get_pipeline,
 )
-from pipeline import ai_scientist
 from pipeline.ai_scientist import (
     PROGRESS_CAP,
     ProgressTranslator,

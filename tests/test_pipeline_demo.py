@@ -110,7 +110,7 @@ def test_stage_3_compares_both_arms_on_the_same_seeds(tmp_path):
         per_seed = [p["step"] for kind, p in calls if kind == "metric" and p["name"] == f"{arm}_val_loss"]
         assert per_seed == list(range(1, demo.N_SEEDS + 1))
     assert out["baseline"]["lr"] == ctx.results["Stage_2"]["best_lr"]
-    diffs = [b - p for b, p in zip(out["baseline"]["val_loss"], out["proposed"]["val_loss"])]
+    diffs = [b - p for b, p in zip(out["baseline"]["val_loss"], out["proposed"]["val_loss"], strict=True)]
     assert out["improvement"]["mean"] == pytest.approx(sum(diffs) / len(diffs), rel=1e-4)
 
 
@@ -120,7 +120,7 @@ def test_stage_4_removes_each_component_once_and_measures_its_cost(tmp_path):
     assert [a["removed"] for a in ablations] == ["centering", "scaling"]
     full = out["Stage_3"]["proposed"]["val_loss"]
     for a in ablations:
-        costs = [x - y for x, y in zip(a["val_loss"], full)]
+        costs = [x - y for x, y in zip(a["val_loss"], full, strict=True)]
         assert a["delta_mean"] == pytest.approx(sum(costs) / len(costs), rel=1e-4, abs=1e-9)
 
 
@@ -236,7 +236,7 @@ def test_plots_writes_real_png_files_and_registers_each_as_a_figure(tmp_path):
     out = _run(ctx, (*EXPERIMENT, "plots"))["plots"]
     artifacts = ctx.of("artifact")
     assert len(artifacts) == len(out["figures"]) == 4
-    for artifact, figure in zip(artifacts, out["figures"]):
+    for artifact, figure in zip(artifacts, out["figures"], strict=True):
         assert (artifact["kind"], artifact["content_type"]) == ("figure", "image/png")
         assert artifact["path"] == ctx.workdir / figure["file"]
         assert artifact["path"].read_bytes()[:8] == PNG

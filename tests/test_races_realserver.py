@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from orchestrator import claims
-from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.dispatcher import dispatch_once
+from orchestrator.runs import create_hypothesis_and_run
 
 
 def _race(n: int, target) -> list:
@@ -31,7 +31,7 @@ def _race(n: int, target) -> list:
 
 def test_eight_pods_racing_for_one_attempt_give_exactly_one_claim(real_db):
     for attempt in range(1, 6):
-        wins = _race(8, lambda i: claims.claim_attempt(real_db, "race-run", attempt, f"pod-{i}", 90))
+        wins = _race(8, lambda i, attempt=attempt: claims.claim_attempt(real_db, "race-run", attempt, f"pod-{i}", 90))
         assert sum(w is not None for w in wins) == 1, f"attempt {attempt}: {wins}"
 
 

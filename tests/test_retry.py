@@ -1,12 +1,12 @@
 """The retry policy: classification of failures, requeue-or-fail, and backoff between tries."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orchestrator.retry import AfterFailure, Backoff, after_failure, classify, run_backoff_s
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 class OutOfMemoryError(RuntimeError):

@@ -16,10 +16,15 @@ import urllib3
 from orchestrator.artifact_keys import artifact_key
 from orchestrator.retry import Backoff
 from orchestrator.storage import (
-    LocalStorage, MinioStorage, Storage, StorageError, StorageRetry, minio_client,
+    LocalStorage,
+    MinioStorage,
+    Storage,
+    StorageError,
+    StorageRetry,
+    minio_client,
     storage_from_settings,
 )
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.servers import S3Server, free_port
 
 #: Retries within milliseconds, so the failure paths stay fast.

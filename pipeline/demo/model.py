@@ -149,7 +149,7 @@ def fit(
     the last): the caller reports metrics and checks for cancel there.
     """
     prep = _Prepared.of(data, recipe, rng)
-    stopper = _EarlyStopper(prep.x_stop, prep.y_stop) if prep.x_stop is not None else None
+    stopper = _EarlyStopper(prep.x_stop, prep.y_stop) if prep.x_stop is not None and prep.y_stop is not None else None
     w = np.zeros(prep.x_fit.shape[1] + 1)
     epochs = recipe.n_epochs()
     epoch = 0
@@ -162,7 +162,7 @@ def fit(
             break
         if on_epoch and report_every and (epoch % report_every == 0 or epoch == epochs):
             on_epoch(epoch, *prep.score(w))
-    if stopper:
+    if stopper and stopper.best_w is not None:
         w = stopper.best_w  # restore the weights that did best on the holdout
     return Fit(*prep.score(w), epoch)
 
@@ -205,7 +205,8 @@ class _EarlyStopper:
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x, self.y = x, y
-        self.best_loss, self.best_w, self.best_epoch = np.inf, None, 0
+        self.best_loss, self.best_epoch = np.inf, 0
+        self.best_w: np.ndarray | None = None
 
     def should_stop(self, w: np.ndarray, epoch: int) -> bool:
         loss = _log_loss(self.x, self.y, w)

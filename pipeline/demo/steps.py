@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.demo import figures
-from pipeline.demo import model
-from pipeline.demo import review as reviewer
-from pipeline.demo.ideas import TEMPLATES_BY_NAME, IdeaTemplate, choose, hypothesis_text
 from pipeline.base import Pipeline, Step
 from pipeline.context import RunContext
+from pipeline.demo import figures, model
+from pipeline.demo import review as reviewer
+from pipeline.demo.ideas import TEMPLATES_BY_NAME, IdeaTemplate, choose, hypothesis_text
 from pipeline.errors import PipelineError
 
 NAME = "demo"
@@ -193,7 +192,7 @@ def auto_validation(ctx: RunContext) -> dict[str, Any]:
     ctx.progress(0.1)
     review = reviewer.review(_need(ctx, "Stage_1"), _need(ctx, "Stage_3"), _need(ctx, "Stage_4"))
     ctx.report_verdict(review.verdict, scores=review.scores, notes=review.notes)
-    ctx.log(f"auto-validation: {review.verdict}", **review.scores)
+    ctx.log(f"auto-validation: {review.verdict}", "info", **review.scores)
     ctx.progress(1.0)
     return {
         "verdict": review.verdict,
@@ -279,8 +278,8 @@ def _evaluate(
 def _summary(recipe: model.Recipe, run: dict[str, list[float]]) -> dict[str, Any]:
     losses = np.array(run["val_loss"])
     stderr = losses.std(ddof=1) / np.sqrt(len(losses)) if len(losses) > 1 else 0.0
-    return {"lr": recipe.lr, **run, "mean": model.round6(losses.mean()), "stderr": model.round6(stderr),
-            "mean_accuracy": model.round6(np.mean(run["val_accuracy"]))}
+    return {"lr": recipe.lr, **run, "mean": model.round6(float(losses.mean())), "stderr": model.round6(float(stderr)),
+            "mean_accuracy": model.round6(float(np.mean(run["val_accuracy"])))}
 
 
 def _experiment_results(ctx: RunContext) -> dict[str, dict[str, Any]]:

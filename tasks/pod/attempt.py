@@ -11,9 +11,10 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pymongo.database import Database
 
@@ -117,7 +118,7 @@ class Attempt:
             self.emit("ai.run.started", pod_id=self.pod_id, attempt=self.attempt, gpu=gpu_name(),
                       region=self.rt.region, image=self.rt.image)
             steps = self._pipeline_steps(run)
-            outcome = self._run_steps(run, steps)
+            outcome = self._run_steps(run, steps, self.heartbeat)
         except Canceled as exc:
             self.emit("ai.run.canceled", by=(self.heartbeat.cancel_info or {}).get("by"), reason=str(exc))
             outcome = "canceled"
@@ -142,21 +143,23 @@ class Attempt:
         pipeline.check_available(name)
         return pipeline.get_pipeline(name).steps
 
-    def _run_steps(self, run: dict[str, Any], steps: tuple[pipeline.Step, ...]) -> str:
+    def _run_steps(self, run: dict[str, Any], steps: tuple[pipeline.Step, ...], heartbeat: Heartbeat) -> str:
         hypothesis = self.db.hypotheses.find_one({"_id": run.get("hypothesisId")}) or {}
         workdir = Path(self.rt.settings.work_dir) / self.run_id / str(self.attempt)
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = WorkerContext(
             run_id=self.run_id, attempt=self.attempt,
-            hypothesis={"title": hypothesis.get("title", ""), "idea": hypothesis.get("idea", ""), "ideaJson": hypothesis.get("ideaJson")},
+            hypothesis={"title": hypothesis.get("title", ""), "idea": hypothesis.get("idea", ""),
+                        "ideaJson": hypothesis.get("ideaJson")},
             seed=run_seed(run), workdir=workdir, results=completed_outputs(self.db, self.run_id),
-            emit=self.emit, storage=self.rt.storage, checkpoint=self.heartbeat.check,
+            emit=self.emit, storage=self.rt.storage, checkpoint=heartbeat.check,
         )
         for step in steps:
             if step.name in ctx.results:
-                self.emit("ai.run.log", level="info", message=f"{step.name} completed in an earlier attempt; reusing its outputs")
+                self.emit("ai.run.log", level="info",
+                          message=f"{step.name} completed in an earlier attempt; reusing its outputs")
                 continue
-            self.heartbeat.check()
+            heartbeat.check()
             with self.stage_scope(ctx, step.name) as scope:
                 scope["outputs"] = step.run(ctx) or {}
             ctx.results[step.name] = scope["outputs"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import mimetypes
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from orchestrator.artifact_keys import artifact_key
 from orchestrator.storage import Storage, StorageError

@@ -29,16 +29,17 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
 from orchestrator.events import CATALOGUE, make_event, seq_for
-from orchestrator.settings import Settings
 from orchestrator.retry import Backoff
+from orchestrator.settings import Settings
 from tasks.pod.spool import Batch, Spool
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ class Emitter:
 
     def _settle(self, batch: Batch, verdicts: list[tuple[str, str | None]]) -> None:
         """Count what ingest answered, log and drop the invalid, and move the spool past it."""
-        for event, (status, error) in zip(batch.events, verdicts):
+        for event, (status, error) in zip(batch.events, verdicts, strict=True):
             if status in _DELIVERED:
                 self._counters.sent += 1
                 self._counters.duplicates += status == "duplicate"
@@ -429,5 +430,5 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

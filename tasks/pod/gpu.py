@@ -52,7 +52,8 @@ def gpu_name() -> str | None:
     if binary is None:
         return None
     try:
-        out = subprocess.run([binary, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run([binary, "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5, check=True)
         return out.stdout.splitlines()[0].strip() or None
     except (OSError, subprocess.SubprocessError, IndexError):
         return None

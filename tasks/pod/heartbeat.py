@@ -11,7 +11,8 @@ import ctypes
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import PyMongoError

@@ -97,10 +97,11 @@ def _install_excepthooks() -> None:
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread else "?"
         log.critical("uncaught %s in thread %s: %s", args.exc_type.__name__, name, args.exc_value,
-                     exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+                     exc_info=args.exc_value)
         attempt = _current_attempt()
         if attempt is not None and args.exc_value is not None:
-            attempt.emit("ai.run.log", level="error", message=f"uncaught {args.exc_type.__name__} in thread {name}: {args.exc_value}")
+            attempt.emit("ai.run.log", level="error",
+                         message=f"uncaught {args.exc_type.__name__} in thread {name}: {args.exc_value}")
         previous_thread(args)
 
     sys.excepthook = sys_hook

@@ -1,31 +1,27 @@
-"""Helpers shared by the ingest tests (a worker-like event builder, a run fixture, document
-snapshots for comparison), and the tests that keep those helpers honest.
-
-The other test_ingest_* modules import from here; the helpers have no `test_` names, so they are
-not collected twice.
-"""
+"""Helpers of the ingest tests: a worker-like event builder, a run to apply events to, document
+snapshots for comparison, and an ingest app with a client. test_ingest_mappers.py keeps them honest."""
 
 from __future__ import annotations
 
 import copy
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
 from pymongo.database import Database
 
 from ingest_app import create_app
-from orchestrator.ingest import Outcome, fast_path_pays, ingest
-from orchestrator.ingest import Item
 from orchestrator import db as dbmod
-from orchestrator.events import EVENT_TYPES, make_event, seq_for, validate_event
+from orchestrator.events import make_event, seq_for
+from orchestrator.ingest import Item, Outcome, fast_path_pays, ingest
 from orchestrator.runs import new_run_document
 from orchestrator.settings import Settings
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,7 +29,7 @@ STRUCTURED = {**AUTH, "Content-Type": "application/cloudevents+json"}
 NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
 BATCH_JSON = {**AUTH, "Content-Type": "application/cloudevents-batch+json"}
 PROBLEM = "application/problem+json"
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 SHA = "ab" * 32
 BUCKET = "ai-scientist"
 #: Fields that record when we received or wrote something, not what happened.
@@ -175,19 +171,3 @@ def full_run(worker: Worker, *, outcome: str = "success") -> list[dict[str, Any]
 # --- the helpers' own tests -----------------------------------------------------------------------
 
 
-def test_full_run_covers_every_event_type_and_every_event_validates() -> None:
-    events = [
-        *full_run(Worker("r-1")),
-        *full_run(Worker("r-1", n=100), outcome="failure"),
-        *full_run(Worker("r-1", n=200), outcome="cancel"),
-    ]
-    assert {e["type"] for e in events} == set(EVENT_TYPES)
-    for event in events:
-        validate_event(event)
-
-
-def test_worker_numbers_seq_within_its_attempts_block() -> None:
-    worker = Worker("r-1", attempt=2)
-    first, second = (worker.event("ai.run.log", level="info", message=m) for m in "ab")
-    assert (first["seq"], second["seq"]) == (seq_for(2, 1), seq_for(2, 2))
-    assert first["id"] != second["id"]

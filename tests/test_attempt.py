@@ -1,4 +1,4 @@
-"""Unit lane: the worker's attempt logic on mongomock, with events applied by the real ingest code
+"""The pod's attempt (tasks/pod/attempt.py) on mongomock, with events applied by the real ingest code
 in-process (no HTTP), so run documents move exactly as they would in production."""
 
 from __future__ import annotations
@@ -11,53 +11,15 @@ from typing import Any
 import pytest
 
 import pipeline
-from orchestrator.ingest import ingest
-from orchestrator.ingest import Item
 from orchestrator import claims
-from orchestrator.events import make_event, seq_for
-from orchestrator.runs import cancel_run, create_hypothesis_and_run
-from orchestrator.storage import LocalStorage, StorageError
-from pipeline.base import Pipeline, Step
 from orchestrator.dispatcher import dispatch_once
+from orchestrator.runs import cancel_run, create_hypothesis_and_run
+from orchestrator.storage import LocalStorage
+from pipeline.base import Pipeline, Step
 from tasks.pod.attempt import Attempt
 from tasks.pod.runtime import Runtime
-from tests.conftest import make_settings
-
-
-class Stream:
-    def __init__(self, sink: "InProcessEmitter", run_id: str, attempt: int):
-        self.sink, self.run_id, self.attempt, self.n = sink, run_id, attempt, 0
-
-    def emit(self, event_type: str, /, **data: Any) -> dict[str, Any]:
-        self.n += 1
-        event = make_event(event_type, self.run_id, seq_for(self.attempt, self.n), "worker://pod-test", data)
-        self.sink.apply(event)
-        return event
-
-    def close(self) -> None:
-        pass
-
-
-class InProcessEmitter:
-    """Applies each event through the ingest code at once: the worker's view of a perfect network."""
-
-    def __init__(self, db):
-        self.db, self.events, self.lock = db, [], threading.Lock()
-
-    def stream(self, run_id: str, attempt: int) -> Stream:
-        return Stream(self, run_id, attempt)
-
-    def apply(self, event: dict[str, Any]) -> None:
-        with self.lock:
-            self.events.append(event)
-            [outcome] = ingest(self.db, [Item(index=0, event=event)], bucket="b", default_max_attempts=3)
-            assert outcome.status == "accepted", outcome.as_result()
-
-    def types(self) -> list[str]:
-        return [e["type"] for e in self.events]
-
-    def flush(self, timeout: float = 0) -> bool:
-        return True
+from tests.fakes import BrokenStorage, InProcessEmitter
+from tests.helpers import make_settings
 
 
 @pytest.fixture
@@ -232,11 +194,6 @@ def test_artifacts_are_uploaded_under_the_exact_key_that_is_registered(rt, regis
     assert artifact["key"] == f"runs/{run_id}/1/figures/loss.png"
     assert rt.storage.path_of(artifact["key"]).read_bytes() == b"\x89PNG fake"
     assert artifact["bytes"] == 9 and len(artifact["sha256"]) == 64
-
-
-class BrokenStorage(LocalStorage):
-    def upload(self, local_path, key, content_type=None):
-        raise StorageError(f"upload of {key} failed: S3 down")
 
 
 def test_a_failed_upload_is_reported_and_the_run_goes_on_unless_it_is_the_paper(rt, register, tmp_path):

@@ -1,0 +1,76 @@
+"""Helpers of the read-and-write API tests (mongomock and the real server alike)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ingest_app import create_app
+from orchestrator.runs import new_run_document
+from orchestrator.settings import Settings
+from tests.helpers import make_settings
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+PROBLEM = "application/problem+json"
+
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+
+def build_app(db: Any, *, storage: Any = None, settings: Settings | None = None) -> Flask:
+    """The ingest app over `db`, with `storage` wired in for download links."""
+    app = create_app(settings or make_settings(), db=db)
+    app.extensions["orchestrator"].storage = storage
+    return app
+
+
+
+def insert_run(db: Any, *, created: datetime | None = T0, status: str = "QUEUED", run_id: str | None = None, **fields: Any) -> str:
+    """A run document as the frontend inserts it, with a chosen createdAt and status."""
+    run = new_run_document("h-1", run_id=run_id)
+    run.update(status=status, createdAt=created, **fields)
+    if created is None:
+        del run["createdAt"]
+    db.runs.insert_one(run)
+    return run["_id"]
+
+
+
+def insert_events(db: Any, run_id: str, seqs: list[int]) -> None:
+    """Log events of `run_id` with these seqs, one second apart, in list order."""
+    for n, seq in enumerate(seqs):
+        db.events.insert_one({"_id": f"{run_id}-e{n:03d}", "runId": run_id, "source": "worker://p", "type": "ai.run.log",
+                              "seq": seq, "time": T0 + timedelta(seconds=n), "data": {}, "receivedAt": T0})
+
+
+
+def page_through(client: FlaskClient, query: str) -> list[list[str]]:
+    """Follow nextCursor to the end; the run ids of each page."""
+    pages: list[list[str]] = []
+    cursor = ""
+    while True:
+        response = client.get(f"/api/runs?{query}{cursor}")
+        assert response.status_code == 200, response.json
+        pages.append([run["_id"] for run in response.json["runs"]])
+        if response.json["nextCursor"] is None:
+            return pages
+        cursor = f"&cursor={response.json['nextCursor']}"
+
+
+
+def assert_problem(response: Any, status: int, *words: str) -> dict[str, Any]:
+    """The response is a problem+json of `status` whose text names every word."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.json
+    assert body["status"] == status
+    text = str(body)
+    for word in words:
+        assert word in text, f"{word!r} not in {text}"
+    return body

@@ -1,0 +1,29 @@
+"""Helpers every kind of test uses."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from orchestrator.runs import create_hypothesis_and_run
+from orchestrator.settings import DEFAULT_PRIORITY, Settings
+
+
+def make_settings(**env: str) -> Settings:
+    """Settings for a test: embedded database and short intervals unless overridden."""
+    base = {
+        "MONGODB_URL": f"mongomock://localhost/test_{uuid.uuid4().hex[:8]}",
+        "INGEST_TOKEN": "test-token",
+        "POD_ID": "pod-test",
+        "HEARTBEAT_INTERVAL_S": "0.2",
+        "LEASE_S": "2",
+        "CANCEL_GRACE_S": "1",
+        "MONGODB_TIMEOUT_S": "2",
+    }
+    base.update(env)
+    return Settings.from_env(base)
+
+
+def queued_run(db: Any, priority: int = DEFAULT_PRIORITY, **kw: Any) -> str:
+    """A hypothesis and its QUEUED run, as the frontend inserts them; returns the run id."""
+    return create_hypothesis_and_run(db, "t", "idea", priority=priority, **kw)[1]

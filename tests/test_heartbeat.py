@@ -1,0 +1,112 @@
+"""The heartbeat thread's rules: renew the lease and report, see a cancel request, stop on a lost
+lease, interrupt a step that does not reach a checkpoint in time, and survive a database error."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from orchestrator import claims
+from pipeline.context import Canceled
+from tasks.pod import heartbeat as heartbeat_module
+from tasks.pod.heartbeat import Heartbeat, LeaseLost
+
+RUN, ATTEMPT, POD = "run-hb", 1, "pod-hb"
+
+
+class Emitted:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, event_type: str, **data: Any) -> None:
+        self.events.append((event_type, data))
+
+
+@pytest.fixture
+def beats(mock_db: Any) -> Iterator[Any]:
+    """Makes heartbeats of RUN's attempt 1 (claimed by POD) for the calling thread; stops them after."""
+    claims.claim_attempt(mock_db, RUN, ATTEMPT, POD, lease_s=5)
+    started: list[Heartbeat] = []
+
+    def make(*, grace_s: float = 5.0, interval_s: float = 0.02) -> tuple[Heartbeat, Emitted]:
+        emitted = Emitted()
+        hb = Heartbeat(mock_db, RUN, ATTEMPT, POD, interval_s=interval_s, lease_s=5, grace_s=grace_s,
+                       emit=emitted, target_thread=threading.get_ident())
+        started.append(hb)
+        return hb, emitted
+
+    yield make
+    for hb in started:
+        hb.stop()
+
+
+def _wait(condition: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_each_beat_renews_the_lease_and_reports_a_heartbeat(mock_db: Any, beats: Any) -> None:
+    before = claims.get_claim(mock_db, RUN, ATTEMPT)["leaseExpiresAt"]
+    hb, emitted = beats()
+    hb.start()
+    _wait(lambda: len(emitted.events) >= 2)
+    assert {t for t, _ in emitted.events} == {"ai.run.heartbeat"}
+    assert claims.get_claim(mock_db, RUN, ATTEMPT)["leaseExpiresAt"] > before
+    hb.check()  # nothing asked the run to stop
+
+
+def test_a_cancel_request_is_seen_and_the_next_checkpoint_raises_canceled_with_the_reason(mock_db: Any, beats: Any) -> None:
+    hb, _ = beats()
+    hb.start()
+    claims.request_cancel(mock_db, RUN, ATTEMPT, by="alice", reason="wrong dataset")
+    _wait(hb.cancel_requested.is_set)
+    assert hb.cancel_info == {"by": "alice", "reason": "wrong dataset"}
+    with pytest.raises(Canceled, match="wrong dataset"):
+        hb.check()
+
+
+def test_a_lease_the_sweeper_ended_stops_the_run_without_a_report(mock_db: Any, beats: Any) -> None:
+    hb, emitted = beats()
+    mock_db.claims.update_one({"_id": claims.claim_id(RUN, ATTEMPT)}, {"$set": {"releasedAt": "swept"}})
+    hb.start()
+    _wait(hb.lease_lost.is_set)
+    with pytest.raises(LeaseLost):
+        hb.check()
+    assert emitted.events == []  # another pod owns the run now
+
+
+def test_a_step_that_does_not_reach_a_checkpoint_is_interrupted_after_the_grace_period(mock_db: Any, beats: Any) -> None:
+    hb, _ = beats(grace_s=0.2)
+    hb.start()
+    claims.request_cancel(mock_db, RUN, ATTEMPT, by="bob", reason=None)
+    began = time.monotonic()
+    with pytest.raises(Canceled):
+        while time.monotonic() - began < 10:  # a busy step that never calls check()
+            sum(range(1000))
+    assert 0.2 <= time.monotonic() - began < 5
+
+
+def test_a_database_error_in_a_beat_is_logged_and_the_next_beat_goes_on(
+    mock_db: Any, beats: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_renew = claims.renew_lease
+    failures = [AutoReconnect("connection reset")]
+
+    def flaky(*args: Any, **kwargs: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_renew(*args, **kwargs)
+
+    monkeypatch.setattr(heartbeat_module.claims, "renew_lease", flaky)
+    hb, emitted = beats()
+    hb.start()
+    _wait(lambda: len(emitted.events) >= 1)
+    assert "could not reach MongoDB" in caplog.text
+    assert hb.is_alive() and not hb.lease_lost.is_set()
