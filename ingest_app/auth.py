@@ -18,11 +18,12 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Response, current_app, request
+from flask import Response, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ingest_app.parsing import read_body
 from ingest_app.problem import problem
+from ingest_app.state import app_state
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 
@@ -48,7 +49,7 @@ def make_verifier(settings: Settings) -> Webhook | None:
 
 def require_credential() -> Response | None:
     """`before_request` of the ingest blueprint: None lets the request through."""
-    state = current_app.extensions["orchestrator"]
+    state = app_state()
     if state.settings.ingest_auth == "disabled":
         return None
     verifier: Webhook | None = state.webhook

@@ -7,6 +7,7 @@ import pytest
 
 import pipeline
 from orchestrator.events import STAGE_NAMES
+from orchestrator.settings import DEFAULT_PIPELINE
 from pipeline import (
     PIPELINES,
     AllNodesBuggy,
@@ -102,3 +103,7 @@ def test_the_pipeline_package_imports_no_celery_flask_mongo_or_http_library():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_default_pipeline_of_a_run_is_registered():
+    assert DEFAULT_PIPELINE in pipeline.PIPELINES

@@ -1,0 +1,101 @@
+"""The event catalogue's rules: what a valid event is, how seq names its attempt, what the
+builder makes and what the history keeps (orchestrator/events.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from orchestrator.events import (
+    CATALOGUE,
+    EVENT_TYPES,
+    SEQ_BLOCK,
+    EventError,
+    attempt_of,
+    event_time,
+    history_record,
+    make_event,
+    parse_time,
+    seq_for,
+    validate_event,
+)
+
+RUN = "run-ev"
+
+
+def _event(event_type: str = "ai.run.stage_progress", **data: Any) -> dict[str, Any]:
+    data = data or {"stage": "Stage_1", "progress": 0.5}
+    return make_event(event_type, RUN, seq_for(1, 1), "worker://pod-a", data, time="2026-03-01T12:00:00.123Z")
+
+
+def test_seq_numbers_each_attempt_in_its_own_block_and_names_the_attempt() -> None:
+    assert seq_for(2, 1) == 2 * SEQ_BLOCK + 1
+    assert attempt_of(seq_for(2, 1)) == attempt_of(seq_for(2, 999)) == 2
+    assert attempt_of(seq_for(2, 0)) == 2  # the control plane's records of the attempt
+    assert seq_for(3, 1) > seq_for(2, SEQ_BLOCK - 1)
+
+
+def test_the_builder_makes_a_cloudevent_that_validates() -> None:
+    event = _event()
+    assert event["specversion"] == "1.0" and event["subject"] == f"run/{RUN}"
+    assert event["datacontenttype"] == "application/json" and event["data"]["run_id"] == RUN
+    assert validate_event(event)["data"] == event["data"]
+
+
+def test_every_type_of_the_catalogue_has_a_data_schema() -> None:
+    assert set(EVENT_TYPES) == set(CATALOGUE) and len(EVENT_TYPES) == 16
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"specversion": "0.3"}, "specversion"),
+        ({"type": "ai.run.exploded"}, "type"),
+        ({"seq": 0}, "seq"),
+        ({"seq": True}, "seq"),
+        ({"time": "yesterday"}, "time"),
+        ({"subject": "run/someone-else"}, "subject"),
+        ({"data": {"run_id": RUN, "stage": "Stage_9", "progress": 0.5}}, "data.stage"),
+        ({"data": {"run_id": RUN, "stage": "Stage_1", "progress": 1.5}}, "data.progress"),
+        ({"data": {"run_id": RUN, "stage": "Stage_1"}}, "data.progress"),
+        ({"Bad_Extension": 1}, "Bad_Extension"),
+    ],
+)
+def test_an_invalid_event_is_refused_naming_the_field(change: dict[str, Any], path: str) -> None:
+    event = {**_event(), **change}
+    with pytest.raises(EventError) as caught:
+        validate_event(event)
+    assert path in caught.value.errors, caught.value.errors
+    assert isinstance(caught.value, ValueError)  # callers that catch ValueError still catch it
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"level": "info", "message": "m", "kv": {"a.b": 1}}, "data.kv"),
+        ({"level": "info", "message": "m", "kv": {"$where": 1}}, "data.kv"),
+        ({"level": "info", "message": "m", "kv": {"n": [[1, 2]]}}, "data.kv.n.0"),
+        ({"level": "info", "message": "m", "kv": {"n": 2**64}}, "data.kv.n"),
+    ],
+)
+def test_data_a_mongodb_wire_server_cannot_store_is_refused_up_front(data: dict[str, Any], path: str) -> None:
+    with pytest.raises(EventError) as caught:
+        validate_event(_event("ai.run.log", **data))
+    assert path in caught.value.errors, caught.value.errors
+
+
+def test_times_with_any_offset_become_utc_and_the_history_keeps_milliseconds() -> None:
+    assert parse_time("2026-03-01T13:00:00+01:00") == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert event_time({"time": "2026-03-01T12:00:00.123456Z"}).microsecond == 123_000
+
+
+def test_the_history_record_keeps_the_event_and_its_trace_context() -> None:
+    event = {**_event(), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    received = datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
+    record = history_record(validate_event(event), received_at=received)
+    assert record["_id"] == event["id"] and record["runId"] == RUN and record["seq"] == seq_for(1, 1)
+    assert record["time"] == datetime(2026, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    assert record["receivedAt"] == received and record["traceparent"] == event["traceparent"]
+    assert record["data"] == event["data"] and record["type"] == event["type"]
