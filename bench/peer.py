@@ -11,12 +11,14 @@ the peer is measured doing less than ours, so the ratio does not flatter ours.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
 
+from bench.stats import percentile
 from orchestrator.statuses import RunStatus
 
 #: The run status an event type asserted in the peer (the last one to arrive wins: it had no seq guards).
@@ -73,3 +75,15 @@ def handle(db: Database, event: PeerEvent) -> bool:
     db.runs.update_one({"_id": event.run_id},
                        {"$set": {**event.run_set, "updatedAt": now}, "$max": {"lastEventSeq": event.seq}})
     return True
+
+
+def lookup_ms(db: Database, repeat: int = 20) -> float:
+    """Median milliseconds of the peer's dedup lookup for a new event (a miss), on `events_seen` as
+    the peer left it: every request of the peer paid one, and a server that does not answer it
+    from the (source, eventId) index scans the collection, so the cost grows with it."""
+    took = []
+    for i in range(repeat):
+        started = time.perf_counter()
+        db.events_seen.find_one({"source": "worker://bench-probe", "eventId": f"missing-{i}"}, {"_id": 1})
+        took.append((time.perf_counter() - started) * 1000)
+    return percentile(took, 50)

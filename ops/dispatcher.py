@@ -27,6 +27,8 @@ def main() -> None:
     db = get_db(settings)
     ensure_indexes(db)
     features = probe_features(db)
+    log.info("database: %s %s (%s)", features.name, features.version,
+             "change streams" if features.change_streams else "no change streams: sweeping")
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)

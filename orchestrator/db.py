@@ -79,7 +79,7 @@ def get_db(settings: Settings) -> Database:
 
 
 def forget_clients() -> None:
-    """Close and drop every cached client (tests, and the child side of a fork)."""
+    """Close and drop every cached client, so a test leaves none open behind it."""
     with _clients_lock:
         for client in _clients.values():
             try:
@@ -96,7 +96,6 @@ class ServerFeatures:
     name: str
     version: str
     change_streams: bool
-    ttl: bool
 
     @property
     def is_ferretdb(self) -> bool:
@@ -106,13 +105,13 @@ class ServerFeatures:
 def probe_features(db: Database) -> ServerFeatures:
     """Ask the server what it is. FerretDB answers buildInfo with a `ferretdbVersion` field."""
     if type(db.client).__module__.startswith("mongomock"):
-        return ServerFeatures(name="mongomock", version="embedded", change_streams=False, ttl=False)
+        return ServerFeatures(name="mongomock", version="embedded", change_streams=False)
     info = db.client.admin.command("buildInfo")
     ferret = "ferretdbVersion" in info or "ferretdb" in str(info.get("ferretdbFeatures", "")).lower()
     name = "FerretDB" if ferret else "MongoDB"
     hello = db.client.admin.command("hello")
     change_streams = not ferret and "setName" in hello
-    return ServerFeatures(name=name, version=str(info.get("version", "?")), change_streams=change_streams, ttl=not ferret)
+    return ServerFeatures(name=name, version=str(info.get("version", "?")), change_streams=change_streams)
 
 
 def _indexes() -> dict[str, list[IndexModel]]:

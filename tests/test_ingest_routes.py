@@ -334,8 +334,8 @@ def test_without_the_fast_path_the_unique_insert_alone_answers_duplicate(mock_db
     from orchestrator.db import ServerFeatures
     from orchestrator.ingest import Item, fast_path_pays, ingest
 
-    assert fast_path_pays(ServerFeatures("MongoDB", "7.0", True, True))
-    assert not fast_path_pays(ServerFeatures("FerretDB", "1.24.2", False, False))
+    assert fast_path_pays(ServerFeatures("MongoDB", "7.0", True))
+    assert not fast_path_pays(ServerFeatures("FerretDB", "1.24.2", False))
     events = full_run(Worker(run_id))
 
     def send() -> list[str]:
