@@ -32,9 +32,10 @@ from urllib.request import url2pathname
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask import Blueprint, Response, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from pymongo.database import Database
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ingest_app import auth, parsing
 from ingest_app.problem import problem
@@ -394,7 +395,7 @@ def _send_local(url: str, artifact: dict[str, Any]) -> Response:
 
 
 @bp.get("/runs/<run_id>/artifacts/<artifact_id>/download")
-def download_artifact(run_id: str, artifact_id: str) -> Response:
+def download_artifact(run_id: str, artifact_id: str) -> WerkzeugResponse:
     """302 to a presigned URL, so the bytes never pass through this app; the local store of the
     embedded demo has no URL a browser can follow, so its files are served here."""
     artifact = _find_artifact(_db(), run_id, artifact_id)
@@ -404,4 +405,4 @@ def download_artifact(run_id: str, artifact_id: str) -> Response:
     url = storage.download_url(artifact["key"])
     if url.startswith("file://"):
         return _send_local(url, artifact)
-    return Response(status=302, headers={"Location": url})
+    return redirect(url, code=302)
