@@ -219,8 +219,11 @@ def prune_seen(obj: Ctx, days: int) -> None:
               help="Seed of the demo pipeline: same seed and hypothesis, same numbers.")
 @click.option("--timeout", type=float, default=300, show_default=True)
 @click.option("--output", default="demo-output", show_default=True, help="Folder for artifacts, spool and work files.")
+@click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True,
+              help="The pipeline to run, e.g. ai_scientist once AI-Scientist-v2 is installed (see the README).")
 @click.pass_context
-def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: int, timeout: float, output: str) -> None:
+def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: int, timeout: float, output: str,
+         pipeline: str) -> None:
     """Run the whole system end to end on one machine and print the run's summary.
 
     With no MONGODB_URL it uses the embedded database, an in-process ingest app and worker, and
@@ -231,7 +234,7 @@ def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: in
 
     obj: Ctx = click_ctx.obj
     run, settings = run_demo(title=title, idea=idea, seed=seed, timeout=timeout, output=output,
-                             as_json=obj.as_json, console=console)
+                             as_json=obj.as_json, console=console, pipeline=pipeline)
     if obj.as_json:  # one line, after the event lines `follow` printed
         click.echo(json.dumps(jsonable(run), sort_keys=True))
     else:

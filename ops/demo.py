@@ -112,7 +112,7 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
 
 
 def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, output: str, as_json: bool,
-             console: Console) -> tuple[dict[str, Any], Settings]:
+             console: Console, pipeline: str = DEFAULT_PIPELINE) -> tuple[dict[str, Any], Settings]:
     """Start what is not configured, queue one hypothesis, follow it until it settles or
     `timeout` passes; return the final run detail and the settings used."""
     out = Path(output).resolve()
@@ -129,7 +129,7 @@ def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, 
                       f"artifacts {settings.minio_endpoint or settings.artifact_dir}")
         stack.enter_context(_worker())
         stack.enter_context(_dispatcher(db, settings))
-        _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=DEFAULT_PIPELINE,
+        _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=pipeline,
                                               max_attempts=settings.max_attempts, seed=seed)
         run = follow(db, run_id, interval=0.25, timeout=timeout, as_json=as_json, console=console)
     return run, settings

@@ -1,32 +1,27 @@
-import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline import (
-    AllNodesBuggy,
-    Canceled,
-    MaxIterationsReached,
-    PipelineError,
-    PipelineUnavailable,
-    ai_scientist,
-    get_pipeline,
-)
-from pipeline.ai_scientist import (
+from pipeline import AllNodesBuggy, Canceled, MaxIterationsReached, PipelineError, PipelineUnavailable
+from pipeline.ai_scientist import child, credentials, steps
+from pipeline.ai_scientist.config import AiScientistConfig
+from pipeline.ai_scientist.ideas import DEFAULT_EXPERIMENTS, DEFAULT_RISKS, IDEA_KEYS, complete, slug
+from pipeline.ai_scientist.logs import (
     PROGRESS_CAP,
     ProgressTranslator,
+    best_node,
     diagnose,
     find_log_dir,
-    find_paper,
     max_iterations,
-    produced_files,
     read_stage,
-    review_verdict,
 )
+from pipeline.ai_scientist.outputs import PlotWatcher, find_paper, merge_token_usage, produced_files, review_verdict
 from pipeline.context import RecordingContext
+from pipeline.errors import InvalidIdea
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ai_scientist" / "idea_dir"
 STAGE_1 = "stage_1_initial_implementation_1_preliminary"
@@ -49,13 +44,16 @@ def _journal(directory):
     return json.loads((directory / "journal.json").read_text())
 
 
-def _node(node_id, buggy, loss):
-    metric = {"value": None, "maximize": None, "name": None, "description": None}
-    if loss is not None:
-        metric["value"] = {"metric_names": [{"metric_name": "validation loss", "lower_is_better": True,
-                                             "description": "", "data": [{"dataset_name": "d", "final_value": loss,
-                                                                          "best_value": loss}]}]}
-    return {"id": node_id, "is_buggy": buggy, "is_buggy_plots": False if not buggy else None, "metric": metric}
+def _metric(*finals, lower=True, name="validation loss"):
+    data = [{"dataset_name": f"d{i}", "final_value": v, "best_value": v} for i, v in enumerate(finals)]
+    return {"value": {"metric_names": [{"metric_name": name, "lower_is_better": lower, "description": "",
+                                        "data": data}]}, "maximize": None, "name": None, "description": None}
+
+
+def _node(node_id, buggy, loss, plots_ok=True):
+    metric = _metric(loss) if loss is not None else {"value": None, "maximize": None, "name": None, "description": None}
+    return {"id": node_id, "is_buggy": buggy, "is_buggy_plots": (False if plots_ok else None) if not buggy else None,
+            "metric": metric}
 
 
 def _write_stage(directory, nodes, progress=True):
@@ -70,43 +68,17 @@ def _write_stage(directory, nodes, progress=True):
         }))
 
 
-def test_check_available_names_what_to_pip_install_when_ai_scientist_is_missing(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(PipelineUnavailable) as caught:
-        ai_scientist.check_available()
-    message = str(caught.value)
-    assert "'ai_scientist'" in message
-    assert "pip install 'ai-scientist @ git+https://github.com/SakanaAI/AI-Scientist-v2'" in message
-
-
-def test_get_pipeline_refuses_ai_scientist_before_any_step_runs_when_it_is_missing(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(PipelineUnavailable, match="pip install"):
-        get_pipeline("ai_scientist")
-
-
-def test_an_installed_package_still_needs_a_checkout_for_its_config_and_templates(monkeypatch, tmp_path):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
-    monkeypatch.delenv("AI_SCIENTIST_ROOT", raising=False)
-    monkeypatch.delenv("AI_SCIENTIST_BFTS_CONFIG", raising=False)
-    with pytest.raises(PipelineUnavailable, match="AI_SCIENTIST_ROOT is not set"):
-        ai_scientist.check_available()
-    monkeypatch.setenv("AI_SCIENTIST_ROOT", str(tmp_path))
-    with pytest.raises(PipelineUnavailable, match="no BFTS config at .*bfts_config.yaml"):
-        ai_scientist.check_available()
-    (tmp_path / "bfts_config.yaml").write_text("agent:\n  steps: 5\n")
-    ai_scientist.check_available()
-
-
 def test_the_first_poll_reports_progress_node_counts_and_the_best_metric(tmp_path):
     ctx, translator, _ = _translator(tmp_path)
     snapshot = translator.poll()
     assert snapshot.sub_stages == (STAGE_2,)
     assert ctx.of("progress") == [{"fraction": 2 / 12, "eta_s": None}]
     metrics = {m["name"]: (m["value"], m["step"]) for m in ctx.of("metric")}
-    # b2 has no plot verdict yet, so stage_progress.json counts one good node of two
+    # b2 has no plot verdict yet (is_buggy_plots None): upstream counts only a3, carried over from
+    # Stage_1 under its own id, as good, and so picks it although b2's loss is lower
     assert metrics == {"total_nodes": (2.0, 2), "good_nodes": (1.0, 2), "buggy_nodes": (0.0, 2),
-                       "best_metric": (pytest.approx(0.45), 2)}
+                       "best_metric": (pytest.approx(0.48), 2)}
+    assert snapshot.best_node == "a3"
     assert ctx.of("log")[0]["message"] == "Stage_2 best_metric is validation loss"
 
 
@@ -218,7 +190,8 @@ def test_stage_1_best_metric_is_the_best_mean_over_datasets_among_working_nodes(
     ({"value": 0.91, "maximize": True, "name": "accuracy"}, (0.91, "accuracy", True)),
     ({"value": {"a": 0.2, "b": 0.4}, "maximize": False, "name": "loss"}, (0.3, "loss", False)),
     ({"value": {"metric_names": [{"metric_name": "f1", "lower_is_better": False,
-                                  "data": [{"dataset_name": "a", "value": 0.7}]}]}}, (0.7, "f1", True)),
+                                  "data": [{"dataset_name": "a", "final_value": 0.7, "best_value": 0.75}]}]}},
+     (0.7, "f1", True)),
 ])
 def test_every_metric_format_of_the_journal_is_read(tmp_path, metric, expected):
     stage = tmp_path / "stage_1_initial_implementation_1_preliminary"
@@ -226,6 +199,32 @@ def test_every_metric_format_of_the_journal_is_read(tmp_path, metric, expected):
     snapshot = read_stage(tmp_path, 1)
     value, name, maximize = expected
     assert (snapshot.best_metric, snapshot.metric_name, snapshot.maximize) == (pytest.approx(value), name, maximize)
+
+
+def test_the_best_node_is_upstreams_choice_among_good_nodes_only():
+    # the case the replaced reading got wrong: 0.30 belongs to a node whose plots were never
+    # judged (is_buggy_plots None), which upstream's Journal.good_nodes never counts
+    nodes = [_node("unjudged", False, 0.30, plots_ok=False), _node("g1", False, None),
+             {**_node("g2", False, None), "metric": _metric(0.50, 0.56)}, _node("bug", True, None)]
+    node, metric = best_node(nodes)
+    assert node["id"] == "g2" and metric.mean == pytest.approx(0.53)
+
+
+def test_the_best_node_compares_the_mean_over_every_metric_and_dataset_like_upstream():
+    def two_metrics(loss, accuracy):
+        value = {"metric_names": [
+            {"metric_name": "loss", "lower_is_better": True, "data": [{"dataset_name": "d", "final_value": loss}]},
+            {"metric_name": "accuracy", "lower_is_better": False, "data": [{"dataset_name": "d", "final_value": accuracy}]},
+        ]}
+        return {"value": value, "maximize": None, "name": None, "description": None}
+
+    a = {**_node("a", False, None), "metric": two_metrics(0.40, 0.90)}  # mean 0.65
+    b = {**_node("b", False, None), "metric": two_metrics(0.50, 0.60)}  # mean 0.55
+    node, metric = best_node([a, b])
+    # upstream's MetricValue: one mean over all metrics, in the first metric's direction (lower)
+    assert node["id"] == "b"
+    assert (metric.mean, metric.names, metric.maximize) == (pytest.approx(0.55), "loss, accuracy", False)
+    assert best_node([_node("x", True, None)]) is None
 
 
 def test_a_stage_of_only_buggy_nodes_is_diagnosed_as_all_nodes_buggy(tmp_path):
@@ -295,14 +294,117 @@ def test_the_paper_is_the_final_reflection_then_the_compiled_pdf(tmp_path):
     assert find_paper(idea_dir).name == "idea_reflection_final_page_limit.pdf"
 
 
-def test_only_an_explicit_accept_passes_the_review():
-    verdict, scores, notes = review_verdict({"Decision": "Accept", "Overall": 6, "Soundness": 3,
-                                             "Summary": "Solid.", "Weaknesses": ["small data"]})
+def test_the_review_passes_at_the_configured_overall_score_and_keeps_upstreams_decision():
+    verdict, scores, notes = review_verdict({"Decision": "Reject", "Overall": 6, "Soundness": 3,
+                                             "Summary": "Solid.", "Weaknesses": ["small data"]}, 6)
     assert verdict == "pass"
     assert scores == {"overall": 6.0, "soundness": 3.0}
-    assert notes.startswith("Decision: Accept\nSummary: Solid.")
-    assert review_verdict({"Decision": "Reject", "Overall": 3})[0] == "fail"
-    assert review_verdict("not a review") == ("fail", {}, "no readable review")
+    assert notes.startswith("Overall: 6 (pass at >= 6)\nDecision: Reject\nSummary: Solid.")
+    assert review_verdict({"Decision": "Accept", "Overall": 5}, 6)[0] == "fail"
+    assert review_verdict({"Overall": 5}, 4.5)[0] == "pass"
+    assert review_verdict("not a review", 6) == ("fail", {}, "Overall: missing")
+    assert review_verdict({"Overall": float("nan")}, 6)[0] == "fail"
+
+
+def test_missing_idea_keys_are_filled_with_the_documented_defaults():
+    hypothesis = {"title": "Warm restarts help small CNNs", "idea": "Cosine restarts beat step decay."}
+    idea, filled = complete({"Title": "Warm Restarts, Revisited!", "Experiments": ["cifar10 sweep"]}, hypothesis)
+    assert set(idea) >= set(IDEA_KEYS)
+    assert filled == ["Name", "Abstract", "Short Hypothesis", "Risk Factors and Limitations"]
+    assert idea["Name"] == "warm_restarts_revisited"
+    assert idea["Abstract"] == idea["Short Hypothesis"] == "Cosine restarts beat step decay."
+    assert idea["Experiments"] == ["cifar10 sweep"] and idea["Risk Factors and Limitations"] == DEFAULT_RISKS
+    idea, filled = complete({}, hypothesis)
+    assert idea["Title"] == "Warm restarts help small CNNs" and idea["Experiments"] == DEFAULT_EXPERIMENTS
+    with pytest.raises(InvalidIdea, match="title and a description"):
+        complete({"Title": "  "}, {"title": "", "idea": ""})
+    assert slug("../../etc/passwd") == "etc_passwd" and slug("日本") == "idea"
+
+
+def _cfg(tmp_path, **kw):
+    return AiScientistConfig(root=tmp_path, python=Path(sys.executable), bfts_config=tmp_path / "bfts_config.yaml", **kw)
+
+
+BFTS = {"agent": {"code": {"model": "anthropic.claude-3-5-sonnet-20241022-v2:0"}, "feedback": {"model": "gpt-4o"},
+                  "vlm_feedback": {"model": "gpt-4o"}}, "generate_report": True, "report": {"model": "gpt-4o"}}
+
+
+def test_every_missing_credential_of_this_and_later_steps_is_named_before_any_work(tmp_path):
+    cfg = _cfg(tmp_path, model_review="claude-3-5-sonnet")
+    with pytest.raises(PipelineUnavailable) as caught:
+        credentials.check("ideation", cfg, BFTS, {}, generate_ideas=False)
+    message = str(caught.value)
+    assert "anthropic.claude-3-5-sonnet-20241022-v2:0 (Amazon Bedrock) needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
+    assert "gpt-4o (OpenAI) needs OPENAI_API_KEY" in message
+    assert "claude-3-5-sonnet (Anthropic) needs ANTHROPIC_API_KEY" in message
+    aws = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    with pytest.raises(PipelineUnavailable, match="needs AWS_REGION_NAME or AWS_REGION"):
+        credentials.check("Stage_2", cfg, BFTS, {**aws, "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"},
+                          generate_ideas=False)
+    env = {**aws, "AWS_REGION_NAME": "us-east-1", "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
+    credentials.check("ideation", cfg, BFTS, env, generate_ideas=True)
+    # the last step needs only the reviewer's key
+    credentials.check("auto_validation", cfg, BFTS, {"ANTHROPIC_API_KEY": "a"}, generate_ideas=False)
+    with pytest.raises(PipelineUnavailable, match="does not support the model 'mistral-7b'"):
+        credentials.client_need("mistral-7b")
+
+
+def test_the_checkout_the_interpreter_and_upstreams_imports_are_checked_with_the_fix_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("AI_SCIENTIST_ROOT", raising=False)
+    with pytest.raises(PipelineUnavailable, match="AI_SCIENTIST_ROOT is not set.*git clone .*requirements.txt"):
+        AiScientistConfig.from_env()
+    cfg = AiScientistConfig.from_env({"AI_SCIENTIST_ROOT": str(tmp_path), "AI_SCIENTIST_REVIEW_ENSEMBLE": "5"})
+    assert cfg.python == tmp_path / ".venv" / "bin" / "python" and cfg.review_ensemble == 5
+    with pytest.raises(PipelineUnavailable, match="AI_SCIENTIST_PASS_OVERALL='high' is not a float"):
+        AiScientistConfig.from_env({"AI_SCIENTIST_ROOT": str(tmp_path), "AI_SCIENTIST_PASS_OVERALL": "high"})
+    with pytest.raises(PipelineUnavailable, match="not an AI-Scientist-v2 checkout"):
+        cfg.check_code()
+    (tmp_path / "ai_scientist" / "blank_icbinb_latex").mkdir(parents=True)
+    (tmp_path / "ai_scientist" / "__init__.py").write_text("")
+    (tmp_path / "ai_scientist" / "blank_icbinb_latex" / "template.tex").write_text("")
+    with pytest.raises(PipelineUnavailable, match="no tree-search config"):
+        cfg.check_code()
+    (tmp_path / "bfts_config.yaml").write_text("exp_name: mine\ngenerate_report: false\n")
+    with pytest.raises(PipelineUnavailable, match="no Python interpreter at .*AI_SCIENTIST_PYTHON"):
+        cfg.check_code()
+    cfg = _cfg(tmp_path)
+    with pytest.raises(PipelineUnavailable, match="cannot import AI-Scientist-v2 .*No module named"):
+        cfg.check_code()
+    settings, changed = cfg.tree_search_settings()
+    assert (settings["exp_name"], settings["generate_report"]) == ("run", True)
+    assert changed == ["exp_name: 'mine' -> 'run'", "generate_report: False -> True"]
+
+
+def test_plots_are_found_once_each_and_only_when_they_stopped_changing(tmp_path):
+    results = tmp_path / "experiment_results" / "experiment_a1_proc_7"
+    results.mkdir(parents=True)
+    (results / "loss.png").write_bytes(b"\x89PNG partial")
+    watcher = PlotWatcher()
+    assert watcher.ready(tmp_path) == []
+    assert watcher.ready(tmp_path) == [results / "loss.png"]
+    (results / "acc.png").write_bytes(b"\x89PNG")
+    assert watcher.ready(tmp_path) == []
+    assert watcher.ready(tmp_path, final=True) == [results / "acc.png"]
+    assert watcher.ready(tmp_path, final=True) == []
+
+
+def test_token_usage_of_every_phase_is_summed_per_model(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"gpt-4o": {"tokens": {"prompt": 10, "completion": 2}, "cost (USD)": 0.5}}))
+    (tmp_path / "b.json").write_text(json.dumps({"gpt-4o": {"tokens": {"prompt": 5}, "cost (USD)": 0.25},
+                                                 "o1": {"tokens": {"prompt": 1}, "cost (USD)": 1.0}}))
+    (tmp_path / "broken.json").write_text("{")
+    total = merge_token_usage(sorted(tmp_path.glob("*.json")))
+    assert total == {"gpt-4o": {"tokens": {"prompt": 15, "completion": 2}, "cost (USD)": 0.75},
+                     "o1": {"tokens": {"prompt": 1}, "cost (USD)": 1.0}}
+
+
+def test_a_restart_clears_every_entry_that_would_bump_upstreams_run_index(tmp_path):
+    for name in ("logs/0-run", "0-run/working", "1-run"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "idea.json").write_text("{}")
+    (tmp_path / "data").mkdir()
+    assert child.clear_tree_search(tmp_path) == ["0-run", "1-run", "logs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "idea.json"]
 
 
 class _Process:
@@ -315,51 +417,54 @@ class _Process:
         return self.returncode
 
 
-def _follow(tmp_path, stage, returncode, monkeypatch):
-    monkeypatch.setattr(ai_scientist, "POLL_INTERVAL_S", 0.0)
+def _follow(tmp_path, stage, returncode):
     ctx = RecordingContext(workdir=tmp_path)
     translator = ProgressTranslator(ctx, tmp_path / "ai_scientist" / "logs" / "0-run", stage, 20)
-    ai_scientist._follow(ctx, _Process(returncode), translator)
+    steps._follow(ctx, _cfg(tmp_path, poll_s=0.001), _Process(returncode), translator, PlotWatcher())
     return ctx, translator
 
 
-def test_following_a_stage_ends_when_the_tree_search_starts_the_next_one(tmp_path, monkeypatch):
+def test_following_a_stage_ends_when_the_tree_search_starts_the_next_one(tmp_path):
     _idea_dir(tmp_path)
-    ctx, translator = _follow(tmp_path, "Stage_1", None, monkeypatch)
+    ctx, translator = _follow(tmp_path, "Stage_1", None)
     assert translator.summary()["total_nodes"] == 3
     assert ctx.of("metric")
 
 
-def test_a_tree_search_that_ends_on_buggy_nodes_fails_the_stage_as_all_nodes_buggy(tmp_path, monkeypatch):
+def test_a_tree_search_that_ends_on_buggy_nodes_fails_the_stage_as_all_nodes_buggy(tmp_path):
     _write_stage(tmp_path / "ai_scientist" / "logs" / "0-run" / STAGE_1, [_node("a", True, None)])
     with pytest.raises(AllNodesBuggy, match="Stage_1"):
-        _follow(tmp_path, "Stage_1", 0, monkeypatch)
+        _follow(tmp_path, "Stage_1", 0)
 
 
-def test_a_tree_search_that_crashes_before_a_stage_names_its_log(tmp_path, monkeypatch):
+def test_a_tree_search_that_crashes_before_a_stage_names_its_log(tmp_path):
     _idea_dir(tmp_path)
-    with pytest.raises(RuntimeError, match="exited with code 1 before finishing Stage_2; see .*tree_search.log"):
-        _follow(tmp_path, "Stage_2", 1, monkeypatch)
+    with pytest.raises(RuntimeError, match="exited with code 1 before finishing Stage_2; see .*experiments.log"):
+        _follow(tmp_path, "Stage_2", 1)
+
+
+def test_logs_outside_0_run_fail_the_stage_instead_of_feeding_empty_summaries_on(tmp_path):
+    idea = _idea_dir(tmp_path)
+    (idea / "logs" / "1-run").mkdir()
+    with pytest.raises(PipelineError, match="wrote its logs to .*1-run, not logs/0-run"):
+        _follow(tmp_path, "Stage_2", None)
 
 
 def test_a_cancel_stops_a_running_child_and_its_process_group(tmp_path, monkeypatch):
+    (tmp_path / "ai_scientist").mkdir()
+    (tmp_path / "ai_scientist" / "__init__.py").write_text("")
+    (tmp_path / "bfts_config.yaml").write_text("agent: {steps: 1}\n")
     script = tmp_path / "sleeper.py"
-    script.write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(ai_scientist, "_ENTRY", script)
-    monkeypatch.setattr(ai_scientist, "POLL_INTERVAL_S", 0.01)
+    script.write_text("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                      "time.sleep(60)\n")
+    monkeypatch.setattr(child, "ENTRY", script)
     started = []
-    real_start = ai_scientist._start_child
-
-    def start_and_keep(*args):
-        started.append(real_start(*args))
-        return started[-1]
-
-    monkeypatch.setattr(ai_scientist, "_start_child", start_and_keep)
-    config = ai_scientist.AiScientistConfig(root=tmp_path, bfts_config=tmp_path / "bfts_config.yaml")
-    ctx = RecordingContext(workdir=tmp_path, cancel_requested=True)
+    real_start = child.start
+    monkeypatch.setattr(child, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
+    ctx = RecordingContext(workdir=tmp_path / "work", cancel_requested=True)
     with pytest.raises(Canceled):
-        ai_scientist._run_child(ctx, config, "plots", {})
-    (child,) = started
-    assert child.returncode is not None
-    with pytest.raises(ProcessLookupError):
-        os.killpg(child.pid, 0)
+        child.run(ctx, _cfg(tmp_path, poll_s=0.01), "plots", {})
+    (process,) = started
+    assert process.returncode is not None
+    with pytest.raises(ProcessLookupError):  # its grandchild too
+        os.killpg(process.pid, 0)

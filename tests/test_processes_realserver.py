@@ -3,21 +3,27 @@ processes and dispatcher processes, the way a deployment runs them.
 
 Covers: a run end to end through every process; a second delivery is a no-op; ingest down
 during a run loses no event; a SIGKILLed worker's run is finished by another; cancel stops a
-RUNNING run in time; two dispatchers and three workers execute fifty runs exactly once.
+RUNNING run in time; two dispatchers and three workers execute fifty runs exactly once; an
+`ai_scientist` run on the stand-in of upstream AI-Scientist-v2 end to end, and canceled in the
+middle of its tree search.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pymongo
 import pytest
 
 from orchestrator.runs import cancel_run, create_hypothesis_and_run
 from tests.cluster import Cluster
-from tests.servers import wait_until
+from tests.servers import PYTHON, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +157,64 @@ def test_two_dispatchers_and_three_workers_execute_fifty_runs_exactly_once(clust
     assert all(verdicts[r] == 1 for r in run_ids)
     assert set(Counter(e["source"] for e in cluster.db.events.find({"type": "ai.run.started"}))) <= {
         "worker://pod-1", "worker://pod-2", "worker://pod-3"}
+
+
+STANDIN = Path(__file__).parent / "fixtures" / "ai_scientist_v2"
+UPSTREAM_IDEA = {"Name": "warm_restarts", "Title": "Warm restarts help small CNNs", "Abstract": "Cosine restarts.",
+                 "Short Hypothesis": "Restarts escape sharp minima.", "Experiments": ["cifar10"],
+                 "Risk Factors and Limitations": ["small data"]}
+
+
+def _with_upstream(cluster, **env):
+    checkout = cluster.tmp / "AI-Scientist-v2"
+    shutil.copytree(STANDIN, checkout, ignore=shutil.ignore_patterns("__pycache__"))
+    cluster.base_env.update(AI_SCIENTIST_ROOT=str(checkout), AI_SCIENTIST_PYTHON=PYTHON, AI_SCIENTIST_POLL_S="0.1",
+                            STANDIN_STEP_S="0.02", OPENAI_API_KEY="sk-test", AWS_ACCESS_KEY_ID="AKIA",
+                            AWS_SECRET_ACCESS_KEY="secret", AWS_REGION_NAME="us-east-1", S2_API_KEY="s2", **env)
+    cluster.start_ingest()
+    cluster.start_worker("pod-a")
+    cluster.start_dispatcher()
+    return create_hypothesis_and_run(cluster.db, "Warm restarts", "Cosine restarts beat step decay.",
+                                     idea_json=UPSTREAM_IDEA, pipeline="ai_scientist")[1]
+
+
+def test_an_ai_scientist_run_on_upstream_code_ends_with_its_plots_paper_review_and_token_usage(cluster):
+    run_id = _with_upstream(cluster)
+    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    detail = cluster.api(f"/api/runs/{run_id}")
+    steps = ("ideation", "Stage_1", "Stage_2", "Stage_3", "Stage_4", "plots", "paper", "auto_validation")
+    assert {s["name"]: s["status"] for s in detail["stages"]} == {n: "COMPLETED" for n in steps}
+    stage_4 = next(s for s in detail["stages"] if s["name"] == "Stage_4")
+    assert stage_4["metrics"]["best_metric"] == pytest.approx(0.243)  # upstream's choice among good nodes
+    kinds = Counter(a["kind"] for a in detail["artifacts"])
+    assert kinds["plot"] >= 4 and kinds["figure"] >= 1 and kinds["paper"] == 1 and kinds["review"] == 3
+    assert kinds["token_usage"] >= 2
+    for artifact in detail["artifacts"]:
+        stored = Path(cluster.base_env["ARTIFACT_DIR"]) / artifact["key"]
+        assert artifact["key"].startswith(f"runs/{run_id}/1/ai_scientist/")
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == artifact["sha256"]
+    paper = next(a for a in detail["artifacts"] if a["kind"] == "paper")
+    assert paper["key"].endswith("warm_restarts_reflection_final_page_limit.pdf")
+    assert detail["validation"]["verdict"] == "pass" and detail["validation"]["scores"]["overall"] == 6.0
+
+
+def _processes_under(path: Path) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd").startswith(str(path)):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_cancel_in_the_middle_of_the_tree_search_stops_upstreams_processes(cluster):
+    run_id = _with_upstream(cluster, STANDIN_HANG_STAGE="3")
+    work = cluster.tmp / "work-pod-a" / run_id
+    wait_until(lambda: cluster.db.stages.find_one({"runId": run_id, "name": "Stage_2", "status": "RUNNING"}), 90,
+               "Stage_2 to run")
+    assert _processes_under(work)
+    cancel_run(cluster.db, run_id, by="test", reason="wrong idea")
+    _wait_status(cluster, run_id, {"CANCELED"}, 30)
+    wait_until(lambda: not _processes_under(work), 15, "upstream's processes to be gone")

@@ -1,25 +1,24 @@
-"""Read what AI-Scientist-v2 writes: tree-search logs (reported as progress) and produced files.
+"""Read AI-Scientist-v2's tree-search logs and report them as progress and metrics.
 
-This is the testable core of the `ai_scientist` adapter: it reads files only and imports nothing
-of AI-Scientist-v2. The log layout it reads (checked against SakanaAI/AI-Scientist-v2,
-`ai_scientist/treesearch/perform_experiments_bfts_with_agentmanager.py`, `agent_manager.py`,
+It reads files only and imports nothing of upstream. The layout (SakanaAI/AI-Scientist-v2 @
+defddb8: `treesearch/perform_experiments_bfts_with_agentmanager.py`, `agent_manager.py`,
 `journal.py`, `utils/config.py`, `utils/serialize.py`):
 
-    <idea_dir>/logs/<index>-<exp_name>/          the experiment log dir; "0-run" for a fresh idea dir
+    <idea_dir>/logs/<index>-<exp_name>/          "0-run": the adapter clears old runs and enforces
+                                                  exp_name "run", because upstream's plotting and
+                                                  writeup read `logs/0-run` only
         stage_<N>_<main name>_<M>_<sub name>/     one per sub-stage, e.g.
-                                                  stage_1_initial_implementation_1_preliminary,
-                                                  stage_2_baseline_tuning_1_first_attempt
+                                                  stage_1_initial_implementation_1_preliminary
             journal.json                          {"nodes": [...], "node2parent": {...}, "__version": "2"}
             notes/stage_progress.json             {"stage", "total_nodes", "buggy_nodes", "good_nodes",
                                                    "best_metric" (a display string), "current_findings"}
+        experiment_results/experiment_<node id>_proc_<pid>/*.png, seed_aggregation_<id>/*.png
 
-Both files are rewritten after every tree-search step (`step_callback`), with a plain `open("w")`,
-so a poll can see a half-written file: such a file is skipped and its last good reading kept.
-`best_metric` in stage_progress.json is `str(MetricValue)`, meant for people, so the number is
-taken from the journal's nodes instead: `metric.value` is a number, a {dataset: number} dict (old
-format) or {"metric_names": [{"metric_name", "lower_is_better", "data": [{"dataset_name",
-"final_value" | "value", ...}]}]}; a stage's best is the best mean over datasets of the first
-metric among non-buggy nodes, the fallback AI-Scientist itself uses when its LLM choice fails.
+Both files are rewritten after every tree-search step with a plain `open("w")`, so a poll can see
+a half-written file: it is skipped and the last good reading kept. The stage's best node is
+upstream's metric-based choice (`Journal.get_best_node`'s fallback, see `best_node`): good nodes
+only, compared by the mean `final_value` over every metric and dataset. A stage's best node is
+carried into the next stage under the same id.
 """
 
 from __future__ import annotations
@@ -56,6 +55,8 @@ class StageSnapshot:
     best_metric: float | None
     metric_name: str | None
     maximize: bool | None
+    #: The id of the node upstream's metric-based choice picks (ids are kept across stages).
+    best_node: str | None = None
 
 
 class _JsonCache:
@@ -124,16 +125,18 @@ def read_stage(log_dir: Path, main_stage: int, cache: _JsonCache | None = None) 
     readings = [r for r in (_read_sub_stage(d, cache) for d in dirs) if r is not None]
     if not readings:
         return None
-    best = _best([r["best"] for r in readings if r["best"] is not None])
+    best = _better_node([r["best"] for r in readings if r["best"] is not None])
+    metric = best[1] if best else None
     return StageSnapshot(
         sub_stages=tuple(d.name for d in dirs),
         total_nodes=sum(r["total"] for r in readings),
         good_nodes=sum(r["good"] for r in readings),
         buggy_nodes=sum(r["buggy"] for r in readings),
         current_nodes=readings[-1]["total"],
-        best_metric=best[0] if best else None,
-        metric_name=best[1] if best else None,
-        maximize=best[2] if best else None,
+        best_metric=metric.mean if metric and math.isfinite(metric.mean) else None,
+        metric_name=metric.names if metric else None,
+        maximize=metric.maximize if metric else None,
+        best_node=str(best[0].get("id")) if best else None,
     )
 
 
@@ -156,7 +159,7 @@ def _read_sub_stage(directory: Path, cache: _JsonCache) -> dict[str, Any] | None
     counts = _counts_from_progress(progress) or (_counts_from_nodes(nodes) if nodes is not None else None)
     if counts is None:
         return None
-    return {**counts, "best": _best(_node_metrics(nodes or []))}
+    return {**counts, "best": best_node(nodes or [])}
 
 
 class ProgressTranslator:
@@ -248,92 +251,70 @@ def _counts_from_nodes(nodes: list[Any]) -> dict[str, int]:
     }
 
 
-def _node_metrics(nodes: list[Any]) -> list[tuple[float, str | None, bool]]:
-    """(mean value, metric name, maximize) of every non-buggy node with a usable metric."""
-    found = []
-    for node in nodes:
-        if isinstance(node, dict) and node.get("is_buggy") is False and isinstance(node.get("metric"), dict):
-            parsed = _metric_value(node["metric"])
-            if parsed is not None:
-                found.append(parsed)
-    return found
+@dataclass(frozen=True)
+class Metric:
+    """A node's metric as upstream's `MetricValue` compares it (treesearch/utils/metric.py)."""
+
+    mean: float
+    names: str | None
+    maximize: bool
+
+    def better_than(self, other: Metric | None) -> bool:
+        """Upstream's `MetricValue.__gt__`: the mean over every metric and dataset, in the first
+        metric's direction; equal means are not better."""
+        if other is None:
+            return True
+        if self.mean == other.mean:
+            return False
+        return (self.mean > other.mean) if self.maximize else not (self.mean > other.mean)
 
 
-def _metric_value(metric: dict[str, Any]) -> tuple[float, str | None, bool] | None:
-    value, maximize, name = metric.get("value"), bool(metric.get("maximize")), metric.get("name")
-    if isinstance(value, dict) and isinstance(value.get("metric_names"), list) and value["metric_names"]:
-        first = value["metric_names"][0]
-        if not isinstance(first, dict):
-            return None
-        data: list[Any] = first["data"] if isinstance(first.get("data"), list) else []
-        numbers = [d.get("final_value", d.get("value")) for d in data if isinstance(d, dict)]
-        value = _mean(numbers)
-        name = first.get("metric_name", name)
-        maximize = not first.get("lower_is_better", not maximize)
+def node_metric(node: dict[str, Any]) -> Metric | None:
+    """The metric of a serialized node (`Node.to_dict()["metric"]`); None when it has no value."""
+    metric = node.get("metric")
+    if not isinstance(metric, dict) or metric.get("value") is None:
+        return None
+    value, name = metric["value"], metric.get("name")
+    maximize = bool(metric.get("maximize"))
+    if isinstance(value, dict) and isinstance(value.get("metric_names"), list):
+        groups = [m for m in value["metric_names"] if isinstance(m, dict)]
+        numbers = [d.get("final_value") for m in groups for d in (m.get("data") or []) if isinstance(d, dict)]
+        names = [str(m.get("metric_name")) for m in groups if m.get("metric_name")]
+        name = ", ".join(dict.fromkeys(names)) or name
+        if groups and "lower_is_better" in groups[0]:
+            maximize = not groups[0]["lower_is_better"]
+        mean = _mean(numbers)
     elif isinstance(value, dict):
-        value = _mean(list(value.values()))
-    if not isinstance(value, (int, float)) or not _finite(value):
-        return None
-    return float(value), name if isinstance(name, str) else None, maximize
+        mean = _mean(list(value.values()))
+    else:
+        mean = float(value) if _finite(value) else math.nan
+    return Metric(mean, name if isinstance(name, str) else None, maximize)
 
 
-def _best(candidates: list[tuple[float, str | None, bool]]) -> tuple[float, str | None, bool] | None:
-    """The best candidate under the first candidate's direction (one stage, one metric)."""
-    if not candidates:
-        return None
-    maximize = candidates[0][2]
-    return (max if maximize else min)(candidates, key=lambda c: c[0])
+def best_node(nodes: list[Any]) -> tuple[dict[str, Any], Metric | None] | None:
+    """Upstream's `Journal.get_best_node(only_good=True)` without its LLM: among good nodes
+    (`is_buggy` False and `is_buggy_plots` False) the metric-based `max`."""
+    good = [n for n in nodes if isinstance(n, dict) and n.get("is_buggy") is False and n.get("is_buggy_plots") is False]
+    best: tuple[dict[str, Any], Metric | None] | None = None
+    for node in good:
+        metric = node_metric(node)
+        if best is None or (metric is not None and metric.better_than(best[1])):
+            best = (node, metric)
+    return best
 
 
-def _mean(values: list[Any]) -> float | None:
+def _better_node(candidates: list[tuple[dict[str, Any], Metric | None]]) -> tuple[dict[str, Any], Metric | None] | None:
+    best = None
+    for candidate in candidates:
+        if best is None or (candidate[1] is not None and candidate[1].better_than(best[1])):
+            best = candidate
+    return best
+
+
+def _mean(values: list[Any]) -> float:
     numbers = [float(v) for v in values if _finite(v)]
-    return sum(numbers) / len(numbers) if numbers else None
+    return sum(numbers) / len(numbers) if numbers else math.nan
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class ProducedFile:
-    """A file AI-Scientist-v2 wrote that the run should keep, with its artifact kind."""
-
-    path: Path
-    kind: str
-    content_type: str
-
-
-#: Review outputs as launch_scientist_bfts.py writes them into the idea dir.
-_REVIEW_FILES = (("review_text.txt", "text/plain"), ("review_img_cap_ref.json", "application/json"))
-
-
-def find_paper(idea_dir: Path) -> Path | None:
-    """The paper PDF, chosen like launch_scientist_bfts.py's `find_pdf_path_for_review`: a
-    reflection PDF marked final, else the highest-numbered reflection, else `<idea_dir name>.pdf`
-    (the writeup's compile target), else any PDF in the idea dir."""
-    if not idea_dir.is_dir():
-        return None
-    pdfs = sorted(p for p in idea_dir.glob("*.pdf") if p.is_file())
-    reflections = [p for p in pdfs if "reflection" in p.name]
-    final = [p for p in reflections if "final" in p.name.lower()]
-    if final:
-        return final[0]
-    numbered = [(int(m.group(1)), p) for p in reflections if (m := re.search(r"reflection[_.]?(\d+)", p.name))]
-    if numbered:
-        return max(numbered)[1]
-    if reflections:
-        return reflections[0]
-    main = idea_dir / f"{idea_dir.name}.pdf"
-    return main if main.is_file() else (pdfs[0] if pdfs else None)
-
-
-def produced_files(idea_dir: Path) -> list[ProducedFile]:
-    """Figures (`figures/*.png`, from plot aggregation), the paper and the review files, in that
-    order; only the ones that exist."""
-    found = [ProducedFile(p, "figure", "image/png") for p in sorted((idea_dir / "figures").glob("*.png"))]
-    paper = find_paper(idea_dir)
-    if paper:
-        found.append(ProducedFile(paper, "paper", "application/pdf"))
-    found += [ProducedFile(idea_dir / name, "review", ctype) for name, ctype in _REVIEW_FILES
-              if (idea_dir / name).is_file()]
-    return found

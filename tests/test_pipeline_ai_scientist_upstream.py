@@ -1,0 +1,211 @@
+"""The `ai_scientist` pipeline against a stand-in of upstream AI-Scientist-v2, in child processes.
+
+`fixtures/ai_scientist_v2/` is a miniature checkout of SakanaAI/AI-Scientist-v2 @ defddb8 (see its
+README): the same module names and signatures, the writeup's relative template path, the run-index
+bumping, paths relative to the working directory, seed aggregation from `AI_SCIENTIST_ROOT`, the
+files upstream writes; LLMs, GPUs and LaTeX are simulated. Each test copies it as a checkout and
+runs it through an interpreter wrapper that records every call, standing in for upstream's venv.
+"""
+
+import json
+import os
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import AllNodesBuggy, PipelineUnavailable
+from pipeline.ai_scientist import ai_scientist_pipeline, child, steps
+from pipeline.context import RecordingContext
+
+STANDIN = Path(__file__).parent / "fixtures" / "ai_scientist_v2"
+CREDENTIALS = {"OPENAI_API_KEY": "sk-test", "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "secret",
+               "AWS_REGION_NAME": "us-east-1", "S2_API_KEY": "s2"}
+IDEA = {"Name": "warm_restarts", "Title": "Warm restarts help small CNNs", "Abstract": "Cosine restarts.",
+        "Short Hypothesis": "Restarts escape sharp minima.", "Experiments": ["cifar10"],
+        "Risk Factors and Limitations": ["small data"]}
+
+
+@pytest.fixture
+def upstream(tmp_path, monkeypatch):
+    """A checkout of the stand-in, its interpreter wrapper, credentials, fast polling."""
+    checkout = tmp_path / "AI-Scientist-v2"
+    shutil.copytree(STANDIN, checkout, ignore=shutil.ignore_patterns("__pycache__"))
+    calls = tmp_path / "python-calls.txt"
+    wrapper = tmp_path / "upstream-venv-python"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    for name, value in {**CREDENTIALS, "AI_SCIENTIST_ROOT": str(checkout), "AI_SCIENTIST_PYTHON": str(wrapper),
+                        "AI_SCIENTIST_POLL_S": "0.05", "STANDIN_STEP_S": "0.01"}.items():
+        monkeypatch.setenv(name, value)
+    yield checkout
+    with steps._TREE_SEARCHES_LOCK:
+        for process, _ in steps._TREE_SEARCHES.values():
+            child.stop(process)
+        steps._TREE_SEARCHES.clear()
+
+
+def _context(tmp_path, idea_json=IDEA, **kw):
+    hypothesis = {"title": "Warm restarts help small CNNs", "idea": "Cosine restarts beat step decay.",
+                  "ideaJson": idea_json}
+    return RecordingContext(workdir=tmp_path / "work", hypothesis=hypothesis, **kw)
+
+
+def _run(ctx, until=None):
+    """Drive the steps as the worker does: each step's outputs stored for the later ones."""
+    for step in ai_scientist_pipeline().steps:
+        ctx.results[step.name] = step.run(ctx)
+        if step.name == until:
+            return ctx.results
+    return ctx.results
+
+
+def _idea_dir(ctx):
+    return ctx.workdir / "ai_scientist" / "experiments" / ctx.results["ideation"]["idea"]["Name"]
+
+
+def _pdf_text(path):
+    return path.read_bytes().decode("latin-1")
+
+
+def test_a_run_goes_through_every_step_on_upstreams_code_in_its_own_interpreter(upstream, tmp_path):
+    ctx = _context(tmp_path)
+    results = _run(ctx)
+
+    idea = _idea_dir(ctx)
+    assert sorted(p.name for p in (idea / "logs").iterdir()) == ["0-run"]
+    assert [results[f"Stage_{n}"]["stage"] for n in range(1, 5)] == ["Stage_1", "Stage_2", "Stage_3", "Stage_4"]
+    # upstream's metric-based best node among good nodes (the stand-in's losses: 0.9 * 0.9**k per stage)
+    assert [results[f"Stage_{n}"]["best_metric"] for n in range(1, 5)] == pytest.approx([0.729, 0.567, 0.405, 0.243])
+    # each stage's best node is carried into the next under its own id, as upstream does
+    stage_2_journal = json.loads(next((idea / "logs" / "0-run").glob("stage_2_*/journal.json")).read_text())
+    assert results["Stage_1"]["best_node"] in {n["id"] for n in stage_2_journal["nodes"]}
+    # seed aggregation found its seeds' data: AI_SCIENTIST_ROOT and the cwd agree
+    assert list((idea / "logs" / "0-run" / "experiment_results").glob("seed_aggregation_*/*.png"))
+    kinds = {}
+    for call in ctx.of("artifact"):
+        kinds.setdefault(call["kind"], []).append(call["key"])
+    assert kinds["plot"] and all("/experiment_results/" in key for key in kinds["plot"])
+    assert len(kinds["plot"]) == len(set(kinds["plot"]))  # each plot once
+    assert kinds["figure"] == results["plots"]["figures"] and kinds["figure"]
+    # the paper is the page-limited final PDF, written from logs/0-run's summaries and the figures
+    assert results["paper"]["final"] is True and results["paper"]["file"].endswith("_reflection_final_page_limit.pdf")
+    assert ctx.of("paper")[0]["key"].endswith(results["paper"]["file"])
+    assert kinds["review"] and results["auto_validation"]["verdict"] == "pass"
+    assert ctx.of("validation_started") == [{"model": "gpt-4o-2024-11-20", "rubric_version": "ai-scientist-v2"}]
+    assert "token_tracker.json" in " ".join(kinds["token_usage"]) and results["auto_validation"]["token_usage"]
+    # every phase ran through the configured interpreter, from the run's own root
+    calls = (tmp_path / "python-calls.txt").read_text().splitlines()
+    phases = [c.split()[1] for c in calls if c.startswith("orchestrator_entry.py")]
+    assert phases == ["experiments", "plots", "writeup", "review"]
+    assert not (upstream / "experiments").exists() and not list(upstream.glob("*.log"))
+
+
+def test_the_paper_is_written_from_the_summaries_of_logs_0_run(upstream, tmp_path):
+    ctx = _context(tmp_path)
+    _run(ctx, until="paper")
+    paper = _idea_dir(ctx) / ctx.results["paper"]["file"]
+    summary = json.loads((_idea_dir(ctx) / "logs" / "0-run" / "baseline_summary.json").read_text())
+    assert summary  # generate_report was on
+    assert "no results" not in _pdf_text(paper).lower()
+
+
+def test_the_config_values_the_adapter_depends_on_are_enforced(upstream, tmp_path):
+    config = upstream / "bfts_config.yaml"
+    config.write_text(config.read_text().replace("exp_name: run", "exp_name: mine")
+                      .replace("generate_report: True", "generate_report: False"))
+    ctx = _context(tmp_path)
+    _run(ctx, until="Stage_4")
+    warnings = [c["message"] for c in ctx.of("log") if c["level"] == "warning"]
+    assert any("exp_name: 'mine' -> 'run'" in w for w in warnings)
+    assert any("generate_report: False -> True" in w for w in warnings)
+    log_dir = _idea_dir(ctx) / "logs" / "0-run"
+    assert (log_dir / "research_summary.json").is_file()
+
+
+def test_a_tree_search_killed_mid_stage_starts_over_in_logs_0_run(upstream, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_HANG_STAGE", "3")  # Stage_1 ends when stage 2 logs its first node
+    ctx = _context(tmp_path)
+    _run(ctx, until="Stage_1")
+    assert [c for c in ctx.of("artifact") if c["kind"] == "plot"]  # uploaded while the tree search runs
+    # the pod's worker dies: its child is killed (no atexit cleanup), the registry is gone
+    with steps._TREE_SEARCHES_LOCK:
+        for process, _ in steps._TREE_SEARCHES.values():
+            child.stop(process)
+        steps._TREE_SEARCHES.clear()
+    idea = _idea_dir(ctx)
+    assert (idea / "0-run").is_dir()  # the killed run's workspace, which would bump the run index
+    monkeypatch.delenv("STANDIN_HANG_STAGE")
+
+    for step in ai_scientist_pipeline().steps[2:]:
+        ctx.results[step.name] = step.run(ctx)
+
+    assert sorted(p.name for p in (idea / "logs").iterdir()) == ["0-run"]
+    assert any("left 0-run, logs" in c["message"] for c in ctx.of("log"))
+    assert ctx.results["paper"]["final"] and ctx.results["auto_validation"]["verdict"] == "pass"
+
+
+def test_without_the_final_pdf_the_best_reflection_is_the_paper_as_upstreams_launcher_does(upstream, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("STANDIN_FINAL_PDF_FAILS", "1")
+    ctx = _context(tmp_path)
+    _run(ctx, until="paper")
+    assert ctx.results["paper"]["final"] is False
+    assert ctx.results["paper"]["file"].endswith("_reflection3.pdf")
+    assert any("did not finish its page-limited version" in c["message"] for c in ctx.of("log"))
+
+
+def test_the_review_is_an_ensemble_and_the_overall_threshold_is_configurable(upstream, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_REVIEW_OVERALL", "5")
+    ctx = _context(tmp_path)
+    _run(ctx)
+    assert ctx.results["auto_validation"]["verdict"] == "fail"
+    args = json.loads((ctx.workdir / "ai_scientist" / "review.args.json").read_text())
+    assert (args["num_reviews_ensemble"], args["num_reflections"]) == (3, 2)
+    reviews = json.loads((_idea_dir(ctx) / "review_ensemble.json").read_text())
+    assert len(reviews) == 3 and {r["Overall"] for r in reviews} == {5}
+    combined = json.loads((_idea_dir(ctx) / "review_text.txt").read_text())
+    assert combined["Overall"] == 5 and combined["Decision"]
+    monkeypatch.setenv("AI_SCIENTIST_PASS_OVERALL", "5")
+    assert steps.auto_validation(ctx)["verdict"] == "pass"
+
+
+def test_missing_credentials_fail_the_run_before_any_upstream_code_runs(upstream, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    ctx = _context(tmp_path)
+    with pytest.raises(PipelineUnavailable, match="OPENAI_API_KEY"):
+        _run(ctx, until="ideation")
+    calls = (tmp_path / "python-calls.txt").read_text()
+    assert "orchestrator_entry.py" not in calls
+
+
+def test_a_partial_idea_is_completed_and_accepted_by_upstreams_agent_manager(upstream, tmp_path):
+    ctx = _context(tmp_path, idea_json={"Title": "Warm restarts help small CNNs"})
+    _run(ctx, until="Stage_1")
+    assert ctx.results["ideation"]["filled"] == ["Name", "Abstract", "Short Hypothesis", "Experiments",
+                                                 "Risk Factors and Limitations"]
+    assert ctx.results["Stage_1"]["total_nodes"] > 0
+
+
+def test_without_idea_json_upstreams_ideation_writes_the_idea(upstream, tmp_path):
+    ctx = _context(tmp_path, idea_json=None)
+    _run(ctx, until="ideation")
+    idea = ctx.results["ideation"]["idea"]
+    assert ctx.results["ideation"]["generated"] >= 1 and idea["Title"]
+    assert ctx.of("ideas") == [{"count": ctx.results["ideation"]["generated"], "top_k": 1}]
+
+
+def test_a_stage_of_only_buggy_nodes_fails_as_all_nodes_buggy(upstream, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_ALL_BUGGY_STAGE", "1")
+    with pytest.raises(AllNodesBuggy, match="Stage_1"):
+        _run(_context(tmp_path), until="Stage_1")
+
+
+def test_a_checkout_whose_interpreter_cannot_import_upstream_is_refused(upstream, tmp_path, monkeypatch):
+    (upstream / "ai_scientist" / "perform_plotting.py").unlink()
+    monkeypatch.setenv("AI_SCIENTIST_PYTHON", sys.executable)  # a fresh (python, root) pair: probed again
+    with pytest.raises(PipelineUnavailable, match="cannot import AI-Scientist-v2.*perform_plotting"):
+        _run(_context(tmp_path), until="ideation")
+    assert os.environ["AI_SCIENTIST_ROOT"] == str(upstream)
