@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import AllNodesBuggy, PipelineUnavailable
+from pipeline import AllNodesBuggy, ExperimentStateLost, PipelineUnavailable
 from pipeline.ai_scientist import ai_scientist_pipeline, child, steps
 from pipeline.context import RecordingContext
 
@@ -209,3 +209,20 @@ def test_a_checkout_whose_interpreter_cannot_import_upstream_is_refused(upstream
     with pytest.raises(PipelineUnavailable, match="cannot import AI-Scientist-v2.*perform_plotting"):
         _run(_context(tmp_path), until="ideation")
     assert os.environ["AI_SCIENTIST_ROOT"] == str(upstream)
+
+
+def test_a_later_attempt_on_the_same_pod_takes_the_tree_search_from_the_earlier_one(upstream, tmp_path):
+    first = RecordingContext(workdir=tmp_path / "run" / "1", attempt=1, hypothesis=_context(tmp_path).hypothesis)
+    _run(first, until="Stage_4")
+    # attempt 2 retries from plots: the worker hands it the stored outputs and a fresh work dir
+    second = RecordingContext(workdir=tmp_path / "run" / "2", attempt=2, hypothesis=first.hypothesis,
+                              results=dict(first.results))
+    for step in ai_scientist_pipeline().steps[5:]:
+        second.results[step.name] = step.run(second)
+    assert any("from attempt 1 on this pod" in c["message"] for c in second.of("log"))
+    assert second.of("paper")[0]["key"].startswith("runs/run-test/2/ai_scientist/experiments/warm_restarts/")
+    # with no attempt here that ran it, the step says so instead of failing somewhere upstream
+    third = RecordingContext(workdir=tmp_path / "other" / "3", attempt=3, hypothesis=first.hypothesis,
+                             results=dict(first.results))
+    with pytest.raises(ExperimentStateLost, match="did not run the experiment stages"):
+        steps.plots(third)

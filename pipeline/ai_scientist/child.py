@@ -64,7 +64,7 @@ def idea_dir(ctx: RunContext, name: str) -> Path:
     return run_root(ctx) / "experiments" / name
 
 
-def prepare(ctx: RunContext, cfg: AiScientistConfig) -> Path:
+def prepare(ctx: RunContext, cfg: AiScientistConfig, entry: str) -> Path:
     """Lay out the run root (idempotent; the package is copied once per work dir)."""
     root = run_root(ctx)
     root.mkdir(parents=True, exist_ok=True)
@@ -72,11 +72,32 @@ def prepare(ctx: RunContext, cfg: AiScientistConfig) -> Path:
         shutil.copytree(cfg.root / "ai_scientist", root / "ai_scientist", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     settings, changed = cfg.tree_search_settings()
-    for note in changed:
+    for note in changed if entry == "experiments" else ():
         ctx.log(f"tree-search config: {note} (the adapter reads logs/0-run and the stage summaries)", "warning")
     (root / "bfts_config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     shutil.copyfile(ENTRY, root / ENTRY_NAME)
     return root
+
+
+def recover_from_earlier_attempt(ctx: RunContext, idea: Path) -> int | None:
+    """Copy the idea dir of the newest earlier attempt of this run on this pod into this attempt's
+    root, when this one has none; returns that attempt's number, or None.
+
+    The worker gives each attempt its own work dir, `WORK_DIR/<run>/<attempt>`, so an attempt
+    that retries the plots, the paper or the review would otherwise not see the tree search that
+    an earlier attempt ran on this very pod."""
+    if (idea / "logs" / "0-run").is_dir():
+        return None
+    workdir = Path(ctx.workdir)
+    earlier = sorted((int(p.name) for p in workdir.parent.iterdir() if p.name.isdigit() and int(p.name) < ctx.attempt),
+                     reverse=True) if workdir.parent.is_dir() else []
+    relative = idea.relative_to(workdir)
+    for attempt in earlier:
+        source = workdir.parent / str(attempt) / relative
+        if (source / "logs" / "0-run").is_dir():
+            shutil.copytree(source, idea, dirs_exist_ok=True, symlinks=True)
+            return attempt
+    return None
 
 
 def clear_tree_search(idea: Path) -> list[str]:
@@ -95,7 +116,7 @@ def clear_tree_search(idea: Path) -> list[str]:
 def start(ctx: RunContext, cfg: AiScientistConfig, entry: str, args: dict[str, Any]) -> subprocess.Popen:
     """Start `entry` of the child script in the run root, in a session of its own (a cancel stops
     its whole process group), output appended to `<entry>.log`."""
-    root = prepare(ctx, cfg)
+    root = prepare(ctx, cfg, entry)
     args_file = root / f"{entry}.args.json"
     args_file.write_text(json.dumps(args), encoding="utf-8")
     env = {**os.environ, ROOT_ENV: str(root), "PYTHONUNBUFFERED": "1"}

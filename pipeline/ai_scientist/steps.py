@@ -8,8 +8,9 @@ How the steps map on upstream, which runs its four experiment stages in one call
   stage starts.
 - The tree search keeps its state on local disk (upstream cannot resume one). If a run resumes
   where that state is missing, the tree search starts over (from the stored ideation output), in
-  `logs/0-run` again; plots/paper/auto_validation raise `ExperimentStateLost` when the files they
-  need are gone.
+  `logs/0-run` again. plots/paper/auto_validation take the files they need from an earlier
+  attempt of the run on this pod when this attempt has none, and raise `ExperimentStateLost` when
+  no attempt here has them.
 Before any step, the code and the credentials of this and every later step are checked, so a
 run that cannot finish fails before it spends the GPU.
 """
@@ -138,7 +139,7 @@ def _upload_plots(ctx: RunContext, watcher: PlotWatcher, log_dir: Path, *, final
 def plots(ctx: RunContext) -> dict[str, Any]:
     """Aggregate the experiment plots (upstream's LLM-written aggregator) and register the figures."""
     cfg, _ = ready(ctx, "plots")
-    idea = _idea_dir(ctx)
+    idea = _state(ctx)
     if not (idea / "logs" / "0-run" / "experiment_results").is_dir():
         raise ExperimentStateLost(f"no tree-search results under {idea}: this pod did not run the "
                                   "experiment stages; reset the run to start it over")
@@ -154,7 +155,7 @@ def paper(ctx: RunContext) -> dict[str, Any]:
     """Write the ICBINB-format paper with citations and register the PDF; like upstream's launcher,
     fall back to the best reflection PDF when the page-limited final one was not made."""
     cfg, _ = ready(ctx, "paper")
-    idea = _idea_dir(ctx)
+    idea = _state(ctx)
     if not (idea / "logs" / "0-run").is_dir():
         raise ExperimentStateLost(f"no tree-search logs under {idea}: the experiments ran on another pod")
     code = child.run(ctx, cfg, "writeup", {
@@ -177,7 +178,7 @@ def paper(ctx: RunContext) -> dict[str, Any]:
 def auto_validation(ctx: RunContext) -> dict[str, Any]:
     """Upstream's LLM review of the paper, an ensemble with reflections; Overall decides the verdict."""
     cfg, _ = ready(ctx, "auto_validation")
-    idea = _idea_dir(ctx)
+    idea = _state(ctx)
     pdf = find_paper(idea)
     if pdf is None:
         raise ExperimentStateLost(f"no paper PDF under {idea}: the paper step ran on another pod")
@@ -201,6 +202,15 @@ def _idea_dir(ctx: RunContext) -> Path:
     if not isinstance(idea, dict):
         raise PipelineError("the ideation step's outputs are missing from ctx.results")
     return child.idea_dir(ctx, slug(str(idea.get("Name") or "idea")))
+
+
+def _state(ctx: RunContext) -> Path:
+    """The idea dir with the tree search's files, from an earlier attempt on this pod if need be."""
+    idea = _idea_dir(ctx)
+    attempt = child.recover_from_earlier_attempt(ctx, idea)
+    if attempt is not None:
+        ctx.log(f"took the tree search's files from attempt {attempt} on this pod", "info")
+    return idea
 
 
 def _relative(ctx: RunContext, path: Path) -> str:
