@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 from orchestrator.errors import SettingsError
 
+#: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
+#: executes code an LLM wrote), which needs only its model keys.
+SECRET_VARIABLES = ("MONGODB_URL", "INGEST_TOKEN", "INGEST_WEBHOOK_SECRET", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
 DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
 
 #: Defaults of a new run, here once for the API, the CLI, the dispatcher and the worker.

@@ -35,7 +35,7 @@ def upstream(tmp_path, monkeypatch):
     shutil.copytree(STANDIN, checkout, ignore=shutil.ignore_patterns("__pycache__"))
     calls = tmp_path / "python-calls.txt"
     wrapper = tmp_path / "upstream-venv-python"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nenv > {tmp_path}/child-env.txt\nexec {sys.executable} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     for name, value in {**CREDENTIALS, "AI_SCIENTIST_ROOT": str(checkout), "AI_SCIENTIST_PYTHON": str(wrapper),
                         "AI_SCIENTIST_POLL_S": "0.05", "STANDIN_STEP_S": "0.01"}.items():
@@ -70,7 +70,9 @@ def _pdf_text(path):
     return path.read_bytes().decode("latin-1")
 
 
-def test_a_run_goes_through_every_step_on_upstreams_code_in_its_own_interpreter(upstream, tmp_path):
+def test_a_run_goes_through_every_step_on_upstreams_code_in_its_own_interpreter(upstream, tmp_path, monkeypatch):
+    for name in ("INGEST_TOKEN", "MINIO_SECRET_KEY", "MONGODB_URL"):
+        monkeypatch.setenv(name, f"secret-{name}")
     ctx = _context(tmp_path)
     results = _run(ctx)
 
@@ -101,6 +103,9 @@ def test_a_run_goes_through_every_step_on_upstreams_code_in_its_own_interpreter(
     phases = [c.split()[1] for c in calls if c.startswith("orchestrator_entry.py")]
     assert phases == ["experiments", "plots", "writeup", "review"]
     assert not (upstream / "experiments").exists() and not list(upstream.glob("*.log"))
+    # the children (which run LLM-written code) get the model keys, not the control plane's secrets
+    child_env = (tmp_path / "child-env.txt").read_text()
+    assert "OPENAI_API_KEY=sk-test" in child_env and "secret-" not in child_env
 
 
 def test_the_paper_is_written_from_the_summaries_of_logs_0_run(upstream, tmp_path):

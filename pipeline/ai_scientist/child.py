@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.ai_scientist.config import ROOT_ENV, AiScientistConfig
+from pipeline.ai_scientist.config import AiScientistConfig, upstream_environ
 from pipeline.context import RunContext
 from pipeline.errors import PipelineError
 
@@ -115,11 +115,12 @@ def clear_tree_search(idea: Path) -> list[str]:
 
 def start(ctx: RunContext, cfg: AiScientistConfig, entry: str, args: dict[str, Any]) -> subprocess.Popen:
     """Start `entry` of the child script in the run root, in a session of its own (a cancel stops
-    its whole process group), output appended to `<entry>.log`."""
+    its whole process group), output appended to `<entry>.log`, without the control plane's
+    credentials in its environment (the tree search runs code an LLM wrote)."""
     root = prepare(ctx, cfg, entry)
     args_file = root / f"{entry}.args.json"
     args_file.write_text(json.dumps(args), encoding="utf-8")
-    env = {**os.environ, ROOT_ENV: str(root), "PYTHONUNBUFFERED": "1"}
+    env = upstream_environ(root)
     with open(log_path(ctx, entry), "ab") as log:
         return subprocess.Popen(
             [str(cfg.python), ENTRY_NAME, entry, args_file.name], cwd=root, env=env,

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.settings import SECRET_VARIABLES
 from pipeline.errors import PipelineUnavailable
 
 NAME = "ai_scientist"
@@ -114,8 +115,8 @@ class AiScientistConfig:
             return
         code = f"import importlib\nfor m in {MODULES!r}:\n    importlib.import_module(m)\n"
         try:
-            done = subprocess.run([str(self.python), "-c", code], cwd=self.root, capture_output=True,
-                                  text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+            done = subprocess.run([str(self.python), "-c", code], cwd=self.root, capture_output=True, text=True,
+                                  env=upstream_environ(self.root), timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PipelineUnavailable(NAME, f"{self.python} could not import AI-Scientist-v2: {exc}") from exc
         if done.returncode != 0:
@@ -136,6 +137,14 @@ class AiScientistConfig:
         changed = [f"{key}: {settings.get(key)!r} -> {value!r}" for key, value in ENFORCED.items()
                    if settings.get(key) != value]
         return {**settings, **ENFORCED}, changed
+
+
+def upstream_environ(root: Path) -> dict[str, str]:
+    """The environment of every upstream process: the worker's, without the control plane's
+    credentials (the tree search runs code an LLM wrote), with `AI_SCIENTIST_ROOT` at `root`."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    env.update({ROOT_ENV: str(root), "PYTHONUNBUFFERED": "1"})
+    return env
 
 
 def _parse(variable: str, text: str, kind: type) -> Any:

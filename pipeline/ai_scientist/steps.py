@@ -96,6 +96,7 @@ def experiment_step(stage: str) -> Callable[[RunContext], dict[str, Any]]:
                 _TREE_SEARCHES.pop(idea, None)
             raise
         if stage == "Stage_4":
+            child.stop(process)  # what upstream's workers left behind, as its launcher cleans up
             _save_token_usage(ctx, "experiments")
         ctx.progress(1.0)
         return translator.summary()
