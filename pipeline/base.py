@@ -36,6 +36,9 @@ class Pipeline:
 
     name: str
     steps: tuple[Step, ...]
+    #: Called once an attempt's steps are over, however they ended (done, failed, canceled, lease
+    #: lost): stops what one step started for the next ones, such as a child process on the GPU.
+    close: Callable[[RunContext], None] | None = None
 
     def __post_init__(self) -> None:
         names = [step.name for step in self.steps]

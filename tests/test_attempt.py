@@ -236,3 +236,35 @@ def test_an_exception_that_escapes_a_pipeline_thread_goes_into_the_run_history(r
     assert Attempt(rt, run_id, 1).execute() == "completed"
     logs = [e["data"]["message"] for e in rt.emitter.events if e["type"] == "ai.run.log"]
     assert any("ZeroDivisionError in thread loader" in m for m in logs)
+
+
+@pytest.mark.parametrize("second_step, outcome", [("ok", "completed"), ("fails", "failed"), ("cancel", "canceled")])
+def test_the_pipelines_close_runs_once_however_the_attempt_ends(rt, monkeypatch, second_step, outcome):
+    closed = []
+
+    def cancel_between_steps(ctx):
+        cancel_run(rt.db, ctx.run_id, by="bob", reason="stop")
+        return {}
+
+    def boom(ctx):
+        raise RuntimeError("step 2 failed")
+
+    first = cancel_between_steps if second_step == "cancel" else _ok({})
+    second = {"ok": _ok({}), "fails": boom, "cancel": _checkpointing_for_4s}[second_step]
+    steps = (Step("Stage_1", first), Step("Stage_2", second))
+    monkeypatch.setitem(pipeline.PIPELINES, "closing",
+                        lambda: Pipeline("closing", steps, close=lambda ctx: closed.append((ctx.run_id, ctx.attempt))))
+    run_id = _scheduled(rt.db, "closing")
+    assert Attempt(rt, run_id, 1).execute() == outcome
+    assert closed == [(run_id, 1)]
+
+
+def test_a_close_that_fails_is_logged_and_does_not_change_the_outcome(rt, monkeypatch, caplog):
+    def broken(ctx):
+        raise OSError("cannot stop the child")
+
+    monkeypatch.setitem(pipeline.PIPELINES, "bad-close", lambda: Pipeline("bad-close", (Step("Stage_1", _ok({})),),
+                                                                       close=broken))
+    run_id = _scheduled(rt.db, "bad-close")
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    assert "did not close cleanly" in caplog.text and "cannot stop the child" in caplog.text

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import AllNodesBuggy, Canceled, MaxIterationsReached, PipelineError, PipelineUnavailable
 from pipeline.ai_scientist import child, credentials, steps
-from pipeline.ai_scientist.config import AiScientistConfig
+from pipeline.ai_scientist.config import AiScientistConfig, Probe
 from pipeline.ai_scientist.ideas import DEFAULT_EXPERIMENTS, DEFAULT_RISKS, IDEA_KEYS, complete, slug
 from pipeline.ai_scientist.logs import (
     PROGRESS_CAP,
@@ -171,12 +171,18 @@ def test_progress_stays_below_one_until_the_step_itself_finishes(tmp_path):
     assert ctx.of("progress") == [{"fraction": PROGRESS_CAP, "eta_s": None}]
 
 
-def test_the_next_stage_starting_ends_this_one(tmp_path):
+def test_a_stage_ends_at_its_checkpoint_or_when_the_next_one_starts(tmp_path):
     idea_dir = _idea_dir(tmp_path)
     ctx = RecordingContext(workdir=tmp_path)
     log_dir = idea_dir / "logs" / "0-run"
-    assert ProgressTranslator(ctx, log_dir, "Stage_1", 20).next_stage_started()
-    assert not ProgressTranslator(ctx, log_dir, "Stage_2", 12).next_stage_started()
+    assert ProgressTranslator(ctx, log_dir, "Stage_1", 20).stage_over()
+    stage_2 = ProgressTranslator(ctx, log_dir, "Stage_2", 12)
+    assert not stage_2.stage_over()
+    (log_dir / STAGE_2 / "checkpoint.pkl").write_bytes(b"")  # upstream saves it when a main stage ends
+    assert stage_2.stage_over()
+    _write_stage(log_dir / "stage_4_ablation_studies_1_first_attempt", [_node("z", False, 0.3)])
+    (log_dir / "stage_4_ablation_studies_1_first_attempt" / "checkpoint.pkl").write_bytes(b"")
+    assert not ProgressTranslator(ctx, log_dir, "Stage_4", 12).stage_over()  # the summaries come after it
 
 
 def test_stage_1_best_metric_is_the_best_mean_over_datasets_among_working_nodes(tmp_path):
@@ -321,6 +327,20 @@ def test_missing_idea_keys_are_filled_with_the_documented_defaults():
     assert slug("../../etc/passwd") == "etc_passwd" and slug("日本") == "idea"
 
 
+@pytest.mark.parametrize("key, value, reason", [
+    ("Title", ["a list"], "ideaJson.Title must be text, not list"),
+    ("Short Hypothesis", {"x": 1}, "ideaJson.Short Hypothesis must be text, not dict"),
+    ("Experiments", {"plan": "a dict"}, "ideaJson.Experiments must be text, a list of texts or a list of objects"),
+    ("Experiments", ["text", 3], "ideaJson.Experiments must be text"),
+    ("Risk Factors and Limitations", [{"x": 1}], "ideaJson.Risk Factors and Limitations must be text or a list of texts"),
+    ("Code", 42, "ideaJson.Code must be text, not int"),
+])
+def test_an_idea_upstream_would_fail_on_hours_later_is_refused_naming_the_key(key, value, reason):
+    idea = {"Title": "T", "Abstract": "A", key: value}
+    with pytest.raises(InvalidIdea, match=reason):
+        complete(idea, {"title": "t", "idea": "i"})
+
+
 def _cfg(tmp_path, **kw):
     return AiScientistConfig(root=tmp_path, python=Path(sys.executable), bfts_config=tmp_path / "bfts_config.yaml", **kw)
 
@@ -337,16 +357,33 @@ def test_every_missing_credential_of_this_and_later_steps_is_named_before_any_wo
     assert "anthropic.claude-3-5-sonnet-20241022-v2:0 (Amazon Bedrock) needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
     assert "gpt-4o (OpenAI) needs OPENAI_API_KEY" in message
     assert "claude-3-5-sonnet (Anthropic) needs ANTHROPIC_API_KEY" in message
-    aws = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
-    with pytest.raises(PipelineUnavailable, match="needs AWS_REGION_NAME or AWS_REGION"):
-        credentials.check("Stage_2", cfg, BFTS, {**aws, "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"},
-                          generate_ideas=False)
-    env = {**aws, "AWS_REGION_NAME": "us-east-1", "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
-    credentials.check("ideation", cfg, BFTS, env, generate_ideas=True)
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
+    credentials.check("ideation", cfg, BFTS, env, generate_ideas=True)  # Bedrock's region defaults to us-east-1
     # the last step needs only the reviewer's key
     credentials.check("auto_validation", cfg, BFTS, {"ANTHROPIC_API_KEY": "a"}, generate_ideas=False)
     with pytest.raises(PipelineUnavailable, match="does not support the model 'mistral-7b'"):
         credentials.client_need("mistral-7b")
+
+
+def test_bedrock_credentials_boto3_finds_elsewhere_count_and_ollama_in_the_tree_search_needs_an_openai_key(tmp_path):
+    cfg = _cfg(tmp_path, model_review="gpt-4o-2024-11-20")
+    env = {"OPENAI_API_KEY": "o"}
+    role = Probe(vlms=("gpt-4o-2024-11-20", "gpt-4o-2024-05-13"), aws_credentials=True)
+    credentials.check("Stage_1", cfg, BFTS, env, generate_ideas=False, probe=role)  # a pod's role, found by boto3
+    with pytest.raises(PipelineUnavailable, match="Amazon Bedrock"):
+        credentials.check("Stage_1", cfg, BFTS, env, generate_ideas=False, probe=Probe(role.vlms, aws_credentials=False))
+    ollama = {**BFTS, "agent": {**BFTS["agent"], "code": {"model": "ollama/qwen3:32b"}}}
+    with pytest.raises(PipelineUnavailable, match="ollama/qwen3:32b .* needs OPENAI_API_KEY"):
+        credentials.check("Stage_1", cfg, ollama, {}, generate_ideas=False, probe=role)
+
+
+def test_the_writeup_and_review_models_must_be_among_upstreams_vision_models(tmp_path):
+    probe = Probe(vlms=("gpt-4o-2024-11-20",), aws_credentials=True)
+    cfg = _cfg(tmp_path, model_writeup_small="gpt-4o-2024-05-13", model_review="o1-preview")
+    with pytest.raises(PipelineUnavailable) as caught:
+        credentials.check("paper", cfg, BFTS, {"OPENAI_API_KEY": "o"}, generate_ideas=False, probe=probe)
+    assert "gpt-4o-2024-05-13 is not one of upstream's vision models (gpt-4o-2024-11-20)" in str(caught.value)
+    assert "o1-preview is not one of upstream's vision models" in str(caught.value)
 
 
 def test_the_checkout_the_interpreter_and_upstreams_imports_are_checked_with_the_fix_named(tmp_path, monkeypatch):
@@ -357,6 +394,10 @@ def test_the_checkout_the_interpreter_and_upstreams_imports_are_checked_with_the
     assert cfg.python == tmp_path / ".venv" / "bin" / "python" and cfg.review_ensemble == 5
     with pytest.raises(PipelineUnavailable, match="AI_SCIENTIST_PASS_OVERALL='high' is not a float"):
         AiScientistConfig.from_env({"AI_SCIENTIST_ROOT": str(tmp_path), "AI_SCIENTIST_PASS_OVERALL": "high"})
+    with pytest.raises(PipelineUnavailable, match="AI_SCIENTIST_POLL_S='nan' must be a finite number"):
+        AiScientistConfig.from_env({"AI_SCIENTIST_ROOT": str(tmp_path), "AI_SCIENTIST_POLL_S": "nan"})
+    relative = AiScientistConfig.from_env({"AI_SCIENTIST_ROOT": "checkout", "AI_SCIENTIST_PYTHON": "venv/bin/python"})
+    assert relative.python.is_absolute() and relative.root.is_absolute()
     with pytest.raises(PipelineUnavailable, match="not an AI-Scientist-v2 checkout"):
         cfg.check_code()
     (tmp_path / "ai_scientist" / "blank_icbinb_latex").mkdir(parents=True)

@@ -10,7 +10,7 @@ files the run keeps, and `steps` drives it all as the orchestrator's eight steps
 from __future__ import annotations
 
 from pipeline.ai_scientist.config import NAME, AiScientistConfig
-from pipeline.ai_scientist.steps import auto_validation, experiment_step, ideation, paper, plots
+from pipeline.ai_scientist.steps import auto_validation, close, experiment_step, ideation, paper, plots
 from pipeline.base import Pipeline, Step
 
 __all__ = ["NAME", "AiScientistConfig", "ai_scientist_pipeline", "check_available"]
@@ -29,4 +29,4 @@ def ai_scientist_pipeline() -> Pipeline:
         Step("plots", plots),
         Step("paper", paper),
         Step("auto_validation", auto_validation),
-    ))
+    ), close=close)

@@ -57,7 +57,8 @@ class ChildFailed(PipelineError):
 
 
 def run_root(ctx: RunContext) -> Path:
-    return Path(ctx.workdir) / ROOT_NAME
+    """Absolute: upstream joins AI_SCIENTIST_ROOT with paths relative to its working directory."""
+    return (Path(ctx.workdir) / ROOT_NAME).resolve()
 
 
 def idea_dir(ctx: RunContext, name: str) -> Path:
@@ -88,16 +89,27 @@ def recover_from_earlier_attempt(ctx: RunContext, idea: Path) -> int | None:
     an earlier attempt ran on this very pod."""
     if (idea / "logs" / "0-run").is_dir():
         return None
-    workdir = Path(ctx.workdir)
-    earlier = sorted((int(p.name) for p in workdir.parent.iterdir() if p.name.isdigit() and int(p.name) < ctx.attempt),
-                     reverse=True) if workdir.parent.is_dir() else []
-    relative = idea.relative_to(workdir)
-    for attempt in earlier:
-        source = workdir.parent / str(attempt) / relative
+    relative = idea.relative_to(run_root(ctx))
+    for attempt in earlier_attempts(ctx):
+        source = run_root_of(ctx, attempt) / relative
         if (source / "logs" / "0-run").is_dir():
             shutil.copytree(source, idea, dirs_exist_ok=True, symlinks=True)
             return attempt
     return None
+
+
+def earlier_attempts(ctx: RunContext) -> list[int]:
+    """Earlier attempts of this run with a work dir on this pod, newest first."""
+    attempts = Path(ctx.workdir).resolve().parent
+    if not attempts.is_dir():
+        return []
+    return sorted((int(p.name) for p in attempts.iterdir() if p.name.isdigit() and int(p.name) < ctx.attempt),
+                  reverse=True)
+
+
+def run_root_of(ctx: RunContext, attempt: int) -> Path:
+    """The run root of another attempt of this run on this pod (`WORK_DIR/<run>/<attempt>`)."""
+    return Path(ctx.workdir).resolve().parent / str(attempt) / ROOT_NAME
 
 
 def clear_tree_search(idea: Path) -> list[str]:
@@ -122,10 +134,44 @@ def start(ctx: RunContext, cfg: AiScientistConfig, entry: str, args: dict[str, A
     args_file.write_text(json.dumps(args), encoding="utf-8")
     env = upstream_environ(root)
     with open(log_path(ctx, entry), "ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [str(cfg.python), ENTRY_NAME, entry, args_file.name], cwd=root, env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
+    (root / f"{entry}.pid").write_text(str(process.pid), encoding="utf-8")
+    return process
+
+
+def reap_earlier_attempts(ctx: RunContext, entry: str) -> list[int]:
+    """Kill what `entry` children of earlier attempts of this run on this pod left running (their
+    worker died, and a child in its own session outlives it): one tree search per GPU.
+    Returns the process groups killed."""
+    killed = []
+    for pidfile in (run_root_of(ctx, attempt) / f"{entry}.pid" for attempt in earlier_attempts(ctx)):
+        try:
+            group = int(pidfile.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if _kill_group(group, pidfile.parent):
+            killed.append(group)
+        pidfile.unlink(missing_ok=True)
+    return killed
+
+
+def _kill_group(group: int, root: Path) -> bool:
+    """SIGKILL every process of `group` that works inside `root`, so a pid the system has since
+    given to an unrelated process is left alone. Linux (/proc) only."""
+    found = False
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            process_group = int(stat[stat.rindex(")") + 2:].split()[2])  # after "(comm)": state, ppid, pgrp
+            if process_group == group and os.readlink(entry / "cwd").startswith(str(root)):
+                os.kill(int(entry.name), signal.SIGKILL)
+                found = True
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def run(ctx: RunContext, cfg: AiScientistConfig, entry: str, args: dict[str, Any], ok: tuple[int, ...] = (0,)) -> int:

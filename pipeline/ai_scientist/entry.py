@@ -77,41 +77,34 @@ def writeup(args: dict[str, Any]) -> None:
     sys.exit(WRITEUP_INCOMPLETE)
 
 
-#: Score fields and their ranges, as upstream's ensemble averages them (perform_llm_review.py ~166-180).
-SCORES = (("Originality", 1, 4), ("Quality", 1, 4), ("Clarity", 1, 4), ("Significance", 1, 4), ("Soundness", 1, 4),
-          ("Presentation", 1, 4), ("Contribution", 1, 4), ("Overall", 1, 10), ("Confidence", 1, 5))
-
-
 def review(args: dict[str, Any]) -> None:
-    """Review the paper with an ensemble of reviewers (each with its reflections), then its
-    figures and captions, into the launcher's two files plus `review_ensemble.json`.
-
-    Upstream's own ensemble (`perform_review(num_reviews_ensemble > 1)`) cannot run at defddb8: its
-    batch call is wrapped in `track_token_usage`, which reads `.model` from the tuple it returns.
-    So each reviewer is one `perform_review` call, and they are combined as upstream's ensemble
-    combines them: its meta-review, with every score the rounded mean of the in-range scores."""
+    """Review the paper as an ensemble with reflections, then its figures and captions, into the
+    launcher's two files."""
     from ai_scientist.llm import create_client
-    from ai_scientist.perform_llm_review import get_meta_review, load_paper, perform_review
+    from ai_scientist.perform_llm_review import load_paper, perform_review
     from ai_scientist.perform_vlm_review import perform_imgs_cap_ref_review
 
+    repair_review_ensemble()
     idea_dir = Path(args["idea_dir"])
     client, model = create_client(args["model"])
-    text = load_paper(args["paper"])
-    reviews = [r for r in (perform_review(text, model, client, num_reflections=args["num_reflections"])
-                           for _ in range(args["num_reviews_ensemble"])) if isinstance(r, dict)]
-    if not reviews:
-        sys.exit("no reviewer returned a readable review")
-    combined = reviews[0]
-    if len(reviews) > 1:
-        combined = dict(get_meta_review(model, client, 0.75, reviews) or reviews[0])
-        for name, low, high in SCORES:
-            scores = [r[name] for r in reviews if isinstance(r.get(name), (int, float)) and low <= r[name] <= high]
-            if scores:
-                combined[name] = int(round(sum(scores) / len(scores)))
+    review_text = perform_review(load_paper(args["paper"]), model, client, num_reflections=args["num_reflections"],
+                                 num_reviews_ensemble=args["num_reviews_ensemble"])
     figures_review = perform_imgs_cap_ref_review(client, model, args["paper"])
-    (idea_dir / "review_text.txt").write_text(json.dumps(combined, indent=4), encoding="utf-8")
-    (idea_dir / "review_ensemble.json").write_text(json.dumps(reviews, indent=4), encoding="utf-8")
+    (idea_dir / "review_text.txt").write_text(json.dumps(review_text, indent=4), encoding="utf-8")
     (idea_dir / "review_img_cap_ref.json").write_text(json.dumps(figures_review, indent=4), encoding="utf-8")
+
+
+def repair_review_ensemble() -> None:
+    """Let `perform_review(num_reviews_ensemble > 1)` run. At defddb8 its batch call,
+    `llm.get_batch_responses_from_llm`, is wrapped in `track_token_usage`, which reads `.model`
+    from the tuple the call returns and raises AttributeError. The review module gets the call
+    without its wrappers: the batch is not token-counted (it never was), and is not retried on a
+    rate limit (its backoff wrapper goes with it); every other call keeps both."""
+    import inspect
+
+    from ai_scientist import perform_llm_review
+
+    perform_llm_review.get_batch_responses_from_llm = inspect.unwrap(perform_llm_review.get_batch_responses_from_llm)
 
 
 def save_token_usage(phase: str) -> None:

@@ -53,8 +53,29 @@ def complete(idea: dict[str, Any], hypothesis: dict[str, Any]) -> tuple[dict[str
                 "Risk Factors and Limitations": DEFAULT_RISKS, "Name": slug(title)}
     filled = [key for key in IDEA_KEYS if not _present(idea.get(key))]
     done = {**idea, **{key: defaults[key] for key in filled}}
-    done["Name"] = slug(str(done["Name"]))
+    check_types(done)
+    done["Name"] = slug(done["Name"])
     return done, filled
+
+
+def check_types(idea: dict[str, Any]) -> None:
+    """Raise `InvalidIdea` for a value upstream would fail on hours later: it concatenates Title,
+    Abstract, Short Hypothesis and Code as text (agent_manager.py `_get_task_desc_str`), joins
+    Experiments (text, a list of texts or a list of objects) in Stage_3 and Risk Factors and
+    Limitations (text or a list of texts) in Stage_4 (`_curate_task_desc`)."""
+    for key in ("Name", "Title", "Abstract", "Short Hypothesis", "Code"):
+        if key in idea and not isinstance(idea[key], str):
+            raise InvalidIdea(f"ideaJson.{key} must be text, not {type(idea[key]).__name__}.")
+    experiments = idea.get("Experiments")
+    if not (isinstance(experiments, str) or _list_of(experiments, str) or _list_of(experiments, dict)):
+        raise InvalidIdea("ideaJson.Experiments must be text, a list of texts or a list of objects.")
+    risks = idea.get("Risk Factors and Limitations")
+    if not (isinstance(risks, str) or _list_of(risks, str)):
+        raise InvalidIdea("ideaJson.Risk Factors and Limitations must be text or a list of texts.")
+
+
+def _list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, kind) for item in value)
 
 
 def is_complete(idea: Any) -> bool:

@@ -192,9 +192,13 @@ class ProgressTranslator:
         self._report_metrics(snapshot)
         return snapshot
 
-    def next_stage_started(self) -> bool:
-        """True once the tree search has moved on to the next main stage: this one is over."""
-        return bool(stage_dirs(self.log_dir, self.main_stage + 1))
+    def stage_over(self) -> bool:
+        """True once this main stage is over: upstream saved its `checkpoint.pkl` (agent_manager.py
+        `_save_checkpoint`, at the end of each main stage), or the next stage has logs. Stage_4 is
+        over only when the process ends: after it, upstream still writes the stage summaries."""
+        if stage_dirs(self.log_dir, self.main_stage + 1):
+            return True
+        return self.main_stage < 4 and any((d / "checkpoint.pkl").is_file() for d in stage_dirs(self.log_dir, self.main_stage))
 
     def diagnose(self) -> PipelineError | None:
         """After the tree search ended early: why this stage produced nothing to build on."""

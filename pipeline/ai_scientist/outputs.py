@@ -24,8 +24,7 @@ class ProducedFile:
 
 
 #: Review outputs as launch_scientist_bfts.py writes them into the idea dir.
-_REVIEW_FILES = (("review_text.txt", "text/plain"), ("review_img_cap_ref.json", "application/json"),
-                 ("review_ensemble.json", "application/json"))
+_REVIEW_FILES = (("review_text.txt", "text/plain"), ("review_img_cap_ref.json", "application/json"))
 
 
 def find_paper(idea_dir: Path) -> Path | None:

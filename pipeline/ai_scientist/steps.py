@@ -44,12 +44,15 @@ class LogDirMoved(PipelineError):
 
 
 def ready(ctx: RunContext, step: str) -> tuple[AiScientistConfig, dict[str, Any]]:
-    """The config and tree-search settings, once the code and every credential from `step` on are there."""
+    """The config and tree-search settings, once the code, the writeup's programs and every
+    credential from `step` on are there."""
     cfg = AiScientistConfig.from_env()
-    cfg.check_code()
+    probe = cfg.check_code()
+    if "paper" in credentials.remaining(step):
+        cfg.check_tools()
     settings, _ = cfg.tree_search_settings()
     generate = step == "ideation" and not isinstance(ctx.hypothesis.get("ideaJson"), dict)
-    credentials.check(step, cfg, settings, os.environ, generate_ideas=generate)
+    credentials.check(step, cfg, settings, os.environ, generate_ideas=generate, probe=probe)
     if not os.environ.get(credentials.S2_KEY) and step in ("ideation", "paper"):
         ctx.log(f"{credentials.S2_KEY} is not set: Semantic Scholar searches are rate-limited", "warning")
     return cfg, settings
@@ -91,12 +94,10 @@ def experiment_step(stage: str) -> Callable[[RunContext], dict[str, Any]]:
         try:
             _follow(ctx, cfg, process, translator, watcher)
         except BaseException:
-            child.stop(process)  # a cancel, a lost lease or a failed stage: nothing will read its logs
-            with _TREE_SEARCHES_LOCK:
-                _TREE_SEARCHES.pop(idea, None)
+            close(ctx)  # a cancel, a lost lease or a failed stage: nothing will read its logs
             raise
         if stage == "Stage_4":
-            child.stop(process)  # what upstream's workers left behind, as its launcher cleans up
+            close(ctx)  # what upstream's workers left behind, as its launcher cleans up
             _save_token_usage(ctx, "experiments")
         ctx.progress(1.0)
         return translator.summary()
@@ -113,7 +114,7 @@ def _follow(ctx: RunContext, cfg: AiScientistConfig, process: subprocess.Popen, 
         _check_log_dir(translator.log_dir.parent.parent)
         translator.poll()
         _upload_plots(ctx, watcher, translator.log_dir, final=False)
-        if translator.next_stage_started():
+        if translator.stage_over():
             return
         if process.poll() is not None:
             translator.poll()
@@ -123,6 +124,16 @@ def _follow(ctx: RunContext, cfg: AiScientistConfig, process: subprocess.Popen, 
             raise _early_end(ctx, translator, process.returncode)
         ctx.checkpoint()
         time.sleep(cfg.poll_s)
+
+
+def close(ctx: RunContext) -> None:
+    """Stop this attempt's tree search, if one is left: the pipeline's `close`, which the worker
+    calls however the attempt ended (between two stages a cancel would otherwise leave it on the GPU)."""
+    root = child.run_root(ctx)
+    with _TREE_SEARCHES_LOCK:
+        mine = [idea for idea in _TREE_SEARCHES if idea.is_relative_to(root)]
+        for idea in mine:
+            child.stop(_TREE_SEARCHES.pop(idea)[0])
 
 
 def _check_log_dir(idea: Path) -> None:
@@ -227,6 +238,8 @@ def _tree_search(ctx: RunContext, cfg: AiScientistConfig) -> tuple[subprocess.Po
         running = _TREE_SEARCHES.get(idea)
         if running is not None and not (fresh_run and running[0].poll() is not None):
             return running  # running, or finished for this run: the steps read its logs
+        for group in child.reap_earlier_attempts(ctx, "experiments"):
+            ctx.log(f"killed the tree search (process group {group}) an earlier attempt left on this pod", "warning")
         removed = child.clear_tree_search(idea)
         if removed:
             ctx.log(f"an earlier tree search left {', '.join(removed)}; starting the tree search over in logs/0-run",
@@ -259,9 +272,11 @@ def _save_token_usage(ctx: RunContext, phase: str) -> None:
 
 
 def _total_token_usage(ctx: RunContext) -> dict[str, Any]:
-    """Every phase's token usage summed per model into `token_tracker.json`, kept as an artifact."""
+    """The token usage of every phase of every attempt of this run on this pod, summed per model
+    into `token_tracker.json` and kept as an artifact (earlier attempts' phases were paid for too)."""
     root = child.run_root(ctx)
-    usage = merge_token_usage(sorted((root / "token_usage").glob("*.json")))
+    roots = [root, *(child.run_root_of(ctx, attempt) for attempt in child.earlier_attempts(ctx))]
+    usage = merge_token_usage(sorted(path for r in roots for path in (r / "token_usage").glob("*.json")))
     if usage:
         out = root / "token_tracker.json"
         out.write_text(json.dumps(usage, indent=2, sort_keys=True), encoding="utf-8")

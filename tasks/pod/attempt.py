@@ -117,8 +117,7 @@ class Attempt:
         try:
             self.emit("ai.run.started", pod_id=self.pod_id, attempt=self.attempt, gpu=gpu_name(),
                       region=self.rt.region, image=self.rt.image)
-            steps = self._pipeline_steps(run)
-            outcome = self._run_steps(run, steps, self.heartbeat)
+            outcome = self._run_steps(run, self._pipeline(run), self.heartbeat)
         except Canceled as exc:
             self.emit("ai.run.canceled", by=(self.heartbeat.cancel_info or {}).get("by"), reason=str(exc))
             outcome = "canceled"
@@ -138,14 +137,12 @@ class Attempt:
             self.rt.emitter.flush(timeout=settings.heartbeat_interval_s)
         return outcome
 
-    def _pipeline_steps(self, run: dict[str, Any]) -> tuple[pipeline.Step, ...]:
-        name = run.get("pipeline") or DEFAULT_PIPELINE
-        pipeline.check_available(name)
-        return pipeline.get_pipeline(name).steps
+    def _pipeline(self, run: dict[str, Any]) -> pipeline.Pipeline:
+        return pipeline.get_pipeline(run.get("pipeline") or DEFAULT_PIPELINE)
 
-    def _run_steps(self, run: dict[str, Any], steps: tuple[pipeline.Step, ...], heartbeat: Heartbeat) -> str:
+    def _run_steps(self, run: dict[str, Any], chosen: pipeline.Pipeline, heartbeat: Heartbeat) -> str:
         hypothesis = self.db.hypotheses.find_one({"_id": run.get("hypothesisId")}) or {}
-        workdir = Path(self.rt.settings.work_dir) / self.run_id / str(self.attempt)
+        workdir = (Path(self.rt.settings.work_dir) / self.run_id / str(self.attempt)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = WorkerContext(
             run_id=self.run_id, attempt=self.attempt,
@@ -154,16 +151,28 @@ class Attempt:
             seed=run_seed(run), workdir=workdir, results=completed_outputs(self.db, self.run_id),
             emit=self.emit, storage=self.rt.storage, checkpoint=heartbeat.check,
         )
-        for step in steps:
-            if step.name in ctx.results:
-                self.emit("ai.run.log", level="info",
-                          message=f"{step.name} completed in an earlier attempt; reusing its outputs")
-                continue
-            heartbeat.check()
-            with self.stage_scope(ctx, step.name) as scope:
-                scope["outputs"] = step.run(ctx) or {}
-            ctx.results[step.name] = scope["outputs"]
+        try:
+            for step in chosen.steps:
+                if step.name in ctx.results:
+                    self.emit("ai.run.log", level="info",
+                              message=f"{step.name} completed in an earlier attempt; reusing its outputs")
+                    continue
+                heartbeat.check()
+                with self.stage_scope(ctx, step.name) as scope:
+                    scope["outputs"] = step.run(ctx) or {}
+                ctx.results[step.name] = scope["outputs"]
+        finally:
+            self._close(chosen, ctx)
         return "completed"
+
+    def _close(self, chosen: pipeline.Pipeline, ctx: WorkerContext) -> None:
+        """The pipeline's own clean-up; a failure in it is logged, never the attempt's outcome."""
+        if chosen.close is None:
+            return
+        try:
+            chosen.close(ctx)
+        except Exception:  # noqa: BLE001 - the outcome is already decided; the log says what was left behind
+            log.exception("run %s attempt %s: pipeline %s did not close cleanly", self.run_id, self.attempt, chosen.name)
 
     @contextmanager
     def stage_scope(self, ctx: WorkerContext, name: str) -> Iterator[dict[str, Any]]:
