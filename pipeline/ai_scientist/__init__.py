@@ -9,6 +9,7 @@ files the run keeps, and `steps` drives it all as the orchestrator's eight steps
 
 from __future__ import annotations
 
+from orchestrator.events import EXPERIMENT_STAGES
 from pipeline.ai_scientist.config import NAME, AiScientistConfig
 from pipeline.ai_scientist.steps import auto_validation, close, experiment_step, ideation, paper, plots
 from pipeline.base import Pipeline, Step
@@ -25,7 +26,7 @@ def ai_scientist_pipeline() -> Pipeline:
     """The registry's factory for `ai_scientist`; the config is read when a step runs."""
     return Pipeline(NAME, (
         Step("ideation", ideation),
-        *(Step(stage, experiment_step(stage)) for stage in ("Stage_1", "Stage_2", "Stage_3", "Stage_4")),
+        *(Step(stage, experiment_step(stage)) for stage in EXPERIMENT_STAGES),
         Step("plots", plots),
         Step("paper", paper),
         Step("auto_validation", auto_validation),

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.events import STAGE_INDEX, STAGE_NAMES
 from pipeline.ai_scientist.config import NAME, AiScientistConfig, Probe
 from pipeline.errors import PipelineUnavailable
 
@@ -28,7 +29,6 @@ BEDROCK = "Amazon Bedrock"
 S2_KEY = "S2_API_KEY"
 #: The model upstream's journal uses for its summaries and node selection when the config names none.
 TREE_SEARCH_DEFAULT_MODEL = "gpt-4o"
-STEP_ORDER = ("ideation", "Stage_1", "Stage_2", "Stage_3", "Stage_4", "plots", "paper", "auto_validation")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def tree_search_models(settings: Mapping[str, Any]) -> list[str]:
 
 def remaining(step: str) -> tuple[str, ...]:
     """`step` and the steps after it."""
-    return STEP_ORDER[STEP_ORDER.index(step):]
+    return STAGE_NAMES[STAGE_INDEX[step]:]
 
 
 def needs(step: str, cfg: AiScientistConfig, settings: Mapping[str, Any], *, generate_ideas: bool) -> list[Need]:

@@ -4,8 +4,8 @@ How the steps map on upstream, which runs its four experiment stages in one call
 - ideation uses the hypothesis' `ideaJson` (gaps filled, see `ideas`), or runs upstream's
   ideation with the hypothesis text as the workshop description.
 - Stage_1 starts the whole tree search in a child process; each of Stage_1..4 follows its own
-  stage in the logs (`ProgressTranslator`), uploads plots as they appear, and ends when the next
-  stage starts.
+  stage in the logs (`ProgressTranslator`), uploads plots as they appear, and ends when upstream
+  saves the stage's checkpoint or the next stage starts (Stage_4: when the process ends).
 - The tree search keeps its state on local disk (upstream cannot resume one). If a run resumes
   where that state is missing, the tree search starts over (from the stored ideation output), in
   `logs/0-run` again. plots/paper/auto_validation take the files they need from an earlier
