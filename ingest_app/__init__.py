@@ -14,7 +14,7 @@ import time
 
 from flask import Flask, Response, g, request
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from ingest_app import api, auth, probes, routes_ingest
@@ -111,8 +111,12 @@ def _install_hooks(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         return problem(exc.code or 500, exc.name, exc.description)
 
-    @app.errorhandler(ConnectionFailure)
-    def _database_down(exc: ConnectionFailure) -> Response:
-        """The one answer to a database outage, on every route: 503 with Retry-After."""
-        log.warning("MongoDB unreachable for %s %s: %s", request.method, request.path, exc)
-        return database_down(exc)
+    @app.errorhandler(PyMongoError)
+    def _database_error(exc: PyMongoError) -> Response:
+        """The one answer to a database outage, on every route: 503 with Retry-After. That
+        includes FerretDB up with its PostgreSQL down (`dbmod.is_unavailable`)."""
+        if dbmod.is_unavailable(exc):
+            log.warning("MongoDB unreachable for %s %s: %s", request.method, request.path, exc)
+            return database_down(exc)
+        log.error("database error on %s %s", request.method, request.path, exc_info=exc)
+        return problem(500, "Internal Server Error", "The database refused the request; the server log has the details.")

@@ -14,13 +14,13 @@ from datetime import timedelta
 from typing import Any
 
 import click
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
 from ops.live import follow, run_view
 from orchestrator import queries
-from orchestrator.db import ensure_indexes, get_db, utcnow
+from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
 from orchestrator.errors import NotFound, SettingsError, TransitionError
 from orchestrator.runs import cancel_run, create_hypothesis_and_run, retry_run
 from orchestrator.serialize import jsonable
@@ -80,7 +80,9 @@ class Group(click.Group):
             _fail(str(exc), EXIT_ILLEGAL)
         except SettingsError as exc:
             _fail(str(exc), 2)
-        except ConnectionFailure as exc:
+        except PyMongoError as exc:
+            if not is_unavailable(exc):
+                raise
             url = Settings.from_env().redacted()["mongodb_url"]
             _fail(f"MongoDB at {url} is unreachable ({type(exc).__name__}); check MONGODB_URL and that the server is up",
                   EXIT_NO_DATABASE)

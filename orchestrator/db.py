@@ -7,6 +7,7 @@ TTL expiry and no change streams); it never assumes the weaker server.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from typing import Any
 import pymongo
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
+from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure, PyMongoError
 
 from orchestrator.settings import Settings
 
@@ -26,6 +27,24 @@ EVENTS_SEEN_TTL_S = 7 * 24 * 3600
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
+
+
+#: What a wire server answers while the database behind it is down, restarting or shutting down:
+#: FerretDB on PostgreSQL reports the PostgreSQL driver's error as an OperationFailure
+#: (InternalError), e.g. "failed to connect to `user=... database=...`: ... connection refused".
+BACKEND_DOWN_PATTERN = (r"failed to connect to|connection refused|unexpected EOF|conn closed|connection reset"
+                        r"|broken pipe|terminating connection|the database system is (starting up|shutting down"
+                        r"|in recovery mode)|SQLSTATE (57P0|08)")
+_BACKEND_DOWN = re.compile(BACKEND_DOWN_PATTERN, re.IGNORECASE)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database cannot serve now but may soon, so the caller should answer "try
+    again" (503, a retry) rather than report a bug: the server is unreachable, or it is up but
+    the database behind it is not (FerretDB's PostgreSQL backend)."""
+    if isinstance(exc, ConnectionFailure):
+        return True
+    return isinstance(exc, OperationFailure) and bool(_BACKEND_DOWN.search(str(exc)))
 
 
 def utcnow() -> datetime:

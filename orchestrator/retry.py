@@ -18,6 +18,8 @@ import traceback as tb
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from orchestrator.db import BACKEND_DOWN_PATTERN
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -38,7 +40,7 @@ RULES: tuple[Rule, ...] = (
     Rule("ArtifactUploadFailed", True, ("StorageError",)),
     Rule("Timeout", True, ("TimeoutError", "Timeout", "ReadTimeout", "ConnectTimeout", "ExecutionTimeout",
                            "NetworkTimeout"), r"timed out"),
-    Rule("ConnectionError", True, ("ConnectionError", "ConnectionFailure", "AutoReconnect")),
+    Rule("ConnectionError", True, ("ConnectionError", "ConnectionFailure", "AutoReconnect"), BACKEND_DOWN_PATTERN),
     Rule("MissingFile", False, ("FileNotFoundError",)),
     Rule("PermissionDenied", False, ("PermissionError",)),
 )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
 from orchestrator.events import seq_for
 from orchestrator.ingest import DUPLICATE
@@ -273,7 +273,14 @@ def test_get_on_an_ingest_route_is_a_405_problem(client: FlaskClient) -> None:
 # --- MongoDB outage -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error", [ServerSelectionTimeoutError("no servers"), AutoReconnect("connection reset")])
+#: What FerretDB answered (seen) while the PostgreSQL behind it was down: the wire server is up.
+POSTGRESQL_DOWN = OperationFailure(
+    "[msg_insert.go:168 handler.(*Handler).MsgInsert] failed to connect to `user=ferretdb database=ferretdb`:\n"
+    "\t127.0.0.1:37373 (127.0.0.1): dial error: dial tcp 127.0.0.1:37373: connect: connection refused", code=1)
+
+
+@pytest.mark.parametrize("error", [ServerSelectionTimeoutError("no servers"), AutoReconnect("connection reset"),
+                                   POSTGRESQL_DOWN], ids=["unreachable", "reset", "postgresql-behind-ferretdb"])
 def test_mongodb_unreachable_is_503_with_retry_after(
     client: FlaskClient, run_id: str, mock_db: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
@@ -284,6 +291,18 @@ def test_mongodb_unreachable_is_503_with_retry_after(
     response = post_ndjson(client, [_log(run_id)])
     assert response.status_code == 503 and response.mimetype == PROBLEM
     assert response.headers["Retry-After"] == "5" and "resend" in response.json["detail"]
+
+
+def test_any_other_database_error_is_a_500_problem_not_a_retry_later(
+    client: FlaskClient, run_id: str, mock_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*_: Any, **__: Any) -> None:
+        raise OperationFailure("$jsonSchema is not supported", code=2)
+
+    monkeypatch.setattr(type(mock_db.events_seen), "find", refused)
+    response = post_ndjson(client, [_log(run_id)])
+    assert response.status_code == 500 and response.mimetype == PROBLEM
+    assert "Retry-After" not in response.headers and "server log" in response.json["detail"]
 
 
 def test_a_failure_between_apply_and_mark_is_finished_by_the_resend(

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymongo.errors import OperationFailure
 
 from orchestrator.retry import AfterFailure, Backoff, after_failure, classify, run_backoff_s
 
@@ -24,6 +25,9 @@ class MaxIterationsReached(Exception):
         (RuntimeError("CUDA error: out of memory"), "CudaOutOfMemory", True),
         (TimeoutError("read timed out"), "Timeout", True),
         (ConnectionRefusedError("refused"), "ConnectionError", True),
+        (OperationFailure("failed to connect to `user=ferretdb database=ferretdb`: connection refused", code=1),
+         "ConnectionError", True),
+        (OperationFailure("unknown operator: $foo", code=2), "OperationFailure", False),
         (MaxIterationsReached("stage 2"), "MaxIterationsReached", False),
         (RuntimeError("All nodes are buggy in stage 3"), "AllNodesBuggy", False),
         (FileNotFoundError("idea.json"), "MissingFile", False),
