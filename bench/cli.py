@@ -85,7 +85,8 @@ def _server_name(h: Harness) -> str:
     info = db.client.admin.command("buildInfo")
     if h.server.external_url is None or "ferretdbVersion" in info:
         version = ferretdb_version(ROOT / "devtools" / "ferretdb" / "go.mod") or info.get("ferretdbVersion", "?")
-        return (f"FerretDB {version}, SQLite backend (devtools/ferretdb/bin/ferretdb-test; reports MongoDB "
+        backend = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(h.server.backend, h.server.backend)
+        return (f"FerretDB {version}, {backend} backend (devtools/ferretdb/bin/ferretdb-test; reports MongoDB "
                 f"{info.get('version', '?')} wire compatibility), loopback TCP")
     return f"MongoDB {info.get('version', '?')} at MONGODB_TEST_URL"
 
@@ -93,7 +94,7 @@ def _server_name(h: Harness) -> str:
 def _setup(h: Harness) -> str:
     from orchestrator import ingest as ingest_core
 
-    per_command = getattr(ingest_core, "UPDATES_PER_COMMAND", None)
+    per_command = ingest_core.FERRETDB_UPDATES_PER_COMMAND
     lines = [
         "- Server: " + ("our FerretDB binary started for this run on a loopback port, data in a fresh temporary "
                         "directory" if h.ferretdb else "the MongoDB server at MONGODB_TEST_URL") +
@@ -105,18 +106,14 @@ def _setup(h: Harness) -> str:
         "encoded before any clock starts.",
         f"- gunicorn workers: **{h.ingest_workers}**.",
     ]
-    if h.ferretdb and h.ingest_workers < 3:
+    if h.ferretdb:
         lines.append(
-            "  On FerretDB only that many can write at once without wedging the database. FerretDB v1.24 keeps "
-            "every update of one `update` command holding a pooled SQLite connection until the command returns "
-            "(`defer closer.Close()` inside the loop over the updates, `internal/handler/msg_update.go` line 121) and "
-            "opens at most 100 connections per database (`SetMaxOpenConns(100)`, "
-            "`internal/backends/sqlite/metadata/pool/opendb.go` line 45); update commands that together carry about "
-            "100 updates deadlock that database for good (seen on this machine: 3 clients sending 50-update "
-            "`bulk_write`s at once hang, and every later request to that database times out; 2 × 45 do not). "
-            f"Ingest sends up to `UPDATES_PER_COMMAND` = {per_command} updates per command, so two or more busy "
-            "gunicorn workers on one FerretDB database can reach it (the Procfile's default is 4). The bench picks "
-            "`90 // UPDATES_PER_COMMAND` workers (at most 3) and so follows any change to that constant.")
+            f"  Ingest sends at most `FERRETDB_UPDATES_PER_COMMAND` = {per_command} updates per command on FerretDB: "
+            "FerretDB v1.24 keeps every update of one `update` command holding a pooled backend connection until the "
+            "command returns (`defer closer.Close()` inside the loop over the updates, "
+            "`internal/handler/msg_update.go`), and update commands that together hold the whole pool (50 "
+            "connections for the server on PostgreSQL, 100 per database on SQLite) deadlock it for good (seen: one "
+            "command of 50 updates on PostgreSQL).")
     return "\n".join(lines)
 
 

@@ -30,9 +30,10 @@ TOKEN = "bench-ingest-token"
 #: gunicorn workers of the ingest app: "a few", as the Procfile's WEB_CONCURRENCY (4) on a 2-core box;
 #: fewer on FerretDB (see `ingest_workers`).
 INGEST_WORKERS = 3
-#: Connections FerretDB's SQLite backend opens per database (`SetMaxOpenConns(100)` in
-#: internal/backends/sqlite/metadata/pool/opendb.go), less a margin for the other clients.
-FERRETDB_POOL_HEADROOM = 90
+#: Backend connections FerretDB pools, less a margin for the other clients: 50 for the whole server
+#: on PostgreSQL (`pool_max_conns`, internal/backends/postgresql/metadata/pool/uri.go), 100 per
+#: database on SQLite (`SetMaxOpenConns(100)`, .../sqlite/metadata/pool/opendb.go).
+FERRETDB_POOL_HEADROOM = 40
 #: gunicorn's worker timeout (s). The Procfile keeps gunicorn's 30 s; the flood's 1,000-event
 #: batches may take longer on FerretDB, and a killed worker would end the measurement. The
 #: longest request is reported instead.
@@ -62,21 +63,17 @@ class Ingest:
 def ingest_workers(ferretdb: bool) -> int:
     """How many gunicorn workers can post at once without wedging the database.
 
-    FerretDB v1.24 keeps every update of one `update` command holding a pooled SQLite
+    FerretDB v1.24 keeps every update of one `update` command holding a pooled backend
     connection until the command ends (`defer closer.Close()` inside the loop over updates,
-    internal/handler/msg_update.go), and a database has 100 connections: concurrent update
-    commands that together carry about 100 updates deadlock that database for good (seen: 3
-    threads x 50 updates hang, 2 x 45 do not). Ingest sends at most `UPDATES_PER_COMMAND`
-    updates per command, so on FerretDB only as many workers run as keep the total under
-    the pool."""
+    internal/handler/msg_update.go): update commands in flight that together hold the whole
+    pool deadlock the server for good (seen: one command of 50 updates on PostgreSQL, 3 x 50
+    on SQLite). Ingest sends at most `FERRETDB_UPDATES_PER_COMMAND` updates per command there,
+    so only as many workers run as keep the total under the pool."""
     if not ferretdb:
         return INGEST_WORKERS
-    from orchestrator import ingest
+    from orchestrator.ingest import FERRETDB_UPDATES_PER_COMMAND
 
-    per_command = getattr(ingest, "UPDATES_PER_COMMAND", None)
-    if not per_command:
-        return 1
-    return max(1, min(INGEST_WORKERS, FERRETDB_POOL_HEADROOM // per_command))
+    return max(1, min(INGEST_WORKERS, FERRETDB_POOL_HEADROOM // FERRETDB_UPDATES_PER_COMMAND))
 
 
 BATCH_HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"}

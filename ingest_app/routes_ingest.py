@@ -19,7 +19,7 @@ from ingest_app import auth, parsing
 from ingest_app.parsing import RequestRejected
 from ingest_app.problem import problem
 from ingest_app.state import AppState, app_state
-from orchestrator.ingest import ACCEPTED, DUPLICATE, INVALID, Item, Outcome, fast_path_pays, ingest
+from orchestrator.ingest import ACCEPTED, DUPLICATE, INVALID, Item, Outcome, fast_path_pays, ingest, updates_per_command
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _ingest(state: AppState, items: list[Item]) -> list[Outcome]:
     features = state.prepare()
     outcomes = ingest(
         state.db, items, bucket=state.settings.minio_bucket, default_max_attempts=state.settings.max_attempts,
-        seen_lookup=fast_path_pays(features),
+        seen_lookup=fast_path_pays(features), per_command=updates_per_command(features),
     )
     state.metrics.batch_size.observe(len(items))
     for outcome in outcomes:

@@ -9,7 +9,7 @@ For one batch the database sees a handful of commands, not one per event or per 
 3. one `find` loads the runs the batch names (an unknown run makes its event invalid);
 4. the mappers compute every write (pure); the writes run grouped per collection: one
    `insert_many` of the documents to create, then ordered `bulk_write`s of the guarded updates
-   (at most UPDATES_PER_COMMAND per command);
+   (at most `updates_per_command` per command);
 5. only then the dedup records: one `insert_many(ordered=False)` into `events_seen`, whose
    unique index on (source, eventId) is the authority.
 
@@ -41,12 +41,15 @@ DUPLICATE = "duplicate"
 INVALID = "invalid"
 
 _DUPLICATE_KEY = 11000
-#: Updates per `bulk_write` command. FerretDB v1.24 deadlocks a database for good (seen) when
-#: the update commands in flight on it carry about 100 updates together (each holds one of its
-#: 100 pooled connections until the command returns); 20 keeps the Procfile's 4 gunicorn
-#: workers under that, and a batch of 1000 events still costs few round trips next to the
-#: updates themselves (see docs/ferretdb.md, BENCHMARKS.md).
+#: Updates per `bulk_write` command on MongoDB: few round trips next to the updates themselves.
 UPDATES_PER_COMMAND = 20
+#: ... and on FerretDB v1.24, which keeps every update of one command holding a pooled backend
+#: connection until the command returns (`msg_update.go`): the update commands in flight
+#: together must stay under the pool, or the server deadlocks for good (seen). The pool is 50
+#: connections for the whole server on PostgreSQL (`pool_max_conns`; one command of 50 updates
+#: hangs it), 100 per database on SQLite. 8 keeps the Procfile's 4 gunicorn workers at 32,
+#: leaving room for the workers, dispatchers and broker on the same server (docs/ferretdb.md).
+FERRETDB_UPDATES_PER_COMMAND = 8
 #: Fields of the run snapshot the mappers read.
 _RUN_FIELDS = {
     "status": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1, "cancel": 1,
@@ -151,13 +154,15 @@ class _Plan:
 
 
 def ingest(
-    db: Database, items: Sequence[Item], *, bucket: str, default_max_attempts: int, seen_lookup: bool = True
+    db: Database, items: Sequence[Item], *, bucket: str, default_max_attempts: int, seen_lookup: bool = True,
+    per_command: int = UPDATES_PER_COMMAND,
 ) -> list[Outcome]:
     """Apply a request's items; one `Outcome` per item, in order.
 
     `seen_lookup` turns the fast path (step 2) on; turn it off where the server cannot answer
     it from the index (see `fast_path_pays`). Without it a resent event is applied again
-    (idempotent) and the unique insert still answers "duplicate".
+    (idempotent) and the unique insert still answers "duplicate". `per_command` caps the
+    updates of one command (see `updates_per_command`).
 
     Raises pymongo's `ConnectionFailure` (and its subclasses) when MongoDB is unreachable; the
     caller answers 503, and a resend finishes whatever this call had applied.
@@ -168,11 +173,16 @@ def ingest(
     known = [c for c in fresh if _known_run(c, runs)]
     if known:
         now = utcnow()
-        _apply(db, _plan(known, runs, now, bucket, default_max_attempts))
+        _apply(db, _plan(known, runs, now, bucket, default_max_attempts), per_command)
         lost = _mark_seen(db, known, now)
         for c in known:
             c.outcome.status = DUPLICATE if c.key in lost else ACCEPTED
     return outcomes
+
+
+def updates_per_command(features: ServerFeatures) -> int:
+    """How many guarded updates one command may carry on this server."""
+    return FERRETDB_UPDATES_PER_COMMAND if features.is_ferretdb else UPDATES_PER_COMMAND
 
 
 def fast_path_pays(features: ServerFeatures) -> bool:
@@ -262,18 +272,18 @@ def _plan(
     return plan
 
 
-def _apply(db: Database, plan: _Plan) -> None:
+def _apply(db: Database, plan: _Plan, per_command: int) -> None:
     """Creates first (all collections), then updates: an update must find what the batch creates."""
     for name in _COLLECTIONS:
         if plan.creates.get(name):
             _insert_missing(db, name, plan.creates[name])
     for name in _COLLECTIONS:
         if plan.updates.get(name):
-            _update_all(db, name, plan.updates[name])
+            _update_all(db, name, plan.updates[name], per_command)
 
 
-def _update_all(db: Database, collection: str, updates: list[mappers.Update]) -> None:
-    """Ordered `bulk_write`s of at most UPDATES_PER_COMMAND updates each.
+def _update_all(db: Database, collection: str, updates: list[mappers.Update], per_command: int) -> None:
+    """Ordered `bulk_write`s of at most `per_command` updates each.
 
     mongomock 4.3 (the embedded demo and the unit lane) cannot take pymongo 4.20's operation
     objects (`add_update() got an unexpected keyword argument 'sort'`), so there the same
@@ -284,8 +294,8 @@ def _update_all(db: Database, collection: str, updates: list[mappers.Update]) ->
             (coll.update_many if u.many else coll.update_one)(u.filter, u.update)
         return
     operations = [(UpdateMany if u.many else UpdateOne)(u.filter, u.update) for u in updates]
-    for start in range(0, len(operations), UPDATES_PER_COMMAND):
-        coll.bulk_write(operations[start:start + UPDATES_PER_COMMAND], ordered=True)
+    for start in range(0, len(operations), per_command):
+        coll.bulk_write(operations[start:start + per_command], ordered=True)
 
 
 def _is_mongomock(db: Database) -> bool:

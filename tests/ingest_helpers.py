@@ -18,7 +18,7 @@ from pymongo.database import Database
 from ingest_app import create_app
 from orchestrator import db as dbmod
 from orchestrator.events import make_event, seq_for
-from orchestrator.ingest import Item, Outcome, fast_path_pays, ingest
+from orchestrator.ingest import Item, Outcome, fast_path_pays, ingest, updates_per_command
 from orchestrator.runs import new_run_document
 from orchestrator.settings import Settings
 from tests.helpers import make_settings
@@ -74,15 +74,15 @@ def insert_run(
     return run["_id"]
 
 
-_FAST_PATH: dict[int, bool] = {}
+_FEATURES: dict[int, dbmod.ServerFeatures] = {}
 
 
-def _seen_lookup(db: Database) -> bool:
-    """As the route decides it, once per client."""
+def _features(db: Database) -> dbmod.ServerFeatures:
+    """Probed once per client, as the route does."""
     key = id(db.client)
-    if key not in _FAST_PATH:
-        _FAST_PATH[key] = fast_path_pays(dbmod.probe_features(db))
-    return _FAST_PATH[key]
+    if key not in _FEATURES:
+        _FEATURES[key] = dbmod.probe_features(db)
+    return _FEATURES[key]
 
 
 def apply(db: Database, events: Sequence[dict[str, Any]], *, batch_sizes: Iterable[int] | None = None) -> list[Outcome]:
@@ -94,7 +94,9 @@ def apply(db: Database, events: Sequence[dict[str, Any]], *, batch_sizes: Iterab
         size = sizes.pop(0) if sizes else len(events) - position
         batch = [copy.deepcopy(e) for e in events[position:position + size]]
         items = [Item(i, e) for i, e in enumerate(batch)]
-        outcomes += ingest(db, items, bucket=BUCKET, default_max_attempts=3, seen_lookup=_seen_lookup(db))
+        features = _features(db)
+        outcomes += ingest(db, items, bucket=BUCKET, default_max_attempts=3, seen_lookup=fast_path_pays(features),
+                           per_command=updates_per_command(features))
         position += size
     return outcomes
 

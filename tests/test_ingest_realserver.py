@@ -1,5 +1,5 @@
 """Ingest end to end on the real server: gunicorn with several workers as a separate process,
-FerretDB behind it, HTTP in front. Each result is compared with the same events applied
+the server (FerretDB on PostgreSQL by default) behind it, HTTP in front. Each result is compared with the same events applied
 in-process on mongomock, so "nothing lost or doubled" means "exactly the reference documents"."""
 
 from __future__ import annotations
@@ -132,9 +132,41 @@ def test_concurrent_duplicate_posts_are_accepted_exactly_once(ingest_url: str, r
     assert documents(real_db, run_id) == documents(reference, run_id)
 
 
-def _outage(real_server: MongoServer) -> None:
-    if not real_server.is_ferretdb:
-        pytest.skip("stopping the server needs our own FerretDB process, not MONGODB_TEST_URL")
+def test_concurrent_batches_of_many_runs_never_wedge_the_server(ingest_url: str, real_db: Database) -> None:
+    """Every gunicorn worker applying a batch of several runs at once: the update commands in
+    flight together stay under FerretDB's connection pool (one update command of 20 from each
+    of 3 workers deadlocked FerretDB on PostgreSQL for good, seen)."""
+    batches = []
+    for _ in range(WORKERS * 2):
+        runs = [_new_run(real_db) for _ in range(4)]
+        batches.append((runs, [e for run_id, _ in runs for e in full_run(Worker(run_id))]))
+    barrier = threading.Barrier(len(batches))
+    answers: list[requests.Response] = []
+
+    def post(events: list[dict[str, Any]]) -> None:
+        barrier.wait(10)
+        answers.append(_post(ingest_url, events, timeout=60))
+
+    threads = [threading.Thread(target=post, args=(events,)) for _, events in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert [a.status_code for a in answers] == [200] * len(batches), [a.text[:300] for a in answers]
+    for runs, events in batches:
+        for run_id, reference in runs:
+            apply(reference, [e for e in events if e["data"]["run_id"] == run_id])
+            assert documents(real_db, run_id) == documents(reference, run_id)
+
+
+#: Which process of the server dies: FerretDB, or (on the PostgreSQL backend) PostgreSQL behind
+#: a FerretDB that stays up and answers every command with an error.
+PROCESSES = ("ferretdb", "postgresql")
+
+
+def _outage(real_server: MongoServer, process: str) -> None:
+    if process not in real_server.processes():
+        pytest.skip(f"{real_server.description} has no {process} process of ours to stop")
 
 
 def _check_unavailable(answer: dict[str, Any], waited: float) -> None:
@@ -154,12 +186,14 @@ def _resend_completes(
     assert documents(real_db, run_id) == documents(reference, run_id)
 
 
+@pytest.mark.parametrize("process", PROCESSES)
 def test_server_killed_mid_batch_is_503_quickly_and_a_resend_completes_the_batch(
-    ingest_url: str, real_db: Database, real_server: MongoServer
+    ingest_url: str, real_db: Database, real_server: MongoServer, process: str
 ) -> None:
-    """SIGKILL, not `stop()`: FerretDB's SIGTERM lets the requests in flight finish first, so
-    only a crash lands in the middle of a batch's writes."""
-    _outage(real_server)
+    """A crash, not a clean stop: FerretDB's SIGTERM lets the requests in flight finish first,
+    and PostgreSQL's immediate stop ends every session at once, so only a crash lands in the
+    middle of a batch's writes."""
+    _outage(real_server, process)
     run_id, reference = _new_run(real_db)
     events = _long_run(Worker(run_id))
     assert _post(ingest_url, events[:5]).json()["accepted"] == 5
@@ -177,12 +211,10 @@ def test_server_killed_mid_batch_is_503_quickly_and_a_resend_completes_the_batch
         # The batch's documents to create are in: its updates and dedup records are in flight.
         last_stage = {"runId": run_id, "name": "Stage_4"}
         wait_until(lambda: real_db.stages.count_documents(last_stage), 10, "the batch to start applying")
-        assert real_server.process is not None
-        real_server.process.kill()
+        real_server.take_down(process, crash=True)
         killed_at = time.monotonic()
         poster.join(20)
         waited = time.monotonic() - killed_at
-        real_server.stop()
     finally:
         real_server.start()
     _check_unavailable(answer, waited)
@@ -190,14 +222,15 @@ def test_server_killed_mid_batch_is_503_quickly_and_a_resend_completes_the_batch
     _resend_completes(ingest_url, events, real_db, reference, run_id)
 
 
+@pytest.mark.parametrize("process", PROCESSES)
 def test_server_stopped_between_batches_is_503_quickly_and_a_resend_completes(
-    ingest_url: str, real_db: Database, real_server: MongoServer
+    ingest_url: str, real_db: Database, real_server: MongoServer, process: str
 ) -> None:
-    _outage(real_server)
+    _outage(real_server, process)
     run_id, reference = _new_run(real_db)
     events = full_run(Worker(run_id), outcome="failure")
     assert _post(ingest_url, events[:5]).json()["accepted"] == 5
-    real_server.stop()
+    real_server.take_down(process)
     try:
         started = time.monotonic()
         answer = {"response": _post(ingest_url, events)}
