@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from devtools.procs import FERRETDB_BIN, PYTHON, ROOT, Child, ServerUnavailable, free_port, process_env  # noqa: F401
-from devtools.procs import MongoServer as _MongoServer
+from devtools.procs import PYTHON, ROOT, Child, ServerUnavailable, free_port, process_env  # noqa: F401
 from devtools.procs import wait_until as _wait_until
+from devtools.wire_server import MongoServer as _MongoServer
 
 
 class BenchError(RuntimeError):
@@ -28,7 +28,7 @@ class MongoServer(_MongoServer):
     """The real-server lane's server; one that cannot start is a BenchError."""
 
     def __init__(self, external_url: str | None = None):
-        super().__init__(external_url, prefix="bench-ferretdb-")
+        super().__init__(external_url, prefix="bench-ferretdb-", durable=True)
 
     def start(self) -> None:
         try:

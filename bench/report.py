@@ -176,8 +176,9 @@ class Document:
             "Ratio = figure / baseline; the target says which direction is good.",
             "",
             "Run it with `python -m bench` (about 6 minutes on the machine below), `--quick` (about 3) or "
-            "`--only NAME` (ingest, dispatch, visibility, emitter, flood); it starts the FerretDB test server "
-            "(`bash devtools/ferretdb/build.sh` builds it), or uses `MONGODB_TEST_URL` when that is set.",
+            "`--only NAME` (ingest, dispatch, visibility, emitter, flood); it starts the test server, FerretDB on "
+            "PostgreSQL (`bash devtools/setup.sh` builds and installs them; `FERRETDB_BACKEND=sqlite` for FerretDB on "
+            "SQLite), or uses `MONGODB_TEST_URL` when that is set.",
             "",
             "## Machine",
             "",

@@ -1,6 +1,6 @@
-"""Processes for the real-server tests and the benchmarks: the MongoDB-wire server (our FerretDB
-binary, or `MONGODB_TEST_URL`) and our own processes (gunicorn, Celery workers, dispatchers),
-each with its output in a log file.
+"""Process helpers for the real-server tests and the benchmarks: free ports, polling, the
+environment of a child, and `Child`, one of our processes (gunicorn, Celery workers,
+dispatchers) with its output in a log file. The servers are in `devtools.wire_server`.
 
 Plain Python on purpose: `tests/servers.py` turns a server that cannot start into a pytest
 skip or failure, `bench/procs.py` into a `BenchError`; both build on this one copy.
@@ -9,7 +9,6 @@ skip or failure, `bench/procs.py` into a `BenchError`; both build on this one co
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +21,6 @@ from pathlib import Path
 import pymongo
 
 ROOT = Path(__file__).resolve().parent.parent
-FERRETDB_BIN = ROOT / "devtools" / "ferretdb" / "bin" / "ferretdb-test"
 PYTHON = sys.executable
 
 
@@ -66,72 +64,6 @@ def process_env(**overrides: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(overrides)
     return env
-
-
-class MongoServer:
-    """`MONGODB_TEST_URL` when given, else our FerretDB binary on a free loopback port with its
-    data in a temporary directory. `stop` then `start` restarts it on the same port and data
-    (the outage tests do that)."""
-
-    def __init__(self, external_url: str | None = None, prefix: str = "ferretdb-"):
-        self.external_url = external_url
-        self.port = free_port()
-        self.datadir = Path(tempfile.mkdtemp(prefix=prefix))
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = self.datadir / "ferretdb.log"
-
-    @property
-    def is_ferretdb(self) -> bool:
-        return self.external_url is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def url(self, database: str) -> str:
-        if self.external_url:
-            head, _, query = self.external_url.rstrip("/").partition("?")
-            scheme, _, rest = head.partition("://")
-            host = rest.split("/", 1)[0]
-            return f"{scheme}://{host}/{database}" + (f"?{query}" if query else "")
-        return f"mongodb://127.0.0.1:{self.port}/{database}"
-
-    def start(self) -> None:
-        """Raises `ServerUnavailable` when the server does not answer."""
-        if self.external_url:
-            if not ping(self.external_url, 3000):
-                raise ServerUnavailable(f"MONGODB_TEST_URL={self.external_url} does not answer a ping")
-            return
-        if not FERRETDB_BIN.exists():
-            raise ServerUnavailable(f"{FERRETDB_BIN} is not built; run `bash devtools/ferretdb/build.sh` (needs Go "
-                                    ">= 1.22), or set MONGODB_TEST_URL to a MongoDB server")
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(FERRETDB_BIN), "-listen", f"127.0.0.1:{self.port}", "-dir", str(self.datadir / "data"),
-                 "-log-level", "error"],
-                stdout=log, stderr=log, start_new_session=True,
-            )
-        try:
-            wait_until(lambda: ping(self.url("admin")), 20, "FerretDB to answer")
-        except TimeoutError as exc:
-            self.stop()
-            raise ServerUnavailable(f"FerretDB did not start: {exc}; log: {self.log_path.read_text()[-2000:]}") from None
-
-    def stop(self) -> None:
-        """SIGTERM (FerretDB lets in-flight requests finish), SIGKILL after 10 s."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.datadir, ignore_errors=True)
 
 
 class Child:

@@ -1,4 +1,5 @@
-"""Real server processes for the integration lane: FerretDB (or MONGODB_TEST_URL), and helpers
+"""Real server processes for the integration lane: FerretDB on PostgreSQL (or on SQLite, or
+MONGODB_TEST_URL; see `devtools.wire_server`), and helpers
 to run our own processes (gunicorn, celery workers, the moto S3 server) as OS processes.
 
 Fixtures skip locally with a reason when a server cannot start, and fail under CI (CI=true),
@@ -14,7 +15,6 @@ import socket
 import pytest
 
 from devtools.procs import (  # noqa: F401 - the tests import these from here
-    FERRETDB_BIN,
     PYTHON,
     ROOT,
     Child,
@@ -24,7 +24,7 @@ from devtools.procs import (  # noqa: F401 - the tests import these from here
     process_env,
     wait_until,
 )
-from devtools.procs import MongoServer as _MongoServer
+from devtools.wire_server import MongoServer as _MongoServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
