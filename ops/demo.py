@@ -28,7 +28,7 @@ from orchestrator.db import get_db
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_QUEUE, Settings
-from orchestrator.sweeper import sweep_once
+from orchestrator.sweeper import Sweeper
 from tasks.celery import app
 from tasks.pod.runtime import shutdown_runtime
 from tasks.sender import celery_sender
@@ -81,8 +81,9 @@ def _worker() -> Iterator[None]:
 
 @contextmanager
 def _dispatcher(db: Any, settings: Settings) -> Iterator[None]:
-    dispatcher = Dispatcher(db, celery_sender, interval_s=0.1, use_change_stream=False,
-                            sweep=lambda: sweep_once(db, settings, celery_sender))
+    sweeper = Sweeper(db, settings, celery_sender)
+    dispatcher = Dispatcher(db, celery_sender, interval_s=0.1, use_change_stream=False, sweep=sweeper,
+                            on_database_error=sweeper.disconnected)
     thread = threading.Thread(target=dispatcher.run_forever, name="demo-dispatcher", daemon=True)
     thread.start()
     try:

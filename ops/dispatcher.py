@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 from orchestrator.db import ensure_indexes, get_db, probe_features
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.settings import Settings
-from orchestrator.sweeper import sweep_once
+from orchestrator.sweeper import Sweeper
 from tasks.sender import celery_sender
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,10 @@ def main() -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
+    sweeper = Sweeper(db, settings, celery_sender)
     dispatcher = Dispatcher(db, celery_sender, interval_s=settings.dispatch_interval_s,
-                            use_change_stream=features.change_streams,
-                            sweep=lambda: sweep_once(db, settings, celery_sender),
-                            sweep_every_s=settings.sweep_interval_s)
+                            use_change_stream=features.change_streams, sweep=sweeper,
+                            sweep_every_s=settings.sweep_interval_s, on_database_error=sweeper.disconnected)
     signal.signal(signal.SIGTERM, dispatcher.stop)
     signal.signal(signal.SIGINT, dispatcher.stop)
     dispatcher.run_forever()

@@ -4,6 +4,14 @@ Exactly-once rests on a unique-key insert (`_id` = "{run_id}:{attempt}"), the on
 MongoDB-wire server makes atomic (FerretDB's find-and-modify is not). The lease lives on the
 claim and only the owning worker renews it; the sweeper ends an expired claim by setting
 `releasedAt`, after which the owner's renewal fails and it stops.
+
+The lease is fenced from both sides, so two attempts never run steps at once:
+- the worker: `fence_deadline` - one that cannot renew stops its attempt by its last successful
+  renewal + `LEASE_S` - a margin, on its own monotonic clock, whether or not it can reach the
+  database to learn that it lost;
+- the sweeper: `lease_judgeable` - it judges a lease only `CLOCK_SKEW_S` after it ended, and
+  only once it has itself been connected long enough for every live worker to have renewed
+  (a database outage must not read as every worker dying at once).
 """
 
 from __future__ import annotations
@@ -15,6 +23,30 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from orchestrator.db import utcnow
+
+#: The worker's hard stop comes this long (at most a quarter of the lease) before its lease would
+#: end: time to end its step's processes and exit.
+FENCE_MARGIN_S = 2.0
+
+
+def fence_deadline(renewed_at: float, lease_s: float) -> float:
+    """The monotonic time by which a worker whose last successful renewal was *sent* at
+    `renewed_at` (its own `time.monotonic()`) must have stopped its attempt. Counting from the
+    send, not the answer, keeps the deadline before the `leaseExpiresAt` the server stored."""
+    return renewed_at + lease_s - min(FENCE_MARGIN_S, lease_s / 4)
+
+
+def lease_judgeable(claim: dict[str, Any], now: datetime, *, connected_for_s: float, lease_s: float,
+                    skew_s: float) -> bool:
+    """Whether a sweeper may end this claim as lost. Past `leaseExpiresAt` + `skew_s`, and, for
+    a sweeper connected for less than `lease_s` (it just started, or the database just came
+    back), past it by a whole lease more: a live worker re-asserts its lease within one
+    heartbeat after an outage, long before that."""
+    expires = claim.get("leaseExpiresAt")
+    if expires is None:
+        return False
+    allowance = skew_s + (0.0 if connected_for_s >= lease_s else lease_s)
+    return bool(expires + timedelta(seconds=allowance) < now)
 
 
 def claim_id(run_id: str, attempt: int) -> str:

@@ -87,13 +87,16 @@ class Dispatcher:
     """The long-running process: wait for a wake-up, dispatch, repeat until stopped."""
 
     def __init__(self, db: Database, send: Sender, *, interval_s: float, use_change_stream: bool,
-                 sweep: Callable[[], object] | None = None, sweep_every_s: float = 5.0):
+                 sweep: Callable[[], object] | None = None, sweep_every_s: float = 5.0,
+                 on_database_error: Callable[[], None] | None = None):
         self.db = db
         self.send = send
         self.interval_s = interval_s
         self.use_change_stream = use_change_stream
         self.sweep = sweep
         self.sweep_every_s = sweep_every_s
+        #: Told of every database error (the sweeper restarts its count of connected time).
+        self.on_database_error = on_database_error
         self._last_sweep = 0.0
         self.stopping = threading.Event()
 
@@ -116,6 +119,8 @@ class Dispatcher:
                     self._maybe_sweep()
                     self.stopping.wait(self.interval_s)
             except PyMongoError as exc:
+                if self.on_database_error is not None:
+                    self.on_database_error()
                 log.warning("dispatcher cannot reach MongoDB (%s); retrying in %.1fs", exc, self.interval_s)
                 self.stopping.wait(self.interval_s)
 

@@ -7,7 +7,7 @@ both move it, and no writer can move it along an edge the table lacks. The write
 - the API and the CLI: create, cancel, retry (`create_hypothesis_and_run`, `cancel_run`, `retry_run`);
 - the dispatcher: QUEUED -> SCHEDULED and back when the send fails (`schedule`, `unschedule`);
 - the worker: SCHEDULED -> STARTING once it holds the claim (`start`);
-- the sweeper: an active run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`);
+- the sweeper: a claimed run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`);
 - ingest: the status an event asserts (`event_status_update` builds the guarded update, which the
   ingest engine runs with the rest of its batch).
 
@@ -153,15 +153,27 @@ def start(db: Database, run_id: str, attempt: int, pod_id: str) -> dict[str, Any
     )
 
 
-def end_lost_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-    """An active run whose pod stopped renewing its lease: requeued while attempts are left (the
-    retry policy decides), else FAILED with code WorkerLost. None if another writer moved it."""
+#: Why the sweeper ended an attempt, as the run's error says it.
+LOST_MESSAGES = {
+    "WorkerLost": "pod {pod} stopped renewing its lease on attempt {attempt} (expired {expires}); the worker was "
+                  "killed, OOM-killed or cut off",
+    "NoOutcome": "pod {pod} released its claim on attempt {attempt} ({reason}) but the attempt's outcome never "
+                 "arrived",
+}
+
+
+def end_lost_attempt(
+    db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime, code: str = "WorkerLost",
+) -> dict[str, Any] | None:
+    """A claimed run (SCHEDULED or active) whose pod is gone: requeued while attempts are left
+    (the retry policy decides), else FAILED with `code` (`LOST_MESSAGES`). None if another
+    writer moved it."""
     attempt = int(run.get("attempt") or 0)
     decision = retry.after_failure(attempt, int(run.get("maxAttempts") or 1), retryable=True, at=now, wait=False)
     error = {
-        "code": "WorkerLost",
-        "message": f"pod {claim.get('podId')} stopped renewing its lease on attempt {attempt} "
-                   f"(expired {claim.get('leaseExpiresAt')}); the worker was killed, OOM-killed or cut off",
+        "code": code,
+        "message": LOST_MESSAGES[code].format(pod=claim.get("podId"), attempt=attempt,
+                                              expires=claim.get("leaseExpiresAt"), reason=claim.get("releaseReason")),
         "retryable": decision.requeue,
         "stage": None,
         "attempt": attempt,
@@ -171,7 +183,8 @@ def end_lost_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], n
     if not decision.requeue:
         fields["finishedAt"] = now
     return _transition(
-        db, run["_id"], RunStatus.QUEUED if decision.requeue else RunStatus.FAILED, only_from=set(ACTIVE),
+        db, run["_id"], RunStatus.QUEUED if decision.requeue else RunStatus.FAILED,
+        only_from=set(ACTIVE) | {RunStatus.SCHEDULED},
         extra_filter={"attempt": attempt}, set_fields=fields, update={"$push": {"attempts": error}},
     )
 

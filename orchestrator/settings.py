@@ -137,6 +137,9 @@ class Settings:
     heartbeat_interval_s: float
     #: Lease length: a worker silent this long is presumed dead and its run is requeued.
     lease_s: float
+    #: How far apart the clocks of pods and sweepers may be (NTP keeps them much closer): the
+    #: sweeper judges a lease expired only this long after its `leaseExpiresAt`.
+    clock_skew_s: float
     #: After a cancel is seen, how long the pipeline has to reach a checkpoint before it is interrupted.
     cancel_grace_s: float
     #: A SCHEDULED run with no claim after this long is dispatched again (lost broker message).
@@ -186,6 +189,7 @@ class Settings:
             dispatch_interval_s=_number(env, "DISPATCH_INTERVAL", 1.0, minimum=0.01),
             heartbeat_interval_s=_number(env, "HEARTBEAT_INTERVAL_S", 15.0, minimum=0.05),
             lease_s=_number(env, "LEASE_S", 90.0, minimum=0.1),
+            clock_skew_s=_number(env, "CLOCK_SKEW_S", 5.0, minimum=0.0),
             cancel_grace_s=_number(env, "CANCEL_GRACE_S", 30.0, minimum=0.0),
             schedule_timeout_s=_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
             sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),

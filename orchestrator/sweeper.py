@@ -6,7 +6,13 @@
 - Active (STARTING, RUNNING, AUTO_VALIDATING) whose current claim's lease expired: the pod was
   killed or lost. End the claim (the old worker, if it comes back, fails to renew and stops),
   then requeue keeping `attempt` if attempts remain, else FAILED with code WorkerLost
-  (`orchestrator.runs.end_lost_attempt`, which asks the retry policy).
+  (`orchestrator.runs.end_lost_attempt`, which asks the retry policy). "Expired" is
+  `claims.lease_judgeable`: past the lease plus the clock-skew allowance, and a sweeper that
+  has not been connected for a whole lease (`Sweeper`) waits a lease more.
+- Active whose claim the worker released but whose outcome never arrived within a lease: the
+  same, with code NoOutcome.
+- SCHEDULED whose claim's lease expired, or whose claim was released: the worker died (or lost
+  the database) between its claim and its STARTING write; requeued the same way.
 - A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
 Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
@@ -15,12 +21,15 @@ safe: each decision is a guarded update that only one caller can win.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from prometheus_client import Counter
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from orchestrator import claims, runs
 from orchestrator.db import utcnow
@@ -58,33 +67,58 @@ def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: dateti
     return sent
 
 
-def recover_lost(db: Database, now: datetime) -> int:
+def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_s: float = float("inf")) -> int:
+    """End the attempts whose worker is gone; `connected_for_s`: how long this sweeper has
+    seen the database answer without a break (see `claims.lease_judgeable`)."""
     recovered = 0
-    for run in db.runs.find({"status": {"$in": sorted(s.value for s in ACTIVE)}}):
-        attempt = int(run.get("attempt") or 0)
-        claim = claims.get_claim(db, run["_id"], attempt)
-        if claim is None or claim.get("releasedAt") is not None or claim["leaseExpiresAt"] >= now:
-            continue
-        if not claims.expire(db, run["_id"], attempt, now):
-            continue  # renewed meanwhile, or another sweeper took the decision
-        if _requeue_or_fail(db, run, claim, now):
+    statuses = sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED})
+    for run in db.runs.find({"status": {"$in": statuses}}):
+        claim = claims.get_claim(db, run["_id"], int(run.get("attempt") or 0))
+        if claim is None:
+            continue  # SCHEDULED and unclaimed: `redispatch_stuck`'s case
+        code = _lost(run, claim, settings, now, connected_for_s)
+        if code is not None and _end_attempt(db, run, claim, code, now):
             recovered += 1
     return recovered
 
 
-def _requeue_or_fail(db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime) -> bool:
-    moved = runs.end_lost_attempt(db, run, claim, now)
+def _lost(run: dict[str, Any], claim: dict[str, Any], settings: Settings, now: datetime,
+          connected_for_s: float) -> str | None:
+    """Why this run's attempt is over without its worker (a failure code), or None."""
+    released = claim.get("releasedAt")
+    if released is None:
+        judgeable = claims.lease_judgeable(claim, now, connected_for_s=connected_for_s, lease_s=settings.lease_s,
+                                           skew_s=settings.clock_skew_s)
+        return "WorkerLost" if judgeable else None
+    if run["status"] == RunStatus.SCHEDULED.value:
+        return "WorkerLost"  # released before STARTING: that worker will not start it
+    if claim.get("releaseReason") == "lease expired":
+        return "WorkerLost"  # a sweeper expired it, then lost the race to requeue: finish the job
+    waited = timedelta(seconds=settings.lease_s + settings.clock_skew_s)
+    return "NoOutcome" if released + waited < now else None
+
+
+def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code: str, now: datetime) -> bool:
+    """Requeue (or fail) the run, then end the claim. In that order for a SCHEDULED run: the
+    worker's STARTING write is guarded on SCHEDULED, so once the run moved it cannot start."""
+    attempt = int(run.get("attempt") or 0)
+    if run["status"] != RunStatus.SCHEDULED.value and claim.get("releasedAt") is None:
+        if not claims.expire(db, run["_id"], attempt, now):
+            return False  # renewed meanwhile, or another sweeper took the decision
+    moved = runs.end_lost_attempt(db, run, claim, now, code=code)
     if moved is None:
         return False
-    attempt = int(run.get("attempt") or 0)
+    claims.expire(db, run["_id"], attempt, now)
+    why = {"WorkerLost": f"lease of pod {claim.get('podId')} expired", "NoOutcome":
+           f"pod {claim.get('podId')} released its claim ({claim.get('releaseReason')}) but no outcome arrived"}[code]
     if moved["status"] == RunStatus.QUEUED.value:
         REQUEUED.inc()
-        message = f"lease of pod {claim.get('podId')} expired on attempt {attempt}: requeued"
+        message = f"{why} on attempt {attempt} ({run['status']}): requeued"
     else:
         FAILED_LOST.inc()
-        message = f"lease of pod {claim.get('podId')} expired on attempt {attempt}, no attempts left: FAILED (WorkerLost)"
+        message = f"{why} on attempt {attempt} ({run['status']}), no attempts left: FAILED ({code})"
     log.warning("run %s: %s", run["_id"], message)
-    runs.record_decision(db, run, "sweeper", message, code="WorkerLost", podId=claim.get("podId"))
+    runs.record_decision(db, run, "sweeper", message, code=code, podId=claim.get("podId"))
     return True
 
 
@@ -109,11 +143,39 @@ def drop_orphaned_event_queues(db: Database, now: datetime) -> int:
     return len(queues)
 
 
-def sweep_once(db: Database, settings: Settings, send: Sender) -> dict[str, int]:
-    """One pass of every rule (what `manage-runs sweep` and the dispatcher's timer call)."""
+def sweep_once(db: Database, settings: Settings, send: Sender, connected_for_s: float = 0.0) -> dict[str, int]:
+    """One pass of every rule (what `manage-runs sweep` calls: a sweeper that just connected,
+    so it judges only leases over by a whole lease more; the dispatcher's `Sweeper` keeps time)."""
     now = utcnow()
     return {
         "redispatched": redispatch_stuck(db, settings, send, now),
-        "recovered": recover_lost(db, now),
+        "recovered": recover_lost(db, settings, now, connected_for_s),
         "eventQueuesDropped": drop_orphaned_event_queues(db, now),
     }
+
+
+class Sweeper:
+    """The dispatcher's sweeper: `sweep_once` on a timer, knowing how long the database has
+    answered without a break. Any database error (its own, or the dispatcher's, reported
+    through `disconnected`) starts that count again, so right after an outage no lease is
+    judged until every live worker has had a lease's time to renew it."""
+
+    def __init__(self, db: Database, settings: Settings, send: Sender, clock: Callable[[], float] = time.monotonic):
+        self.db, self.settings, self.send, self.clock = db, settings, send, clock
+        self._since: float | None = None
+
+    def disconnected(self) -> None:
+        self._since = None
+
+    def connected_for(self) -> float:
+        if self._since is None:
+            self._since = self.clock()
+        return self.clock() - self._since
+
+    def __call__(self) -> dict[str, int]:
+        connected_for = self.connected_for()
+        try:
+            return sweep_once(self.db, self.settings, self.send, connected_for)
+        except PyMongoError:
+            self.disconnected()
+            raise

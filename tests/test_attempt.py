@@ -26,7 +26,12 @@ from tests.helpers import make_settings
 def rt(mock_db, tmp_path):
     settings = make_settings(WORK_DIR=str(tmp_path / "work"), ARTIFACT_DIR=str(tmp_path / "art"),
                              HEARTBEAT_INTERVAL_S="0.05", LEASE_S="5", CANCEL_GRACE_S="0.3")
-    return Runtime(settings=settings, db=mock_db, emitter=InProcessEmitter(mock_db), storage=LocalStorage(tmp_path / "art"))
+    return Runtime(settings=settings, db=mock_db, emitter=InProcessEmitter(mock_db), storage=LocalStorage(tmp_path / "art"),
+                   on_fence_deadline=_no_exit)
+
+
+def _no_exit() -> None:
+    raise AssertionError("a fenced attempt reached its hard deadline in a unit test (it would end the process)")
 
 
 @pytest.fixture
@@ -268,3 +273,48 @@ def test_a_close_that_fails_is_logged_and_does_not_change_the_outcome(rt, monkey
     run_id = _scheduled(rt.db, "bad-close")
     assert Attempt(rt, run_id, 1).execute() == "completed"
     assert "did not close cleanly" in caplog.text and "cannot stop the child" in caplog.text
+
+
+def test_clean_up_retries_the_release_through_an_outage_and_skips_nothing(rt, register, monkeypatch):
+    """The database drops out just as the attempt ends: the release is retried until it lands,
+    and the stream is closed and flushed whatever the release did."""
+    from pymongo.errors import AutoReconnect
+
+    name = register("one", Step("Stage_1", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    real_release, tries = claims.release, []
+
+    def flaky(*args, **kwargs):
+        tries.append(1)
+        if len(tries) < 3:
+            raise AutoReconnect("connection refused")
+        return real_release(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "release", flaky)
+    closed = []
+    attempt = Attempt(rt, run_id, 1)
+    real_close = attempt.events.close
+    attempt.events.close = lambda: (closed.append(1), real_close())  # type: ignore[method-assign]
+    assert attempt.execute() == "completed"
+    assert len(tries) == 3 and rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == "completed"
+    assert closed == [1]
+
+
+def test_a_release_that_keeps_failing_gives_up_by_the_lease_and_still_closes_the_stream(rt, register, monkeypatch):
+    from pymongo.errors import AutoReconnect
+
+    name = register("one", Step("Stage_1", _ok({})))
+    run_id = _scheduled(rt.db, name)
+
+    def down(*_, **__):
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(claims, "release", down)
+    attempt = Attempt(rt, run_id, 1)
+    closed = []
+    real_close = attempt.events.close
+    attempt.events.close = lambda: (closed.append(1), real_close())  # type: ignore[method-assign]
+    began = time.monotonic()
+    assert attempt.execute() == "completed"
+    assert time.monotonic() - began < 5, "gave up before the 5 s lease would end"
+    assert closed == [1] and "ai.run.stage_completed" in rt.emitter.types()

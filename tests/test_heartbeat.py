@@ -33,16 +33,22 @@ def beats(mock_db: Any) -> Iterator[Any]:
     claims.claim_attempt(mock_db, RUN, ATTEMPT, POD, lease_s=5)
     started: list[Heartbeat] = []
 
-    def make(*, grace_s: float = 5.0, interval_s: float = 0.02) -> tuple[Heartbeat, Emitted]:
+    def make(*, grace_s: float = 5.0, interval_s: float = 0.02, lease_s: float = 5,
+             on_fence_deadline: Any = None) -> tuple[Heartbeat, Emitted]:
         emitted = Emitted()
-        hb = Heartbeat(mock_db, RUN, ATTEMPT, POD, interval_s=interval_s, lease_s=5, grace_s=grace_s,
-                       emit=emitted, target_thread=threading.get_ident())
+        hb = Heartbeat(mock_db, RUN, ATTEMPT, POD, interval_s=interval_s, lease_s=lease_s, grace_s=grace_s,
+                       emit=emitted, target_thread=threading.get_ident(),
+                       on_fence_deadline=on_fence_deadline or _must_not_exit)
         started.append(hb)
         return hb, emitted
 
     yield make
     for hb in started:
         hb.stop()
+
+
+def _must_not_exit() -> None:
+    raise AssertionError("the fence's hard deadline fired in a test that renews its lease")
 
 
 def _wait(condition: Any, timeout: float = 3.0) -> None:
@@ -110,3 +116,71 @@ def test_a_database_error_in_a_beat_is_logged_and_the_next_beat_goes_on(
     _wait(lambda: len(emitted.events) >= 1)
     assert "could not reach MongoDB" in caplog.text
     assert hb.is_alive() and not hb.lease_lost.is_set()
+
+
+# --- fencing: a worker that cannot renew stops before its lease can end ----------------------------
+
+
+def _unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(*_: Any, **__: Any) -> bool:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(claims, "renew_lease", down)
+
+
+def test_a_worker_that_cannot_renew_is_fenced_before_its_lease_ends(
+    mock_db: Any, beats: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lease 2 s: the hard deadline is 1.5 s after the claim (a quarter of the lease before its
+    end), the soft stop 0.5 s before that; the step gets LeaseLost at its next bytecode."""
+    _unreachable(monkeypatch)
+    ended: list[float] = []
+    began = time.monotonic()
+    hb, emitted = beats(lease_s=2, grace_s=5, interval_s=0.1, on_fence_deadline=lambda: ended.append(time.monotonic()))
+    hb.start()
+    with pytest.raises(LeaseLost):
+        while True:  # a step in pure Python: interrupted at once
+            time.sleep(0.01)
+    stopped = time.monotonic() - began
+    assert 0.9 <= stopped < 1.5, stopped
+    assert hb.lease_lost.is_set() and hb.fence.fenced.is_set()
+    with pytest.raises(LeaseLost):
+        hb.check()
+    hb.stop()
+    time.sleep(0.7)
+    assert ended == [], "a step that stopped in time does not end the process"
+    assert [e for e, _ in emitted.events if e == "ai.run.heartbeat"] == []
+
+
+def test_a_step_that_does_not_stop_ends_the_process_by_the_deadline(
+    mock_db: Any, beats: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step blocked in C (here: a sleep in another thread we cannot interrupt) is past help:
+    by the deadline the process ends (recorded here instead)."""
+    _unreachable(monkeypatch)
+    ended = threading.Event()
+    blocked = threading.Event()
+    began = time.monotonic()
+
+    def step() -> None:
+        hb, _ = beats(lease_s=2, grace_s=5, interval_s=0.1, on_fence_deadline=ended.set)
+        hb.start()
+        try:
+            blocked.wait(5)  # one C call: the asynchronous LeaseLost waits until it returns
+        except LeaseLost:
+            pass
+
+    thread = threading.Thread(target=step)
+    thread.start()
+    assert ended.wait(3)
+    assert 1.4 <= time.monotonic() - began < 2.0, "the hard stop comes before the lease (2 s) ends"
+    blocked.set()
+    thread.join(5)
+
+
+def test_renewals_move_the_deadline_on(mock_db: Any, beats: Any) -> None:
+    hb, _ = beats(lease_s=1, interval_s=0.1)
+    hb.start()
+    time.sleep(2.5)  # over twice the lease, renewing every 0.1 s
+    hb.check()
+    assert not hb.fence.fenced.is_set()

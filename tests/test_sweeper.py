@@ -1,5 +1,7 @@
-"""The sweeper's rules: resend a lost dispatch, end an expired lease (requeue or WorkerLost), drop
-orphaned event queues; several sweepers decide each run once."""
+"""The sweeper's rules: resend a lost dispatch, end an expired lease (requeue or WorkerLost) only
+past the clock-skew allowance and never right after an outage, end a claim whose worker died
+before STARTING or never reported an outcome, drop orphaned event queues; several sweepers
+decide each run once."""
 
 from datetime import timedelta
 
@@ -8,7 +10,7 @@ import pytest
 from orchestrator import claims
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
-from orchestrator.sweeper import sweep_once
+from orchestrator.sweeper import Sweeper, sweep_once
 from tests.fakes import FakeSender
 from tests.helpers import make_settings, queued_run
 
@@ -18,8 +20,12 @@ def _running_with_expired_lease(db, max_attempts=3):
     dispatch_once(db, FakeSender())
     claims.claim_attempt(db, run_id, 1, "pod-dead", 0.01)
     db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
-    db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(seconds=1)}})
+    db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
     return run_id
+
+
+def _expire_by(db, run_id, seconds):
+    db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(seconds=seconds)}})
 
 
 @pytest.fixture
@@ -118,3 +124,77 @@ def test_dispatch_and_sweep_decisions_are_counted_for_prometheus(mock_db, settin
     assert value("orchestrator_dispatch_send_failed_total") == before["orchestrator_dispatch_send_failed_total"] + 1
     assert value("orchestrator_dispatched_total") == before["orchestrator_dispatched_total"] + 2
     assert value("orchestrator_requeued_total") == before["orchestrator_requeued_total"] + 1
+
+
+def test_a_lease_is_judged_only_past_the_clock_skew_allowance(mock_db):
+    settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="5")
+    run_id = _running_with_expired_lease(mock_db)
+    _expire_by(mock_db, run_id, 3)  # over by 3 s: within the 5 s allowance, a pod's clock may be behind
+    assert sweep_once(mock_db, settings, FakeSender(), connected_for_s=60)["recovered"] == 0
+    _expire_by(mock_db, run_id, 6)
+    assert sweep_once(mock_db, settings, FakeSender(), connected_for_s=60)["recovered"] == 1
+
+
+def test_a_sweeper_connected_for_less_than_a_lease_waits_a_lease_more(mock_db):
+    """Right after an outage every lease looks expired; the live workers renew within a beat."""
+    settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="5")
+    run_id = _running_with_expired_lease(mock_db)
+    _expire_by(mock_db, run_id, 8)
+    assert sweep_once(mock_db, settings, FakeSender(), connected_for_s=9)["recovered"] == 0
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 0, "the CLI's one pass is a cold sweeper"
+    _expire_by(mock_db, run_id, 16)
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+
+
+def test_the_dispatcher_s_sweeper_counts_connected_time_and_restarts_it_after_an_error(mock_db):
+    settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="0")
+    now = [100.0]
+    sweeper = Sweeper(mock_db, settings, FakeSender(), clock=lambda: now[0])
+    run_id = _running_with_expired_lease(mock_db)
+    _expire_by(mock_db, run_id, 5)
+    assert sweeper()["recovered"] == 0 and sweeper.connected_for() == 0
+    now[0] += 11
+    sweeper.disconnected()  # the dispatcher saw the database fail
+    assert sweeper()["recovered"] == 0
+    now[0] += 11
+    assert sweeper()["recovered"] == 1
+
+
+def test_a_worker_dead_between_claim_and_starting_gets_its_run_requeued(mock_db, settings):
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-died", 2)
+    _expire_by(mock_db, run_id, 3600)
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"], run["error"]["code"]) == ("QUEUED", 1, "WorkerLost")
+    assert mock_db.claims.find_one({"_id": f"{run_id}:1"})["releasedAt"] is not None
+    from orchestrator import runs
+
+    assert runs.start(mock_db, run_id, 1, "pod-died") is None, "the late STARTING write of that worker fails"
+    dispatch_once(mock_db, FakeSender())
+    assert mock_db.runs.find_one({"_id": run_id})["attempt"] == 2
+
+
+def test_a_claim_released_before_starting_requeues_at_once(mock_db, settings):
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
+    claims.release(mock_db, run_id, 1, "pod", "not startable")
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "QUEUED"
+
+
+def test_a_released_claim_without_an_outcome_is_requeued_after_a_lease(mock_db):
+    settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="5")
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 10)
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    claims.release(mock_db, run_id, 1, "pod-a", "completed")
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 0, "its events may still be on the way"
+    mock_db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"releasedAt": utcnow() - timedelta(seconds=16)}})
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["error"]["code"]) == ("QUEUED", "NoOutcome")
+    assert "completed" in run["error"]["message"]

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 import pipeline
 from orchestrator import claims, runs
+from orchestrator.db import is_unavailable
 from orchestrator.events import STAGES
-from orchestrator.retry import classify
+from orchestrator.retry import Backoff, classify
 from orchestrator.settings import DEFAULT_PIPELINE
 from orchestrator.statuses import RunStatus, StageStatus
 from pipeline.context import Canceled
@@ -61,6 +63,7 @@ class Attempt:
         self.events = rt.emitter.stream(run_id, attempt)
         self.heartbeat: Heartbeat | None = None
         self.failure_reported = False
+        self.leased_at: float | None = None
 
     # -- reporting -----------------------------------------------------------------------
     def emit(self, event_type: str, **data: Any) -> None:
@@ -94,6 +97,7 @@ class Attempt:
             log.info("run %s is %s at attempt %s, not SCHEDULED at %s: stale delivery, nothing to do",
                      self.run_id, run.get("status"), run.get("attempt"), self.attempt)
             return "stale"
+        self.leased_at = time.monotonic()
         if claims.claim_attempt(self.db, self.run_id, self.attempt, self.pod_id, self.rt.settings.lease_s) is None:
             log.info("run %s attempt %s is already claimed: duplicate delivery, nothing to do", self.run_id, self.attempt)
             return "duplicate"
@@ -110,7 +114,8 @@ class Attempt:
         self.heartbeat = Heartbeat(
             self.db, self.run_id, self.attempt, self.pod_id,
             interval_s=settings.heartbeat_interval_s, lease_s=settings.lease_s, grace_s=settings.cancel_grace_s,
-            emit=self.emit, target_thread=threading.get_ident(),
+            emit=self.emit, target_thread=threading.get_ident(), leased_at=self.leased_at,
+            **({"on_fence_deadline": self.rt.on_fence_deadline} if self.rt.on_fence_deadline else {}),
         )
         self.heartbeat.start()
         self.rt.current = self
@@ -131,11 +136,41 @@ class Attempt:
         finally:
             self.rt.current = None
             self.heartbeat.stop()
-            if not self.heartbeat.lease_lost.is_set():
-                claims.release(self.db, self.run_id, self.attempt, self.pod_id, outcome)
-            self.events.close()
-            self.rt.emitter.flush(timeout=settings.heartbeat_interval_s)
+            self._clean_up(outcome)
         return outcome
+
+    def _clean_up(self, outcome: str) -> None:
+        """Release the claim, close the stream, flush: each its own try, none skips another. The
+        release is retried through a database outage until the lease would end (after that the
+        sweeper decides); a failure is logged once, saying what was kept."""
+        assert self.heartbeat is not None
+        if not self.heartbeat.lease_lost.is_set():
+            self._release(outcome, self.heartbeat.fence.deadline)
+        try:
+            self.events.close()
+        except Exception:  # noqa: BLE001 - the spool keeps the events; a restart replays them
+            log.exception("run %s attempt %s: closing the event stream failed; its spool is replayed at the next start",
+                          self.run_id, self.attempt)
+        try:
+            self.rt.emitter.flush(timeout=self.rt.settings.heartbeat_interval_s)
+        except Exception:  # noqa: BLE001 - undelivered events stay in the spool and are sent later
+            log.exception("run %s attempt %s: flushing events failed; they stay in the spool", self.run_id, self.attempt)
+
+    def _release(self, outcome: str, deadline: float) -> None:
+        backoff, failures = Backoff(base_s=0.2, cap_s=2.0), 0
+        while True:
+            try:
+                claims.release(self.db, self.run_id, self.attempt, self.pod_id, outcome)
+                return
+            except PyMongoError as exc:
+                failures += 1
+                wait = backoff.delay(failures)
+                if not is_unavailable(exc) or time.monotonic() + wait >= deadline:
+                    log.error("run %s attempt %s: claim not released (%s after %d tries); the sweeper ends it when "
+                              "its lease expires, and the attempt's events are kept", self.run_id, self.attempt, exc,
+                              failures)
+                    return
+                time.sleep(wait)
 
     def _pipeline(self, run: dict[str, Any]) -> pipeline.Pipeline:
         return pipeline.get_pipeline(run.get("pipeline") or DEFAULT_PIPELINE)

@@ -1,8 +1,9 @@
 """The heartbeat thread of a running attempt: renews the lease, reports GPU telemetry, watches
 for a cancel, and interrupts the pipeline when it does not stop in time.
 
-It never raises into the run: a failing beat is logged and retried at the next interval, and
-only a lease that is provably gone (the sweeper ended it) stops the run.
+It never raises into the run: a failing beat is logged and retried at the next interval. A
+lease that is provably gone (the sweeper ended it) stops the run; so does one this worker could
+not renew for most of `LEASE_S` (its `Fence`), before anyone else may take the run over.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pymongo.errors import PyMongoError
 from orchestrator import claims
 from orchestrator.errors import OrchestratorError
 from pipeline.context import Canceled
+from tasks.pod.fence import Fence, end_this_process
 from tasks.pod.gpu import gpu_stats
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class Heartbeat(threading.Thread):
         grace_s: float,
         emit: Callable[..., None],
         target_thread: int,
+        on_fence_deadline: Callable[[], None] = end_this_process,
+        leased_at: float | None = None,
     ):
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
         self.db = db
@@ -68,8 +72,20 @@ class Heartbeat(threading.Thread):
         self._halt = threading.Event()
         self._stop_deadline: float | None = None
         self._interrupted = False
+        self.fence = Fence(lease_s, grace_s, on_soft=self._fenced, on_hard=on_fence_deadline, leased_at=leased_at)
+
+    def start(self) -> None:
+        super().start()
+        self.fence.start()
+
+    def _fenced(self) -> None:
+        """Most of the lease went by without a renewal: stop now, report nothing more."""
+        self.lease_lost.set()
+        if not self._interrupted and interrupt(self.target_thread, LeaseLost):
+            self._interrupted = True
 
     def stop(self) -> None:
+        self.fence.stop()
         self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(self.interval_s + 5)
@@ -105,11 +121,17 @@ class Heartbeat(threading.Thread):
         return max(min(self.interval_s, self._stop_deadline - time.monotonic()), 0.01)
 
     def beat(self) -> None:
-        if not claims.renew_lease(self.db, self.run_id, self.attempt, self.pod_id, self.lease_s):
+        sent_at = time.monotonic()
+        renewed = claims.renew_lease(self.db, self.run_id, self.attempt, self.pod_id, self.lease_s)
+        if renewed:
+            self.fence.renewed(sent_at)
+        else:
             if not self.lease_lost.is_set():
                 log.error("lease on %s attempt %s is gone (swept); stopping", self.run_id, self.attempt)
                 self._begin_stop(self.lease_lost)
             return
+        if self.lease_lost.is_set():
+            return  # fenced: report nothing more
         self.emit("ai.run.heartbeat", **gpu_stats())
         if self.cancel_requested.is_set():
             return

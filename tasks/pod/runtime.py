@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -37,6 +38,9 @@ class Runtime:
     image: str | None = None
     #: The attempt running now (an `Attempt`), so the except hooks can report into its run.
     current: Any = None
+    #: What a fenced attempt's deadline does when its step did not stop (default: end this
+    #: process, `tasks.pod.fence.end_this_process`); tests running in-process replace it.
+    on_fence_deadline: Callable[[], None] | None = None
 
     def close(self) -> None:
         self.emitter.close(timeout=self.settings.heartbeat_interval_s)
