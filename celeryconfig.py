@@ -41,6 +41,11 @@ task_default_priority = DEFAULT_PRIORITY
 #: with prefetch 1 a killed worker loses only the running task (the sweeper recovers that run).
 task_acks_late = True
 task_reject_on_worker_lost = True
+#: Reconnect the consumer on a channel error too, not only on a connection error. kombu's MongoDB
+#: transport counts pymongo's OperationFailure as a channel error, and FerretDB answers every
+#: command with one (InternalError) while the PostgreSQL behind it is down: without this the
+#: worker's main process exits with "Unrecoverable error" at the first outage (seen).
+broker_channel_error_retry = True
 worker_prefetch_multiplier = 1
 #: One run at a time per pod (one GPU); a fresh child per run frees GPU memory held by a library.
 worker_concurrency = 1

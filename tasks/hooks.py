@@ -6,13 +6,17 @@ Listed in the app's `include`, so Celery imports it in a worker before `worker_i
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import signals
+from pymongo.errors import PyMongoError
 
 from orchestrator.db import prepare_database
 from orchestrator.settings import Settings
 from tasks.pod.runtime import runtime, shutdown_runtime
+
+log = logging.getLogger(__name__)
 
 
 @signals.worker_init.connect
@@ -24,8 +28,12 @@ def _on_worker_init(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _on_child_start(**_: Any) -> None:
     """Start the emitter as soon as a pool child exists, not at its first task: a backlog an
-    earlier child left in the spool (ingest was down when it exited) is sent right away."""
-    runtime()
+    earlier child left in the spool (ingest was down when it exited) is sent right away. With
+    the database down this is left to the first task, which needs it anyway."""
+    try:
+        runtime()
+    except PyMongoError as exc:
+        log.warning("pod runtime not started with this pool child (%s); the first task starts it", exc)
 
 
 @signals.worker_ready.connect

@@ -37,8 +37,9 @@ class Cluster:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok, 30, "gunicorn to serve")
         return child
 
-    def start_worker(self, pod: str, *extra_args: str) -> Child:
-        env = self.env(POD_ID=pod, SPOOL_DIR=str(self.tmp / f"spool-{pod}"), WORK_DIR=str(self.tmp / f"work-{pod}"))
+    def start_worker(self, pod: str, *extra_args: str, env: dict[str, str] | None = None) -> Child:
+        env = self.env(POD_ID=pod, SPOOL_DIR=str(self.tmp / f"spool-{pod}"), WORK_DIR=str(self.tmp / f"work-{pod}"),
+                       **(env or {}))
         child = Child(f"worker-{pod}", [PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--concurrency", "1",
                                         "--hostname", f"{pod}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO",
                                         *extra_args], env)
@@ -58,6 +59,7 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(f"===== {c.name} =====\n{c.output()[-3000:]}" for c in self.children)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM each process, SIGKILL after `timeout` s."""
         for child in reversed(self.children):
-            child.stop()
+            child.stop(timeout)

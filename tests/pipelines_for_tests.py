@@ -2,7 +2,8 @@
 
 `sleepy`: four experiment stages that take `stage_s` seconds each (from the hypothesis's
 ideaJson), with a checkpoint every 50 ms, a metric per stage, an artifact when Stage_2 ends,
-then a passing auto-validation. `noop`: only an auto-validation, for dispatch throughput.
+then a passing auto-validation. Attempt 1's Stage_2 then blocks for `block_s` seconds in one
+call when that is set; `activity` names a file that records every moment of step work. `noop`: only an auto-validation, for dispatch throughput.
 """
 
 from __future__ import annotations
@@ -14,8 +15,21 @@ from pipeline.base import Pipeline, Step
 from pipeline.context import RunContext
 
 
+def _options(ctx: RunContext) -> dict[str, Any]:
+    return ctx.hypothesis.get("ideaJson") or {}
+
+
 def _stage_seconds(ctx: RunContext) -> float:
-    return float((ctx.hypothesis.get("ideaJson") or {}).get("stage_s", 1.0))
+    return float(_options(ctx).get("stage_s", 1.0))
+
+
+def _trace(ctx: RunContext, stage: str, what: str) -> None:
+    """With `activity` (a file path) in the ideaJson, one line per moment a step is at work:
+    wall time, attempt, stage, what; the fencing tests read when each attempt ran."""
+    path = _options(ctx).get("activity")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.time():.3f} {ctx.attempt} {stage} {what}\n")
 
 
 def _sleepy_stage(name: str):
@@ -24,8 +38,13 @@ def _sleepy_stage(name: str):
         began = time.monotonic()
         while (elapsed := time.monotonic() - began) < total:
             ctx.checkpoint()
+            _trace(ctx, name, "tick")
             ctx.progress(min(elapsed / total, 1.0))
             time.sleep(0.05)
+        if name == "Stage_2" and ctx.attempt == 1 and _options(ctx).get("block_s"):
+            _trace(ctx, name, "blocking")
+            time.sleep(float(_options(ctx)["block_s"]))  # one C call: no checkpoint, no interrupt
+            _trace(ctx, name, "unblocked")
         ctx.metric(f"{name}_score", float(ctx.attempt))
         if name == "Stage_2":
             path = ctx.workdir / "stage2.txt"

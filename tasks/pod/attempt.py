@@ -35,6 +35,8 @@ from tasks.pod.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _DESCRIPTIONS = dict(STAGES)
+#: How long (in leases) a finished attempt keeps its claim while ingest catches up on its events.
+DELIVERY_WAIT_LEASES = 3
 _REPORTED = "_orchestrator_reported"
 
 
@@ -135,26 +137,42 @@ class Attempt:
                 raise
         finally:
             self.rt.current = None
+            delivered = self._deliver_events()
             self.heartbeat.stop()
-            self._clean_up(outcome)
+            self._clean_up(outcome if delivered else f"{outcome}; events undelivered")
         return outcome
 
-    def _clean_up(self, outcome: str) -> None:
-        """Release the claim, close the stream, flush: each its own try, none skips another. The
-        release is retried through a database outage until the lease would end (after that the
-        sweeper decides); a failure is logged once, saying what was kept."""
+    def _deliver_events(self) -> bool:
+        """Close the stream and wait, still holding the lease, until ingest has the attempt's
+        events (its outcome among them), for up to `DELIVERY_WAIT_LEASES` leases: released
+        earlier, the claim would say "done" while the outcome sits in the spool (ingest down),
+        and the sweeper would presume the outcome lost. Fenced or swept meanwhile: stop waiting."""
         assert self.heartbeat is not None
-        if not self.heartbeat.lease_lost.is_set():
-            self._release(outcome, self.heartbeat.fence.deadline)
         try:
             self.events.close()
         except Exception:  # noqa: BLE001 - the spool keeps the events; a restart replays them
             log.exception("run %s attempt %s: closing the event stream failed; its spool is replayed at the next start",
                           self.run_id, self.attempt)
+        if self.heartbeat.lease_lost.is_set():
+            return False
         try:
-            self.rt.emitter.flush(timeout=self.rt.settings.heartbeat_interval_s)
+            delivered = self.rt.emitter.flush(timeout=DELIVERY_WAIT_LEASES * self.rt.settings.lease_s)
+        except LeaseLost:
+            return False
         except Exception:  # noqa: BLE001 - undelivered events stay in the spool and are sent later
             log.exception("run %s attempt %s: flushing events failed; they stay in the spool", self.run_id, self.attempt)
+            return False
+        if not delivered:
+            log.error("run %s attempt %s: events still undelivered after %d leases; releasing the claim, the spool "
+                      "keeps sending them", self.run_id, self.attempt, DELIVERY_WAIT_LEASES)
+        return bool(delivered)
+
+    def _clean_up(self, outcome: str) -> None:
+        """Release the claim, retried through a database outage until the lease would end (after
+        that the sweeper decides); a failure is logged once, saying what was kept."""
+        assert self.heartbeat is not None
+        if not self.heartbeat.lease_lost.is_set():
+            self._release(outcome, self.heartbeat.fence.deadline)
 
     def _release(self, outcome: str, deadline: float) -> None:
         backoff, failures = Backoff(base_s=0.2, cap_s=2.0), 0

@@ -1,0 +1,146 @@
+"""Lease fencing over real processes: a worker cut off from the database stops its pipeline
+before its lease can end, and the attempt the sweeper starts instead never runs beside it; a
+worker that dies between its claim and its STARTING write does not strand the run.
+
+Leases here are 10 s or more: on these 2-core machines shorter ones expire from load alone.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from devtools.proxy import WireProxy
+from orchestrator import claims
+from orchestrator.runs import create_hypothesis_and_run
+from tests.cluster import Cluster
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.slow
+
+LEASE_S = 10
+
+
+@pytest.fixture
+def cluster(real_server, tmp_path):
+    name = f"f_{uuid.uuid4().hex[:10]}"
+    client = pymongo.MongoClient(real_server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
+    c = Cluster(real_server, name, tmp_path, LEASE_S=str(LEASE_S), HEARTBEAT_INTERVAL_S="1", CLOCK_SKEW_S="1",
+                CANCEL_GRACE_S="2", SCHEDULE_TIMEOUT_S="30")
+    c.db = client[name]
+    host_port = real_server.url(name).split("://", 1)[1].split("/", 1)[0]
+    c.proxy = WireProxy(int(host_port.rsplit(":", 1)[1]))
+    yield c
+    c.stop(timeout=3)  # a worker cut off from its broker waits long for a warm shutdown that cannot come
+    c.proxy.close()
+    client.drop_database(name)
+    client.close()
+
+
+def _activity(path: Path) -> list[tuple[float, int, str, str]]:
+    """(wall time, attempt, stage, what) for every moment a step was at work."""
+    rows = []
+    for line in path.read_text().splitlines():
+        at, attempt, stage, what = line.split()
+        rows.append((float(at), int(attempt), stage, what))
+    return rows
+
+
+def _wait_status(cluster, run_id, statuses, timeout):
+    try:
+        return wait_until(lambda: (r := cluster.db.runs.find_one({"_id": run_id})) and r["status"] in statuses and r,
+                          timeout, f"run {run_id} to reach {statuses}")
+    except TimeoutError:
+        run = cluster.db.runs.find_one({"_id": run_id})
+        pytest.fail(f"run is {run and run.get('status')} (error {run and run.get('error')})\n{cluster.logs()}")
+
+
+@pytest.mark.parametrize("step", ["checkpoints", "blocked"])
+def test_a_worker_cut_off_longer_than_its_lease_stops_before_it_ends_and_a_new_attempt_finishes(
+    cluster, tmp_path, step
+) -> None:
+    """`checkpoints`: the step reaches checkpoints, so the soft stop ends it. `blocked`: the
+    step sits in one long C call (no checkpoint, no interrupt), so the hard deadline ends the
+    pool child. Either way attempt 1's last moment of work comes before its lease could end,
+    and attempt 2's first after that."""
+    activity = tmp_path / "activity.txt"
+    idea = {"stage_s": 3, "activity": str(activity), **({"block_s": 60} if step == "blocked" else {})}
+    cluster.start_ingest()
+    cluster.start_dispatcher()
+    cluster.start_worker("pod-cut", env={"MONGODB_URL": cluster.proxy.url(cluster.db.name)})
+    run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json=idea, pipeline="sleepy")[1]
+    wait_until(lambda: cluster.db.stages.find_one({"runId": run_id, "name": "Stage_2", "status": "RUNNING"}), 60,
+               "attempt 1 to reach Stage_2")
+    cluster.proxy.cut("blackhole")
+    cluster.start_worker("pod-b")
+    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 150)
+    assert run["attempt"] == 2 and run["claimedBy"] == "pod-b"
+    lost = claims.get_claim(cluster.db, run_id, 1)
+    expired_at = lost["leaseExpiresAt"].timestamp()
+    rows = _activity(activity)
+    first, second = [r for r in rows if r[1] == 1], [r for r in rows if r[1] == 2]
+    assert first and second
+    assert max(r[0] for r in first) < expired_at, "attempt 1 worked past the end of its lease"
+    assert max(r[0] for r in first) < min(r[0] for r in second), "the two attempts overlapped"
+    cut_log = next(c for c in cluster.children if c.name == "worker-pod-cut").output()
+    assert "stopping this attempt before its lease can end" in cut_log
+    if step == "blocked":
+        assert ("Stage_2", "unblocked") not in {(r[2], r[3]) for r in first}, "the blocked step was never ended"
+        assert "did not stop by its deadline: ending this process" in cut_log
+    assert [a["code"] for a in run.get("attempts", [])] == ["WorkerLost"]
+
+
+def test_a_worker_dead_between_claim_and_starting_has_its_run_dispatched_again(cluster) -> None:
+    """The claim is in, the STARTING write never came (the worker died, or lost the database):
+    the run is requeued and dispatched again once that claim's lease ends, well within
+    SCHEDULE_TIMEOUT_S (30 s here), and finishes."""
+    cluster.start_ingest()
+    cluster.start_dispatcher()
+    run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json={"stage_s": 0.2}, pipeline="sleepy")[1]
+    run = _wait_status(cluster, run_id, {"SCHEDULED"}, 30)
+    assert claims.claim_attempt(cluster.db, run_id, run["attempt"], "pod-died", LEASE_S) is not None
+    cluster.db.messages.delete_many({"queue": "gpu"})  # the died worker had taken its message
+    cluster.start_worker("pod-b")
+    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    assert run["attempt"] == 2 and run["claimedBy"] == "pod-b"
+    assert run["attempts"][0]["code"] == "WorkerLost" and "pod-died" in run["attempts"][0]["message"]
+
+
+@pytest.mark.parametrize("process", ["ferretdb", "postgresql"])
+def test_the_database_killed_while_runs_work_and_while_one_finishes_ends_every_run_once(
+    cluster, real_server, process
+) -> None:
+    """The database dies (SIGKILL / immediate stop) for ~4 s, less than a lease, twice: while
+    three runs are in a stage, and while one is finishing. No run is requeued for it, each ends
+    once, and no attempt's steps are run twice."""
+    if process not in real_server.processes():
+        pytest.skip(f"{real_server.description} has no {process} process of ours to stop")
+    cluster.start_ingest()
+    cluster.start_dispatcher()
+    for pod in ("pod-a", "pod-b"):
+        cluster.start_worker(pod)
+    run_ids = [create_hypothesis_and_run(cluster.db, "t", "idea", idea_json={"stage_s": 2}, pipeline="sleepy")[1]
+               for _ in range(3)]
+    wait_until(lambda: cluster.db.stages.count_documents({"name": "Stage_2", "status": "RUNNING"}) >= 2, 90,
+               "two runs to be in Stage_2")
+    _outage(real_server, process)
+    wait_until(lambda: cluster.db.stages.find_one({"name": "auto_validation", "status": {"$in": ["RUNNING", "COMPLETED"]}}),
+               120, "a run to be finishing")
+    _outage(real_server, process)
+    for run_id in run_ids:
+        run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 180)
+        assert run["attempt"] == 1 and not run.get("attempts"), (run_id, run.get("attempts"), cluster.logs())
+        steps = list(cluster.db.events.find({"runId": run_id, "type": "ai.run.stage_completed"}))
+        assert sorted(e["data"]["stage"] for e in steps) == sorted(
+            ["Stage_1", "Stage_2", "Stage_3", "Stage_4", "auto_validation"]), "each step completed exactly once"
+        assert cluster.db.validations.count_documents({"runId": run_id}) == 1
+
+
+def _outage(real_server, process: str, seconds: float = 4.0) -> None:
+    real_server.take_down(process, crash=True)
+    time.sleep(seconds)
+    real_server.start()
