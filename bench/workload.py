@@ -2,8 +2,9 @@
 
 Each run reports one attempt the way `tasks/experiment.py` and `WorkerContext` do: started,
 ideation, four experiment stages with progress ticks, metrics, logs, heartbeats and an artifact
-each, plots, paper and auto-validation; a few runs fail in Stage_3 or are canceled. Every one of
-the 16 catalogue types occurs. 100 pods report at once, each joined at a random point of a run
+each, plots, paper and auto-validation; a few runs fail in Stage_3 or are canceled, and a few
+are resumed by a second attempt that reports the first one's verdict. Every one of the 17
+catalogue types occurs. 100 pods report at once, each joined at a random point of a run
 (seeded), so the POSTs of the runs interleave and any stretch of them holds every phase.
 
 Everything here is built before any clock starts: ids, times and JSON encoding are not part of a
@@ -66,9 +67,10 @@ def ndjson(events: list[dict[str, Any]]) -> bytes:
 class _RunReporter:
     """Builds one attempt's events with consecutive seqs and times one second apart."""
 
-    def __init__(self, run_id: str, pod: str):
+    def __init__(self, run_id: str, pod: str, attempt: int = 1):
         self.run_id = run_id
         self.source = f"worker://{pod}"
+        self.attempt = attempt
         self.n = 0
         self.events: list[dict[str, Any]] = []
 
@@ -76,7 +78,7 @@ class _RunReporter:
         self.n += 1
         moment = _T0 + timedelta(seconds=self.n)
         time = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        self.events.append(make_event(event_type, self.run_id, seq_for(1, self.n), self.source,
+        self.events.append(make_event(event_type, self.run_id, seq_for(self.attempt, self.n), self.source,
                                       {k: v for k, v in data.items() if v is not None}, time=time))
 
 
@@ -133,6 +135,18 @@ def run_events(run_id: str, hypothesis_id: str, pod: str, ticks: int, ending: st
          scores={"soundness": 3.0, "novelty": 2.5, "overall": 6.0}, notes="reviewed by the bench")
     _pad(emit, multiple_of)
     emit("ai.run.stage_completed", stage="auto_validation", duration_s=30.0, summary={"verdict": "recorded"})
+    if ending == "resumed":
+        return emit.events + _resumed(run_id, pod, multiple_of)
+    return emit.events
+
+
+def _resumed(run_id: str, pod: str, multiple_of: int) -> list[dict[str, Any]]:
+    """A second attempt that found every step done (the first was presumed lost after its
+    events arrived): it reports the first attempt's verdict and nothing else of substance."""
+    emit = _RunReporter(run_id, pod, attempt=2)
+    emit("ai.run.started", pod_id=pod, attempt=2, gpu="NVIDIA H100 80GB HBM3", region="eu-west", image="ai-scientist:1.4")
+    _pad(emit, multiple_of)
+    emit("ai.run.completed", verdict="pass", validation_id=f"{run_id}-verdict", from_attempt=1)
     return emit.events
 
 
@@ -163,7 +177,7 @@ def build(pods: int = 100, runs_per_pod: int = 2, ticks: int = 8, seed: int = 1,
             run_id = f"{prefix}-run-{i:03d}-{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
             run_ids.append(run_id)
             hypothesis_ids.append(f"{prefix}-hyp-{i:03d}")
-            ending = "failed" if i % 12 == 5 else "canceled" if i % 25 == 7 else "done"
+            ending = "failed" if i % 12 == 5 else "canceled" if i % 25 == 7 else "resumed" if i % 20 == 3 else "done"
             events = run_events(run_id, hypothesis_ids[-1], pod, ticks, ending, rng, multiple_of=batch)
             for start in range(0, len(events), batch):
                 if clock + start + batch > 0:  # batches the pod sent before the window are left out

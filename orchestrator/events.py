@@ -156,6 +156,15 @@ class FailedData(_Data):
     retryable = _StrictBool(required=True)
 
 
+class CompletedData(_Data):
+    """The outcome of an attempt that ran no validation of its own: every step, auto-validation
+    included, was completed by an earlier attempt, whose verdict this refers to."""
+
+    verdict = fields.String(required=True, validate=validate.OneOf(VERDICTS))
+    validation_id = _text(required=True, max=200)
+    from_attempt = _StrictInt(required=True, validate=validate.Range(min=1))
+
+
 class CanceledData(_Data):
     by = fields.String(allow_none=True)
     reason = fields.String(allow_none=True)
@@ -238,6 +247,7 @@ CATALOGUE: dict[str, Schema] = {
     "ai.run.heartbeat": HeartbeatData(),
     "ai.run.failed": FailedData(),
     "ai.run.canceled": CanceledData(),
+    "ai.run.completed": CompletedData(),
     "ai.run.stage_started": StageStartedData(),
     "ai.run.stage_progress": StageProgressData(),
     "ai.run.stage_metric": StageMetricData(),

@@ -342,6 +342,12 @@ def _auto_completed(ev: _Event) -> list[Write]:
     return writes + ([model] if model else [])
 
 
+def _completed(ev: _Event) -> list[Write]:
+    """An attempt that reused an earlier attempt's verdict: the run's status and verdict as that
+    verdict set them; no second validation record."""
+    return [_status(ev, RunStatus.AWAITING_HUMAN), _run_facet(ev, "verdict", {"verdict": ev.data["verdict"]})]
+
+
 def _artifact_registered(ev: _Event) -> list[Write]:
     d = ev.data
     return [Create("artifacts", {
@@ -365,6 +371,7 @@ _BY_TYPE: dict[str, Callable[[_Event], list[Write]]] = {
     "ai.run.heartbeat": _heartbeat,
     "ai.run.failed": _failed,
     "ai.run.canceled": _canceled,
+    "ai.run.completed": _completed,
     "ai.run.stage_started": _stage_started,
     "ai.run.stage_progress": _stage_progress,
     "ai.run.stage_metric": _stage_metric,

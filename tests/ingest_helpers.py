@@ -136,8 +136,13 @@ def post_ndjson(client: FlaskClient, events: Sequence[Any], headers: dict[str, s
 
 
 def full_run(worker: Worker, *, outcome: str = "success") -> list[dict[str, Any]]:
-    """A small but complete attempt: every event type at least once when `outcome` is success."""
+    """A small but complete attempt: every event type but `ai.run.completed` at least once when
+    `outcome` is success (that one: `outcome="reused"`, an attempt that found every step done)."""
     w = worker
+    if outcome == "reused":
+        return [w.event("ai.run.started", pod_id="pod-b", attempt=w.attempt),
+                w.event("ai.run.log", level="info", message="auto_validation completed in an earlier attempt"),
+                w.event("ai.run.completed", verdict="pass", validation_id="v-1", from_attempt=max(w.attempt - 1, 1))]
     events = [
         w.event("ai.run.enqueued", hypothesis_id="h"),
         w.event("ai.run.started", pod_id="pod-a", attempt=w.attempt, gpu="A100", region="eu", image="img:1"),

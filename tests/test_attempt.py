@@ -318,3 +318,47 @@ def test_a_release_that_keeps_failing_gives_up_by_the_lease_and_still_closes_the
     assert attempt.execute() == "completed"
     assert time.monotonic() - began < 5, "gave up before the 5 s lease would end"
     assert closed == [1] and "ai.run.stage_completed" in rt.emitter.types()
+
+
+def _verdict_step(ctx):
+    ctx.validation_started("test-model", "1")
+    ctx.report_verdict("pass", {"overall": 7.0}, "fine")
+    return {"verdict": "pass"}
+
+
+def _requeue_as_lost(db, run_id):
+    """The sweeper presumed the attempt lost after its events arrived: QUEUED, same attempt."""
+    db.runs.update_one({"_id": run_id}, {"$set": {"status": "QUEUED"}, "$unset": {"verdict": ""}})
+    assert dispatch_once(db, lambda *a, **k: None) == 1
+
+
+def test_an_attempt_that_finds_every_step_done_reports_the_earlier_verdict_once(rt, register):
+    name = register("v", Step("Stage_1", _ok({})), Step("auto_validation", _verdict_step))
+    run_id = _scheduled(rt.db, name)
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    [first] = list(rt.db.validations.find({"runId": run_id}))
+    _requeue_as_lost(rt.db, run_id)
+    before = len(rt.emitter.events)
+    assert Attempt(rt, run_id, 2).execute() == "completed"
+    second = [e["type"] for e in rt.emitter.events[before:]]
+    assert "ai.run.stage_started" not in second and "ai.validation.auto_completed" not in second
+    [completed] = [e for e in rt.emitter.events[before:] if e["type"] == "ai.run.completed"]
+    assert completed["data"]["verdict"] == "pass" and completed["data"]["validation_id"] == first["_id"]
+    assert completed["data"]["from_attempt"] == 1
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"], run["verdict"]) == ("AWAITING_HUMAN", 2, "pass")
+    assert rt.db.validations.count_documents({"runId": run_id}) == 1, "no second validation"
+
+
+def test_a_completed_validation_step_without_its_verdict_on_record_runs_again(rt, register):
+    name = register("v", Step("Stage_1", _ok({})), Step("auto_validation", _verdict_step))
+    run_id = _scheduled(rt.db, name)
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    rt.db.validations.delete_many({"runId": run_id})
+    _requeue_as_lost(rt.db, run_id)
+    before = len(rt.emitter.events)
+    assert Attempt(rt, run_id, 2).execute() == "completed"
+    second = [e["type"] for e in rt.emitter.events[before:]]
+    assert second.count("ai.run.stage_started") == 1 and "ai.validation.auto_completed" in second
+    assert "ai.run.completed" not in second
+    assert rt.db.runs.find_one({"_id": run_id})["status"] == "AWAITING_HUMAN"

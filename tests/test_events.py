@@ -45,7 +45,7 @@ def test_the_builder_makes_a_cloudevent_that_validates() -> None:
 
 
 def test_every_type_of_the_catalogue_has_a_data_schema() -> None:
-    assert set(EVENT_TYPES) == set(CATALOGUE) and len(EVENT_TYPES) == 16
+    assert set(EVENT_TYPES) == set(CATALOGUE) and len(EVENT_TYPES) == 17
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,20 @@ def test_canceled_ends_the_run_and_keeps_who_asked(mock_db: Any) -> None:
     assert run["cancel"] == {"by": "alice", "reason": "canceled at checkpoint", "at": _time(w, 1), "eventId": f"{run_id}-a1-0001"}
 
 
+def test_completed_from_an_earlier_verdict_ends_the_attempt_without_a_second_validation(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="STARTING", attempt=2)
+    apply(mock_db, full_run(Worker(run_id, attempt=2), outcome="reused"))
+    run = _run(mock_db, run_id)
+    assert (run["status"], run["verdict"]) == ("AWAITING_HUMAN", "pass")
+    assert mock_db.validations.count_documents({"runId": run_id}) == 0
+
+
+def test_completed_of_an_attempt_the_run_has_left_does_not_move_it(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING", attempt=3)
+    apply(mock_db, full_run(Worker(run_id, attempt=2), outcome="reused"))
+    assert _run(mock_db, run_id)["status"] == "RUNNING"
+
+
 def test_ideation_sets_the_count_on_the_hypothesis_and_the_run(mock_db: Any) -> None:
     run_id = insert_run(mock_db)
     w = Worker(run_id)
@@ -350,6 +364,7 @@ def test_full_run_covers_every_event_type_and_every_event_validates() -> None:
         *full_run(Worker("r-1")),
         *full_run(Worker("r-1", n=100), outcome="failure"),
         *full_run(Worker("r-1", n=200), outcome="cancel"),
+        *full_run(Worker("r-1", n=300), outcome="reused"),
     ]
     assert {e["type"] for e in events} == set(EVENT_TYPES)
     for event in events:

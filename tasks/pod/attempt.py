@@ -16,13 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 import pipeline
 from orchestrator import claims, runs
 from orchestrator.db import is_unavailable
-from orchestrator.events import STAGES
+from orchestrator.events import STAGE_NAMES, STAGES
 from orchestrator.retry import Backoff, classify
 from orchestrator.settings import DEFAULT_PIPELINE
 from orchestrator.statuses import RunStatus, StageStatus
@@ -35,6 +36,8 @@ from tasks.pod.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _DESCRIPTIONS = dict(STAGES)
+#: The step whose verdict is the run's outcome.
+VERDICT_STEP = STAGE_NAMES[-1]
 #: How long (in leases) a finished attempt keeps its claim while ingest catches up on its events.
 DELIVERY_WAIT_LEASES = 3
 _REPORTED = "_orchestrator_reported"
@@ -48,9 +51,18 @@ def run_seed(run: dict[str, Any]) -> int:
 
 
 def completed_outputs(db: Database, run_id: str) -> dict[str, dict[str, Any]]:
-    """Outputs of the steps an earlier attempt completed: they are reused, not run again."""
+    """Outputs of the steps an earlier attempt completed: they are reused, not run again. A
+    completed validation step counts only with its verdict on record (else it runs again)."""
     done = db.stages.find({"runId": run_id, "status": StageStatus.COMPLETED.value})
-    return {stage["name"]: stage.get("summary") or {} for stage in done}
+    outputs = {stage["name"]: stage.get("summary") or {} for stage in done}
+    if VERDICT_STEP in outputs and earlier_verdict(db, run_id) is None:
+        del outputs[VERDICT_STEP]
+    return outputs
+
+
+def earlier_verdict(db: Database, run_id: str) -> dict[str, Any] | None:
+    """The run's latest auto-validation record (an earlier attempt's verdict), if any."""
+    return db.validations.find_one({"runId": run_id, "kind": "auto"}, sort=[("seq", DESCENDING)])
 
 
 class Attempt:
@@ -209,6 +221,8 @@ class Attempt:
                 if step.name in ctx.results:
                     self.emit("ai.run.log", level="info",
                               message=f"{step.name} completed in an earlier attempt; reusing its outputs")
+                    if step.name == VERDICT_STEP:
+                        self._report_earlier_verdict()
                     continue
                 heartbeat.check()
                 with self.stage_scope(ctx, step.name) as scope:
@@ -217,6 +231,14 @@ class Attempt:
         finally:
             self._close(chosen, ctx)
         return "completed"
+
+    def _report_earlier_verdict(self) -> None:
+        """Every step, validation included, was done before: this attempt's outcome is the
+        earlier verdict, reported as such (no second validation)."""
+        verdict = earlier_verdict(self.db, self.run_id)
+        assert verdict is not None  # `completed_outputs` keeps the step only with its verdict
+        self.emit("ai.run.completed", verdict=verdict["verdict"], validation_id=str(verdict["_id"]),
+                  from_attempt=int(verdict.get("attempt") or 1))
 
     def _close(self, chosen: pipeline.Pipeline, ctx: WorkerContext) -> None:
         """The pipeline's own clean-up; a failure in it is logged, never the attempt's outcome."""
