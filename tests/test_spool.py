@@ -140,6 +140,22 @@ def test_the_closed_mark_survives_a_restart(tmp_path: Path) -> None:
     second.close()
 
 
+def test_a_stream_a_killed_process_never_closed_goes_once_delivered_after_the_restart(tmp_path: Path) -> None:
+    """A killed attempt leaves its file without the closed mark: the next process owns the
+    directory, nobody writes that stream again, so it goes once delivered (at once if it was)."""
+    first = Spool(tmp_path)
+    first.append("delivered", line(1))
+    drain(first, "delivered")
+    first.append("pending", line(2))
+    first.close()  # as a SIGKILL leaves it: no close_run
+    second = Spool(tmp_path)
+    assert not (tmp_path / "delivered.ndjson").exists(), "fully delivered: removed on open"
+    assert (tmp_path / "pending.ndjson").exists() and second.backlog == 1
+    drain(second, "pending")
+    assert second.collect() == ["pending"] and not (tmp_path / "pending.ndjson").exists()
+    second.close()
+
+
 def test_appending_to_a_removed_run_starts_a_new_file(spool: Spool) -> None:
     spool.append("run-1", line(1))
     spool.close_run("run-1")

@@ -10,7 +10,8 @@ Layout in the spool directory, per run (the run id percent-encoded into a file n
 - `{run}.ack`: the byte offset up to which every line was delivered (or dropped as invalid),
   replaced atomically (write a temporary file, then rename) after each delivered batch.
 - `{run}.closed`: present once the run's stream was closed; the three files are removed when a
-  closed run is fully delivered.
+  closed run is fully delivered. A file left by a previous process counts as closed (that
+  process is gone), so a killed attempt's files go too once delivered.
 - `.lock`: held (flock) by the one process that owns the directory.
 
 Writes go to the OS with `os.write` as soon as `append` is called, so they survive the process
@@ -253,12 +254,18 @@ class Spool:
         self._logs.pop(run.run_id, None)
 
     def _open_existing(self) -> None:
-        """Pick up every run file a previous process left, and remove stray bookkeeping files."""
+        """Pick up every run file a previous process left, and remove stray bookkeeping files.
+        That process is gone (this one holds the directory's lock now), so none of its streams
+        will be written again: each counts as closed, and goes once delivered, even where a
+        kill kept the stream from being closed."""
         for path in sorted(self.directory.iterdir(), key=_mtime):
             name = path.name
             if name.endswith(_EVENTS):
                 run_id = unquote(name[: -len(_EVENTS)])
-                self._logs[run_id] = _RunLog(self.directory, run_id)
+                run = self._logs[run_id] = _RunLog(self.directory, run_id)
+                if not run.closed:
+                    run.closed_path.touch()
+                    run.closed = True
             elif name.endswith(".tmp") or (
                 name.endswith((_ACK, _CLOSED)) and not path.with_suffix(_EVENTS).exists()
             ):
