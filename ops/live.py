@@ -53,6 +53,9 @@ def header(run: dict[str, Any]) -> Table:
                                    f"retryable={error.get('retryable')})", style="red")))
     if run.get("verdict"):
         rows.append(("verdict", str(run["verdict"])))
+    if run.get("deadLetters"):
+        rows.append(("dead letters", Text(f"{run['deadLetters']} event(s) kept on the pod (its SPOOL_DIR/dead-letters.jsonl); "
+                                          "see the warnings in the history", style="yellow")))
     for name, value in rows:
         table.add_row(name, value)
     return table

@@ -14,7 +14,8 @@ from orchestrator.statuses import RunStatus
 
 
 def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
-    """The run with its hypothesis, stages (in order), artifacts, latest validation and last events.
+    """The run with its hypothesis, stages (in order), artifacts, latest validation, last events
+    and how many of its events were dead-lettered on a pod.
 
     Raises `NotFound` for an unknown id."""
     run = get_run(db, run_id)
@@ -24,7 +25,14 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     run["validation"] = next(iter(db.validations.find({"runId": run_id}).sort("createdAt", DESCENDING).limit(1)), None)
     recent = db.events.find({"runId": run_id}).sort([("seq", DESCENDING), ("time", DESCENDING)]).limit(events)
     run["recentEvents"] = list(reversed(list(recent))) if events > 0 else []
+    run["deadLetters"] = dead_letters(db, run_id)
     return run
+
+
+def dead_letters(db: Database, run_id: str) -> int:
+    """Events of this run a pod could never deliver and kept in its dead-letter file, as the
+    pod's warnings in the history count them."""
+    return db.events.count_documents({"runId": run_id, "type": "ai.run.log", "data.kv.deadLetter": True})
 
 
 def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) -> list[dict[str, Any]]:

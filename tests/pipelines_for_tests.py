@@ -3,7 +3,8 @@
 `sleepy`: four experiment stages that take `stage_s` seconds each (from the hypothesis's
 ideaJson), with a checkpoint every 50 ms, a metric per stage, an artifact when Stage_2 ends,
 then a passing auto-validation. Attempt 1's Stage_2 then blocks for `block_s` seconds in one
-call when that is set; `activity` names a file that records every moment of step work. `noop`: only an auto-validation, for dispatch throughput.
+call when that is set; `activity` names a file that records every moment of step work;
+`log_lines` are logged at the end of Stage_1. `noop`: only an auto-validation, for dispatch throughput.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def _sleepy_stage(name: str):
             _trace(ctx, name, "blocking")
             time.sleep(float(_options(ctx)["block_s"]))  # one C call: no checkpoint, no interrupt
             _trace(ctx, name, "unblocked")
+        if name == "Stage_1":
+            for message in _options(ctx).get("log_lines", ()):  # for the poison-event test's proxy
+                ctx.log(message)
         ctx.metric(f"{name}_score", float(ctx.attempt))
         if name == "Stage_2":
             path = ctx.workdir / "stage2.txt"

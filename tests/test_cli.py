@@ -135,3 +135,16 @@ def test_tail_gives_up_after_its_timeout_on_a_run_that_does_not_end(env):
     began = time.monotonic()
     code, _ = run("tail", run_id, "--timeout", "0.5", "--interval", "0.1")
     assert code == 0 and time.monotonic() - began < 5
+
+
+def test_show_counts_the_run_s_dead_letters(env):
+    from orchestrator.db import utcnow
+    from orchestrator.events import history_record, make_event
+
+    run_id = create_hypothesis_and_run(env, "t", "i")[1]
+    notice = make_event("ai.run.log", run_id, 1_000_000_005, "worker://pod-a",
+                        {"level": "warning", "message": "event x was dead-lettered", "kv": {"deadLetter": True}})
+    env.events.insert_one(history_record(notice, received_at=utcnow()))
+    assert run_json("show", run_id)["deadLetters"] == 1
+    code, out = run("show", run_id)
+    assert code == 0 and "dead letters" in out and "1 event(s)" in out

@@ -3,6 +3,7 @@ invalid events, 413, outages, restarts, seq numbering, flush and close."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -14,12 +15,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.events import SEQ_BLOCK, validate_event
 from orchestrator.retry import Backoff
 from tasks.pod.emitter import Emitter, EmitterConfig, retry_after_s
+from tasks.pod.spool import DEAD_LETTERS
 from tests.fakes import FakeIngest, answer, results
 from tests.helpers import make_settings
 from tests.servers import free_port, process_env, wait_until
@@ -126,12 +129,19 @@ def test_invalid_events_are_dropped_and_logged_with_the_reason(ingest: FakeInges
     emitted = [events.emit("ai.run.stage_progress", stage="Stage_1", progress=p) for p in (0.1, 0.2, 0.3)]
     with caplog.at_level(logging.ERROR, logger="tasks.pod.emitter"):
         assert emitter.flush(5)
-    assert len(ingest.received) == 1  # the invalid one is not sent again
-    assert [e["id"] for e in ingest.delivered] == [emitted[0]["id"], emitted[2]["id"]]
+    sent_ids = [e["id"] for r in ingest.received for e in r.events]
+    assert sent_ids.count(emitted[1]["id"]) == 1  # the invalid one is not sent again
+    delivered = ingest.delivered
+    assert [e["id"] for e in delivered[:2]] == [emitted[0]["id"], emitted[2]["id"]]
+    [notice] = delivered[2:]  # the run's history says what was dead-lettered, and why
+    assert notice["type"] == "ai.run.log" and notice["data"]["level"] == "warning"
+    assert notice["data"]["kv"]["deadLetter"] is True and notice["data"]["kv"]["eventId"] == emitted[1]["id"]
     record = next(r for r in caplog.records if r.levelno == logging.ERROR)
     assert emitted[1]["id"] in record.getMessage() and "ai.run.stage_progress" in record.getMessage()
     assert "Must be within 0..1." in record.getMessage()
-    assert emitter.stats().dropped_invalid == 1 and emitter.stats().sent == 2
+    assert emitter.stats().dropped_invalid == 1 and emitter.stats().sent == 3
+    [letter] = _dead_letters(emitter)
+    assert letter["event"]["id"] == emitted[1]["id"] and "Must be within 0..1." in letter["reason"]
 
 
 def test_413_halves_the_batch_until_it_fits(ingest: FakeIngest, emitters: Callable[..., Emitter]) -> None:
@@ -151,8 +161,10 @@ def test_an_event_too_large_even_alone_is_dropped_not_retried_forever(ingest: Fa
     emitter.stream("run-1", 1).emit("ai.run.log", level="info", message="x" * 1000)
     with caplog.at_level(logging.ERROR, logger="tasks.pod.emitter"):
         assert emitter.flush(5)
-    assert emitter.stats().dropped_invalid == 1
+    # the event, then the notice about it (refused too here); no notice about the notice
+    assert emitter.stats().dropped_invalid == 2
     assert "413 Payload Too Large" in caplog.text
+    assert [(d["event"]["data"].get("kv") or {}).get("deadLetter", False) for d in _dead_letters(emitter)] == [False, True]
 
 
 def test_a_rejected_token_is_logged_loudly_and_retried_without_dropping_events(ingest: FakeIngest, emitters: Callable[..., Emitter], caplog: pytest.LogCaptureFixture) -> None:
@@ -309,3 +321,37 @@ def test_events_emitted_before_a_sigkill_are_sent_by_the_next_process(ingest: Fa
     replayed = [e["id"] for e in ingest.delivered]
     assert replayed[: len(emitted)] == emitted  # every acknowledged emit survived, in order
     assert [e["seq"] for e in ingest.delivered] == [SEQ_BLOCK + n for n in range(1, len(replayed) + 1)]
+
+
+def _dead_letters(emitter: Emitter) -> list[dict[str, Any]]:
+    path = Path(emitter._spool.directory) / DEAD_LETTERS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_event_that_keeps_breaking_ingest_is_found_and_dead_lettered_and_the_rest_flow(
+    ingest: FakeIngest, emitters: Callable[..., Emitter]
+) -> None:
+    emitter = emitters(ingest.url, FULL_BATCHES)
+    events = emitter.stream("run-1", 1)
+    emitted = [events.emit("ai.run.log", level="info", message=f"line {i}") for i in range(20)]
+    poison = emitted[13]["id"]
+    ingest.rule = lambda batch: answer(500, b"Internal Server Error") if any(e["id"] == poison for e in batch) \
+        else ingest.accept(batch)
+    assert emitter.flush(10)
+    delivered = [e["id"] for e in ingest.delivered if not (e["data"].get("kv") or {}).get("deadLetter")]
+    assert delivered == [e["id"] for e in emitted if e["id"] != poison], "every other event, in order"
+    [letter] = _dead_letters(emitter)
+    assert letter["event"]["id"] == poison and "HTTP 500" in letter["reason"] and "3 times" in letter["reason"]
+    assert any((e["data"].get("kv") or {}).get("eventId") == poison for e in ingest.delivered)
+
+
+@pytest.mark.parametrize("status", [401, 403, 429, 502, 503, 504])
+def test_outages_throttles_and_rejected_tokens_never_dead_letter(
+    ingest: FakeIngest, emitters: Callable[..., Emitter], status: int
+) -> None:
+    ingest.then(*[answer(status)] * 6)
+    emitter = emitters(ingest.url)
+    emitted = [emitter.stream("run-1", 1).emit("ai.run.log", level="info", message=str(i)) for i in range(3)]
+    assert emitter.flush(10)
+    assert [e["id"] for e in ingest.delivered] == [e["id"] for e in emitted]
+    assert emitter.stats().dropped_invalid == 0 and _dead_letters(emitter) == []

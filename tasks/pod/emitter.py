@@ -14,10 +14,14 @@ fsync, which would cost milliseconds). The sender thread sends what the spool ho
 emit order, at most `max_batch` events per POST, as soon as `max_batch` are waiting or the oldest
 has waited `max_delay_s`. An event leaves the spool only when ingest answered for it: accepted or
 duplicate (delivered), or invalid (logged with the reason and dropped: a retry would be refused
-again). Everything else is retried with
-backoff (Retry-After wins when given), so an outage of any length, or a restart, loses nothing
-and memory holds one batch: network errors, 5xx and 429 quietly; 401, 403 and other 4xx loudly,
-as they mean a configuration to fix. A 413 halves the batch; a single event too large is dropped.
+again) into the spool's dead-letter file, with an `ai.run.log` warning in the run's history.
+Everything else is retried with backoff (Retry-After wins when given), so an outage of any
+length, or a restart, loses nothing and memory holds one batch: network errors, 5xx and 429
+quietly; 401, 403 and other 4xx loudly, as they mean a configuration to fix (a rotated token or
+a throttle must never dead-letter a stream). A 413 halves the batch; a single event too large is
+dead-lettered. A batch answered 500 (not 502-504, which every batch gets while ingest or its
+database is away) `poison_tries` times in a row is halved likewise, and a single event so
+answered is dead-lettered: the rest of its run flow.
 
 One emitter per SPOOL_DIR: the spool holds an flock on it, and a second process waits for it
 (`spool_lock_timeout_s`) and then fails with `SpoolError`.
@@ -37,10 +41,10 @@ from typing import Any
 
 import requests
 
-from orchestrator.events import CATALOGUE, make_event, seq_for
+from orchestrator.events import CATALOGUE, attempt_of, make_event, seq_for
 from orchestrator.retry import Backoff
 from orchestrator.settings import Settings
-from tasks.pod.spool import Batch, Spool
+from tasks.pod.spool import DEAD_LETTERS, Batch, Spool
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,16 @@ class EmitterConfig:
     read_timeout_s: float = 15.0
     #: How long a new emitter waits for a dying predecessor to release the spool directory.
     spool_lock_timeout_s: float = 5.0
+    #: Answers in a row of a server error (`POISON_SUSPECTS`) to one batch before it is split in
+    #: two, and a single event so answered is dead-lettered: one event that breaks ingest must
+    #: not stop its run's stream for good.
+    poison_tries: int = 3
+
+
+#: Server errors that may be caused by the batch itself. 502, 503 and 504 mean ingest or its
+#: database is away (every batch would get them): those are retried for as long as it takes.
+def _poison_suspect(status: int) -> bool:
+    return status >= 500 and status not in (502, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -211,7 +225,8 @@ class Emitter:
         # Never more than ingest accepts (the same INGEST_MAX_* settings configure it).
         self._max_batch = min(self.config.max_batch, settings.max_batch_events)
         self._max_bytes = min(self.config.max_batch_bytes, settings.max_body_bytes)
-        self._limit = self._max_batch  # lowered by a 413, grown back by each success
+        self._limit = self._max_batch  # lowered by a 413 or a poison suspect, grown back by each success
+        self._server_errors = 0  # poison-suspect answers in a row
         # A backlog left by a previous process is sent at once, not after max_delay_s.
         self._pending_since: float | None = float("-inf") if self._spool.backlog else None
         self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
@@ -340,6 +355,10 @@ class Emitter:
             return 0.0
         if status == 413:
             return self._too_large(batch)
+        if _poison_suspect(status):
+            self._server_errors += 1
+            if self._server_errors >= self.config.poison_tries:
+                return self._isolate(batch, f"HTTP {status}: {response.text[:300]}")
         reason = f"HTTP {status}: {response.text[:300]}"
         if status in (401, 403):
             reason += " (check INGEST_TOKEN against the ingest app's token; events are kept)"
@@ -356,14 +375,45 @@ class Emitter:
                 self._drop(batch.run_id, event, f"ingest rejected it as invalid: {error}")
         self._spool.ack(batch)
         self._failures = 0
+        self._server_errors = 0
         self._limit = min(self._max_batch, self._limit * 2)
         with self._progress:
             self._progress.notify_all()
 
     def _drop(self, run_id: str, event: dict[str, Any], why: str) -> None:
+        """Dead-letter an event that can never be delivered, and say so in its run's history
+        (unless it is itself such a notice: no notice about a notice)."""
         self._counters.dropped_invalid += 1
-        log.error("dropped event %s (%s, seq %s) of run %s: %s",
+        log.error("dead-lettered event %s (%s, seq %s) of run %s: %s",
                   event.get("id"), event.get("type"), event.get("seq"), run_id, why)
+        try:
+            self._spool.dead_letter(run_id, event, why)
+        except OSError:
+            self._counters.spool_errors += 1
+            log.exception("could not write the dead letter of event %s", event.get("id"))
+        data = event.get("data")
+        kv = data.get("kv") if isinstance(data, dict) else None
+        if event.get("type") == "ai.run.log" and isinstance(kv, dict) and kv.get("deadLetter"):
+            return
+        seq = event.get("seq")
+        if isinstance(seq, int) and seq > 0:
+            self.stream(run_id, attempt_of(seq)).emit(
+                "ai.run.log", level="warning",
+                message=f"event {event.get('id')} ({event.get('type')}, seq {seq}) was dead-lettered on the pod: {why}"[:2000],
+                kv={"deadLetter": True, "eventId": str(event.get("id")), "type": str(event.get("type")),
+                    "file": str(self._spool.directory / DEAD_LETTERS)})
+
+    def _isolate(self, batch: Batch, reason: str) -> float:
+        """A batch keeps breaking ingest: halve it to find the event that does; that event
+        alone, once found, is dead-lettered and the rest flow."""
+        self._server_errors = 0
+        if len(batch) > 1:
+            self._limit = max(1, len(batch) // 2)
+            log.warning("ingest failed %d times on a batch of %d events (%s); sending %d at a time to find the cause",
+                        self.config.poison_tries, len(batch), reason, self._limit)
+            return 0.0
+        self._settle(batch, [("invalid", f"ingest answered {reason} {self.config.poison_tries} times in a row")])
+        return 0.0
 
     def _too_large(self, batch: Batch) -> float:
         """413: halve the batch; a single event too large for ingest can never go: drop it."""

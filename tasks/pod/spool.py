@@ -13,6 +13,8 @@ Layout in the spool directory, per run (the run id percent-encoded into a file n
   closed run is fully delivered. A file left by a previous process counts as closed (that
   process is gone), so a killed attempt's files go too once delivered.
 - `.lock`: held (flock) by the one process that owns the directory.
+- `dead-letters.jsonl`: events that can never be delivered (ingest refused them, or they keep
+  breaking ingest), one `{"at", "run_id", "reason", "event"}` object a line, kept for a person.
 
 Writes go to the OS with `os.write` as soon as `append` is called, so they survive the process
 being killed (SIGKILL, OOM); they are not fsynced, so a kernel crash or power loss can lose the
@@ -48,6 +50,7 @@ _EVENTS = ".ndjson"
 _ACK = ".ack"
 _CLOSED = ".closed"
 _LOCK = ".lock"
+DEAD_LETTERS = "dead-letters.jsonl"
 
 
 class SpoolError(OrchestratorError):
@@ -202,6 +205,13 @@ class Spool:
             for run in done:
                 self._forget(run)
         return [run.run_id for run in done]
+
+    def dead_letter(self, run_id: str, event: dict[str, Any], reason: str) -> None:
+        """Keep an undeliverable event, with why, in the directory's dead-letter file."""
+        record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_id": run_id, "reason": reason,
+                  "event": event}
+        with open(self.directory / DEAD_LETTERS, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
 
     def last_seq(self, run_id: str, attempt: int) -> int:
         """The highest `seq` of this attempt in the run's file, 0 if none: a stream re-opened

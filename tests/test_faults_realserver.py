@@ -1,12 +1,15 @@
-"""Lease fencing over real processes: a worker cut off from the database stops its pipeline
-before its lease can end, and the attempt the sweeper starts instead never runs beside it; a
-worker that dies between its claim and its STARTING write does not strand the run.
+"""Faults over real processes. Lease fencing: a worker cut off from the database stops its
+pipeline before its lease can end, and the attempt the sweeper starts instead never runs beside
+it; a worker that dies between its claim and its STARTING write does not strand the run; the
+database killed while runs work and while one finishes ends every run once. Poison events: one
+event that breaks ingest and one it refuses are dead-lettered, and the rest of the run arrives.
 
 Leases here are 10 s or more: on these 2-core machines shorter ones expire from load alone.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -144,3 +147,81 @@ def _outage(real_server, process: str, seconds: float = 4.0) -> None:
     real_server.take_down(process, crash=True)
     time.sleep(seconds)
     real_server.start()
+
+
+class _PoisonProxy:
+    """An HTTP proxy in front of ingest: a batch holding the line "poison-pill" gets a 500 (as
+    an event that breaks ingest would), and the event logging "make-me-invalid" is rewritten to
+    a type ingest refuses. Everything else goes through unchanged."""
+
+    def __init__(self, target: str):
+        import http.server
+        import json as _json
+
+        import requests as _requests
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if b"poison-pill" in body:
+                    proxy.poisoned += 1
+                    self._answer(500, b"Internal Server Error", "text/plain")
+                    return
+                lines = []
+                for line in body.splitlines():
+                    event = _json.loads(line)
+                    if (event.get("data") or {}).get("message") == "make-me-invalid":
+                        event["type"] = "ai.run.bogus"
+                    lines.append(_json.dumps(event).encode())
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+                answer = _requests.post(f"{target}{self.path}", data=b"\n".join(lines) + b"\n", headers=headers, timeout=30)
+                self._answer(answer.status_code, answer.content, answer.headers.get("Content-Type", "application/json"))
+
+            def _answer(self, status: int, payload: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.poisoned = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_poison_event_and_an_invalid_one_are_dead_lettered_and_the_rest_of_the_run_arrives(cluster, tmp_path) -> None:
+    cluster.start_ingest()
+    cluster.start_dispatcher()
+    proxy = _PoisonProxy(cluster.base_env["INGEST_URL"])
+    try:
+        cluster.start_worker("pod-p", env={"INGEST_URL": proxy.url})
+        idea = {"stage_s": 0.3, "log_lines": ["before", "poison-pill", "make-me-invalid", "after"]}
+        run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json=idea, pipeline="sleepy")[1]
+        run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    finally:
+        proxy.close()
+    messages = [e["data"].get("message") for e in cluster.db.events.find({"runId": run_id, "type": "ai.run.log"})]
+    assert "before" in messages and "after" in messages
+    assert "poison-pill" not in messages and "make-me-invalid" not in messages
+    assert proxy.poisoned >= 3
+    letters = [line for line in (tmp_path / "spool-pod-p" / "dead-letters.jsonl").read_text().splitlines()]
+    reasons = {json.loads(line)["event"]["data"]["message"]: json.loads(line)["reason"] for line in letters}
+    assert "HTTP 500" in reasons["poison-pill"] and "type" in reasons["make-me-invalid"], reasons
+    notices = [e for e in cluster.db.events.find({"runId": run_id, "data.kv.deadLetter": True})]
+    assert len(notices) == 2 and run["status"] == "AWAITING_HUMAN"
+    shown = cluster.api(f"/api/runs/{run_id}")
+    assert shown["deadLetters"] == 2
