@@ -221,7 +221,9 @@ def test_a_poison_event_and_an_invalid_one_are_dead_lettered_and_the_rest_of_the
     letters = [line for line in (tmp_path / "spool-pod-p" / "dead-letters.jsonl").read_text().splitlines()]
     reasons = {json.loads(line)["event"]["data"]["message"]: json.loads(line)["reason"] for line in letters}
     assert "HTTP 500" in reasons["poison-pill"] and "type" in reasons["make-me-invalid"], reasons
-    notices = [e for e in cluster.db.events.find({"runId": run_id, "data.kv.deadLetter": True})]
-    assert len(notices) == 2 and run["status"] == "AWAITING_HUMAN"
+    # A notice is emitted when its event is given up, so it may arrive after the run's outcome.
+    wait_until(lambda: cluster.db.events.count_documents({"runId": run_id, "data.kv.deadLetter": True}) == 2, 30,
+               "both dead-letter notices")
+    assert run["status"] == "AWAITING_HUMAN"
     shown = cluster.api(f"/api/runs/{run_id}")
     assert shown["deadLetters"] == 2

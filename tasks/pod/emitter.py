@@ -405,8 +405,10 @@ class Emitter:
 
     def _isolate(self, batch: Batch, reason: str) -> float:
         """A batch keeps breaking ingest: halve it to find the event that does; that event
-        alone, once found, is dead-lettered and the rest flow."""
+        alone, once found, is dead-lettered and the rest flow. Each split is progress: the
+        backoff starts again from its base."""
         self._server_errors = 0
+        self._failures = 0
         if len(batch) > 1:
             self._limit = max(1, len(batch) // 2)
             log.warning("ingest failed %d times on a batch of %d events (%s); sending %d at a time to find the cause",
