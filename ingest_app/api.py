@@ -42,6 +42,7 @@ from ingest_app.problem import problem
 from ingest_app.state import app_state
 from orchestrator import errors, queries, runs
 from orchestrator.errors import OrchestratorError
+from orchestrator.limits import parse_limits
 from orchestrator.serialize import jsonable
 from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
@@ -304,6 +305,13 @@ def _not_blank(value: str) -> None:
 _NAME = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$", error="Must be 1-100 letters, digits, '_', '.', ':' or '-'.")
 
 
+def _limits(value: dict[str, Any]) -> None:
+    try:
+        parse_limits(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class HypothesisRequest(Schema):
     """Body of POST /api/hypotheses. Unknown fields are refused so a typo ("maxAttempt") is an
     error, not a silently ignored option."""
@@ -318,6 +326,8 @@ class HypothesisRequest(Schema):
     pipeline = fields.String(load_default=DEFAULT_PIPELINE, validate=_NAME)
     queue = fields.String(load_default=DEFAULT_QUEUE, validate=_NAME)
     maxAttempts = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=100))
+    #: Wall-clock limits ({"runS": s, "stepS": {step: s}}), checked by `orchestrator.limits`.
+    limits = fields.Dict(load_default=None, allow_none=True, validate=_limits)
 
 
 class ActionRequest(Schema):
@@ -341,7 +351,7 @@ def create_hypothesis() -> tuple[Response, int, dict[str, str]]:
     max_attempts = body["maxAttempts"] or app_state().settings.max_attempts
     hypothesis_id, run_id = runs.create_hypothesis_and_run(
         _db(), body["title"], body["idea"], idea_json=body["ideaJson"], priority=body["priority"],
-        queue=body["queue"], pipeline=body["pipeline"], max_attempts=max_attempts,
+        queue=body["queue"], pipeline=body["pipeline"], max_attempts=max_attempts, limits=body["limits"],
     )
     location = url_for("api.get_run", run_id=run_id)
     return jsonify({"hypothesisId": hypothesis_id, "runId": run_id}), 201, {"Location": location}

@@ -145,13 +145,29 @@ def tail(obj: Ctx, run_id: str, interval: float, timeout: float) -> None:
 @click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True)
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True)
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Default: MAX_ATTEMPTS.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock limit of each attempt's steps together, in seconds (default: the pipeline's).")
+@click.option("--step-timeout", "step_timeouts", multiple=True, metavar="STEP=SECONDS",
+              help="Wall-clock limit of one step, e.g. Stage_2=7200; repeatable (default: the pipeline's).")
 @click.pass_obj
-def enqueue(obj: Ctx, title: str, idea: str, priority: int, pipeline: str, queue: str, max_attempts: int | None) -> None:
+def enqueue(obj: Ctx, title: str, idea: str, priority: int, pipeline: str, queue: str, max_attempts: int | None,
+            timeout_s: float | None, step_timeouts: tuple[str, ...]) -> None:
     """Insert a hypothesis and its QUEUED run, as the frontend does."""
-    hypothesis_id, run_id = create_hypothesis_and_run(
-        obj.db, title, idea, priority=priority, pipeline=pipeline, queue=queue,
-        max_attempts=max_attempts or obj.settings.max_attempts,
-    )
+    limits: dict[str, Any] = {"runS": timeout_s} if timeout_s else {}
+    for given in step_timeouts:
+        name, _, value = given.partition("=")
+        try:
+            limits.setdefault("stepS", {})[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{given!r}: expected STEP=SECONDS, e.g. Stage_2=7200",
+                                     param_hint="--step-timeout") from None
+    try:
+        hypothesis_id, run_id = create_hypothesis_and_run(
+            obj.db, title, idea, priority=priority, pipeline=pipeline, queue=queue,
+            max_attempts=max_attempts or obj.settings.max_attempts, limits=limits or None,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout/--step-timeout") from None
     obj.out({"hypothesisId": hypothesis_id, "runId": run_id}, lambda: f"queued run {run_id} (hypothesis {hypothesis_id})")
 
 

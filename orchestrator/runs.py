@@ -28,6 +28,7 @@ from orchestrator import claims, retry
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import SEQ_BLOCK, history_record, make_event
+from orchestrator.limits import parse_limits
 from orchestrator.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, check_transition, sources_of
 
@@ -81,8 +82,11 @@ def create_hypothesis_and_run(
     pipeline: str = DEFAULT_PIPELINE,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     seed: int | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """Insert a hypothesis and its QUEUED run, as the frontend does. Returns (hypothesis id, run id)."""
+    """Insert a hypothesis and its QUEUED run, as the frontend does. Returns (hypothesis id, run id).
+    `limits`: the run's wall-clock limits (`orchestrator.limits`; ValueError when malformed)."""
+    checked = parse_limits(limits)
     hypothesis_id = str(uuid.uuid4())
     db.hypotheses.insert_one(
         {"_id": hypothesis_id, "title": title, "idea": idea, "ideaJson": idea_json, "createdAt": utcnow()}
@@ -90,6 +94,8 @@ def create_hypothesis_and_run(
     run = new_run_document(
         hypothesis_id, priority=priority, queue=queue, pipeline=pipeline, max_attempts=max_attempts, seed=seed
     )
+    if checked:
+        run["limits"] = checked
     db.runs.insert_one(run)
     return hypothesis_id, run["_id"]
 

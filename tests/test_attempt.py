@@ -362,3 +362,75 @@ def test_a_completed_validation_step_without_its_verdict_on_record_runs_again(rt
     assert second.count("ai.run.stage_started") == 1 and "ai.validation.auto_completed" in second
     assert "ai.run.completed" not in second
     assert rt.db.runs.find_one({"_id": run_id})["status"] == "AWAITING_HUMAN"
+
+
+# --- wall-clock limits ------------------------------------------------------------------------------
+
+
+def _looping(seconds: float):
+    def step(ctx):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ctx.checkpoint()
+            time.sleep(0.02)
+        return {}
+    return step
+
+
+def _failed_event(rt):
+    [failed] = [e for e in rt.emitter.events if e["type"] == "ai.run.failed"]
+    return failed["data"]
+
+
+def test_a_step_past_its_limit_fails_the_attempt_with_a_retryable_timeout(rt, register):
+    name = register("slow", Step("Stage_1", _looping(30), timeout_s=0.3))
+    run_id = _scheduled(rt.db, name)
+    began = time.monotonic()
+    assert Attempt(rt, run_id, 1).execute() == "failed"
+    assert time.monotonic() - began < 3
+    failed = _failed_event(rt)
+    assert (failed["code"], failed["retryable"], failed["stage"]) == ("Timeout", True, "Stage_1")
+    assert "step Stage_1 (limit 0.3 s)" in failed["message"]
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "QUEUED" and run["error"]["code"] == "Timeout", "retried by the policy"
+
+
+def test_a_run_s_limits_override_the_pipeline_s(rt, register):
+    name = register("slow", Step("Stage_1", _ok({})), Step("Stage_2", _looping(30)))
+    _, run_id = create_hypothesis_and_run(rt.db, "t", "idea", pipeline=name)
+    rt.db.runs.update_one({"_id": run_id}, {"$set": {"limits": {"runS": 0.4}}})
+    assert dispatch_once(rt.db, lambda *a, **k: None) == 1
+    assert Attempt(rt, run_id, 1).execute() == "failed"
+    failed = _failed_event(rt)
+    assert failed["code"] == "Timeout" and failed["stage"] == "Stage_2" and "the attempt (limit 0.4 s" in failed["message"]
+
+
+def test_bad_limits_on_a_run_are_reported_and_the_defaults_apply(rt, register):
+    name = register("ok", Step("Stage_1", _ok({})))
+    _, run_id = create_hypothesis_and_run(rt.db, "t", "idea", pipeline=name)
+    rt.db.runs.update_one({"_id": run_id}, {"$set": {"limits": {"stepS": {"Stage_1": -5}}}})
+    assert dispatch_once(rt.db, lambda *a, **k: None) == 1
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    [warning] = [e for e in rt.emitter.events if e["type"] == "ai.run.log" and e["data"]["level"] == "warning"]
+    assert "limits.stepS.Stage_1 must be a positive number" in warning["data"]["message"]
+
+
+def test_a_step_stuck_where_no_interrupt_reaches_is_reported_and_its_process_ended(rt, register):
+    """A call into C that never returns: the timeout is reported, the claim handed back, and the
+    process ended (recorded here) a grace period after the interrupt found no bytecode to land on."""
+    release = threading.Event()
+    ended = []
+
+    def stuck(ctx):
+        release.wait(20)  # one C call
+        return {}
+
+    rt.on_fence_deadline = lambda: (ended.append(time.monotonic()), release.set())
+    name = register("stuck", Step("Stage_1", stuck, timeout_s=0.3))
+    run_id = _scheduled(rt.db, name)
+    outcome = Attempt(rt, run_id, 1).execute()
+    assert ended, "the process would have been ended"
+    assert outcome == "failed"
+    failed = _failed_event(rt)
+    assert failed["code"] == "Timeout" and "its process was ended" in failed["message"]
+    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releasedAt"] is not None

@@ -148,3 +148,13 @@ def test_show_counts_the_run_s_dead_letters(env):
     assert run_json("show", run_id)["deadLetters"] == 1
     code, out = run("show", run_id)
     assert code == 0 and "dead letters" in out and "1 event(s)" in out
+
+
+def test_enqueue_takes_wall_clock_limits_and_names_a_bad_one(env):
+    queued = run_json("enqueue", "--title", "t", "--idea", "i", "--timeout", "86400", "--step-timeout", "Stage_2=7200")
+    assert env.runs.find_one({"_id": queued["runId"]})["limits"] == {"runS": 86400.0, "stepS": {"Stage_2": 7200.0}}
+    code, out = run("enqueue", "--title", "t", "--idea", "i", "--step-timeout", "Stage_9=5")
+    assert code == 2 and "limits.stepS.Stage_9" in out
+    code, out = run("enqueue", "--title", "t", "--idea", "i", "--step-timeout", "Stage_2")
+    assert code == 2 and "STEP=SECONDS" in out
+    assert env.runs.count_documents({}) == 1, "nothing accepted from the bad ones"

@@ -208,6 +208,7 @@ def test_posting_a_hypothesis_creates_it_and_a_queued_run(client: FlaskClient, m
     response = client.post("/api/hypotheses", headers=AUTH, json={
         "title": "Grokking", "idea": "weight decay", "ideaJson": {"Name": "grok"}, "priority": 9,
         "pipeline": "ai_scientist", "queue": "gpu-a100", "maxAttempts": 2,
+        "limits": {"runS": 86400, "stepS": {"Stage_2": 7200}},
     })
     assert response.status_code == 201, response.json
     run_id = response.json["runId"]
@@ -217,6 +218,7 @@ def test_posting_a_hypothesis_creates_it_and_a_queued_run(client: FlaskClient, m
         "QUEUED", 9, "gpu-a100", "ai_scientist", 2)
     hypothesis = mock_db.hypotheses.find_one({"_id": response.json["hypothesisId"]})
     assert hypothesis["ideaJson"] == {"Name": "grok"} and run["hypothesisId"] == hypothesis["_id"]
+    assert run["limits"] == {"runS": 86400.0, "stepS": {"Stage_2": 7200.0}}
 
 
 def test_a_hypothesis_gets_defaults_and_max_attempts_from_settings(mock_db: Any) -> None:
@@ -235,6 +237,9 @@ def test_a_hypothesis_gets_defaults_and_max_attempts_from_settings(mock_db: Any)
     ({"title": "t", "idea": "i", "queue": "a b"}, "queue", "letters, digits"),
     ({"title": "t", "idea": "i", "ideaJson": [1]}, "ideaJson", "mapping"),
     ({"title": "t", "idea": "i", "maxAttempt": 2}, "maxAttempt", "Unknown"),
+    ({"title": "t", "idea": "i", "limits": {"runS": -1}}, "limits", "limits.runS must be a positive number"),
+    ({"title": "t", "idea": "i", "limits": {"stepS": {"Stage_9": 5}}}, "limits", "limits.stepS.Stage_9: not a step"),
+    ({"title": "t", "idea": "i", "limits": {"hours": 5}}, "limits", "runS and/or stepS"),
 ])
 def test_an_invalid_hypothesis_is_a_422_naming_the_field_and_reason(client: FlaskClient, mock_db: Any, body: dict[str, Any], field: str, reason: str) -> None:
     problem_body = assert_problem(client.post("/api/hypotheses", headers=AUTH, json=body), 422, field)

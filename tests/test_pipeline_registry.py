@@ -107,3 +107,16 @@ def test_the_pipeline_package_imports_no_celery_flask_mongo_or_http_library():
 
 def test_the_default_pipeline_of_a_run_is_registered():
     assert DEFAULT_PIPELINE in pipeline.PIPELINES
+
+
+def test_a_pipeline_s_limits_and_a_run_s_overrides():
+    from pipeline.base import Pipeline, Step
+
+    chosen = Pipeline("p", (Step("Stage_1", lambda ctx: {}, timeout_s=60), Step("Stage_2", lambda ctx: {})), timeout_s=600)
+    assert chosen.limits(None) == (600, {"Stage_1": 60, "Stage_2": None})
+    assert chosen.limits({"runS": 30, "stepS": {"Stage_2": 5}}) == (30, {"Stage_1": 60, "Stage_2": 5})
+    for bad, field in [({"runS": 0}, "limits.runS"), ({"runS": True}, "limits.runS"),
+                       ({"stepS": {"Stage_9": 1}}, "limits.stepS.Stage_9"), ({"stepS": []}, "limits.stepS"),
+                       ({"other": 1}, "limits must be"), ("soon", "limits must be")]:
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            chosen.limits(bad)

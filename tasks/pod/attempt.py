@@ -27,8 +27,9 @@ from orchestrator.events import STAGE_NAMES, STAGES
 from orchestrator.retry import Backoff, classify
 from orchestrator.settings import DEFAULT_PIPELINE
 from orchestrator.statuses import RunStatus, StageStatus
-from pipeline.context import Canceled
+from pipeline.context import Canceled, StepTimeout
 from tasks.pod.context import WorkerContext
+from tasks.pod.fence import end_this_process
 from tasks.pod.gpu import gpu_name
 from tasks.pod.heartbeat import Heartbeat, LeaseLost
 from tasks.pod.runtime import Runtime
@@ -78,6 +79,8 @@ class Attempt:
         self.heartbeat: Heartbeat | None = None
         self.failure_reported = False
         self.leased_at: float | None = None
+        #: The step running now, for a failure reported from the heartbeat thread.
+        self.stage: str | None = None
 
     # -- reporting -----------------------------------------------------------------------
     def emit(self, event_type: str, **data: Any) -> None:
@@ -129,7 +132,7 @@ class Attempt:
             self.db, self.run_id, self.attempt, self.pod_id,
             interval_s=settings.heartbeat_interval_s, lease_s=settings.lease_s, grace_s=settings.cancel_grace_s,
             emit=self.emit, target_thread=threading.get_ident(), leased_at=self.leased_at,
-            **({"on_fence_deadline": self.rt.on_fence_deadline} if self.rt.on_fence_deadline else {}),
+            on_fence_deadline=self._end_process, on_stuck=self._stuck,
         )
         self.heartbeat.start()
         self.rt.current = self
@@ -202,6 +205,26 @@ class Attempt:
                     return
                 time.sleep(wait)
 
+    def _end_process(self) -> None:
+        (self.rt.on_fence_deadline or end_this_process)()
+
+    def _stuck(self, info: str) -> None:
+        """In the heartbeat thread: the step ran past its limit and no interrupt reaches it (a
+        call into C, a request that never returns). Report the timeout, hand the claim back,
+        and end the process with the step: nothing else stops it."""
+        self.report_failure(StepTimeout(f"{info}; the step did not stop when interrupted, so its process was ended"),
+                            self.stage)
+        try:
+            self.events.close()
+            self.rt.emitter.flush(timeout=min(10.0, self.rt.settings.lease_s / 2))
+        except Exception:  # noqa: BLE001 - the spool keeps the events for the next process
+            log.exception("run %s attempt %s: flushing before the process ends failed", self.run_id, self.attempt)
+        try:
+            claims.release(self.db, self.run_id, self.attempt, self.pod_id, "timeout")
+        except PyMongoError as exc:
+            log.error("run %s attempt %s: claim not released (%s); the sweeper ends it", self.run_id, self.attempt, exc)
+        self._end_process()
+
     def _pipeline(self, run: dict[str, Any]) -> pipeline.Pipeline:
         return pipeline.get_pipeline(run.get("pipeline") or DEFAULT_PIPELINE)
 
@@ -216,6 +239,8 @@ class Attempt:
             seed=run_seed(run), workdir=workdir, results=completed_outputs(self.db, self.run_id),
             emit=self.emit, storage=self.rt.storage, checkpoint=heartbeat.check,
         )
+        run_limit, step_limits = self._limits(chosen, run)
+        began = time.monotonic()
         try:
             for step in chosen.steps:
                 if step.name in ctx.results:
@@ -225,12 +250,23 @@ class Attempt:
                         self._report_earlier_verdict()
                     continue
                 heartbeat.check()
+                heartbeat.limit(*_deadline(began, run_limit, time.monotonic(), step_limits.get(step.name), step.name))
                 with self.stage_scope(ctx, step.name) as scope:
                     scope["outputs"] = step.run(ctx) or {}
                 ctx.results[step.name] = scope["outputs"]
         finally:
+            heartbeat.steps_over()
             self._close(chosen, ctx)
         return "completed"
+
+    def _limits(self, chosen: pipeline.Pipeline, run: dict[str, Any]) -> tuple[float | None, dict[str, float | None]]:
+        """The pipeline's wall-clock limits with the run's overrides; bad overrides are reported
+        in the run's history and the pipeline's defaults apply."""
+        try:
+            return chosen.limits(run.get("limits"))
+        except ValueError as exc:
+            self.emit("ai.run.log", level="warning", message=f"the run's limits were ignored: {exc}")
+            return chosen.limits(None)
 
     def _report_earlier_verdict(self) -> None:
         """Every step, validation included, was done before: this attempt's outcome is the
@@ -254,6 +290,7 @@ class Attempt:
         """stage_started on entry, stage_completed (with the outputs as the checkpoint summary)
         on success, exactly one ai.run.failed naming the stage on an error."""
         ctx.enter_stage(name)
+        self.stage = name
         began = time.monotonic()
         self.emit("ai.run.stage_started", stage=name, desc=_DESCRIPTIONS.get(name))
         scope: dict[str, Any] = {}
@@ -266,3 +303,14 @@ class Attempt:
             raise
         self.emit("ai.run.stage_completed", stage=name, duration_s=round(time.monotonic() - began, 3),
                   summary=scope.get("outputs") or {})
+
+
+def _deadline(began: float, run_s: float | None, now: float, step_s: float | None, step: str) -> tuple[float | None, str]:
+    """The earlier of the attempt's and the step's limit, and what it limits."""
+    run_at = began + run_s if run_s is not None else None
+    step_at = now + step_s if step_s is not None else None
+    if run_at is None and step_at is None:
+        return None, ""
+    if step_at is None or (run_at is not None and run_at <= step_at):
+        return run_at, f"the attempt (limit {run_s:g} s, in step {step})"
+    return step_at, f"step {step} (limit {step_s:g} s)"

@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 
 from orchestrator import claims
 from orchestrator.errors import OrchestratorError
-from pipeline.context import Canceled
+from pipeline.context import Canceled, StepTimeout
 from tasks.pod.fence import Fence, end_this_process
 from tasks.pod.gpu import gpu_stats
 
@@ -55,6 +55,7 @@ class Heartbeat(threading.Thread):
         target_thread: int,
         on_fence_deadline: Callable[[], None] = end_this_process,
         leased_at: float | None = None,
+        on_stuck: Callable[[str], None] | None = None,
     ):
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
         self.db = db
@@ -69,6 +70,15 @@ class Heartbeat(threading.Thread):
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
         self.cancel_info: dict[str, Any] = {}
+        #: Set once the current step (or the attempt) ran past its wall-clock limit.
+        self.timed_out = threading.Event()
+        self.timeout_info = ""
+        #: Called (with `timeout_info`) when a timed-out step ignored its interrupt for a grace
+        #: period too: it is stuck in a call no exception reaches.
+        self.on_stuck = on_stuck
+        self._limit: tuple[float, str] | None = None
+        self._stuck_at: float | None = None
+        self._steps_over = False
         self._halt = threading.Event()
         self._stop_deadline: float | None = None
         self._interrupted = False
@@ -94,15 +104,30 @@ class Heartbeat(threading.Thread):
             # the run's clean-up or in the next task of this process.
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target_thread), None)
 
+    def limit(self, at: float | None, what: str = "") -> None:
+        """The monotonic time by which `what` (the current step, or the attempt) must end; None
+        lifts the limit."""
+        self._limit = None if at is None else (at, what)
+
+    def steps_over(self) -> None:
+        """The attempt left its steps: no limit, no interrupt from here on (its clean-up runs
+        in the same thread and must not be cut short)."""
+        self._steps_over = True
+        self._limit = None
+        self._stuck_at = None
+
     def check(self) -> None:
         """The pipeline's checkpoint: raise if the run must stop."""
         if self.lease_lost.is_set():
             raise LeaseLost(f"lease on {self.run_id}:{self.attempt} was taken over")
+        if self.timed_out.is_set():
+            raise StepTimeout(self.timeout_info)
         if self.cancel_requested.is_set():
             raise Canceled(self.cancel_info.get("reason") or "cancel requested")
 
     def run(self) -> None:
         while not self._halt.wait(self._next_wait()):
+            self._watch_limit()
             if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                 self._interrupt_if_overdue()
                 continue
@@ -115,10 +140,29 @@ class Heartbeat(threading.Thread):
             self._interrupt_if_overdue()
 
     def _next_wait(self) -> float:
-        """The beat interval, shortened so an overdue stop is enforced on time."""
-        if self._stop_deadline is None or self._interrupted:
+        """The beat interval, shortened so a limit or an overdue stop is enforced on time."""
+        moments = [self._stuck_at, self._limit[0] if self._limit else None,
+                   None if self._interrupted else self._stop_deadline]
+        due = [m for m in moments if m is not None]
+        if not due:
             return self.interval_s
-        return max(min(self.interval_s, self._stop_deadline - time.monotonic()), 0.01)
+        return max(min(self.interval_s, min(due) - time.monotonic()), 0.01)
+
+    def _watch_limit(self) -> None:
+        """Past the limit: stop the step as a cancel would (checkpoint, then interrupt after the
+        grace period); a step still running a grace period after that is stuck."""
+        now = time.monotonic()
+        if self._limit is not None and now >= self._limit[0] and not self.timed_out.is_set():
+            self.timeout_info = f"{self._limit[1]} ran past its wall-clock limit"
+            log.error("run %s attempt %s: %s; stopping it", self.run_id, self.attempt, self.timeout_info)
+            self._begin_stop(self.timed_out)
+            self._stuck_at = now + 2 * self.grace_s
+        if self._stuck_at is not None and now >= self._stuck_at and not self._steps_over:
+            self._stuck_at = None
+            log.critical("run %s attempt %s: %s and did not stop when interrupted", self.run_id, self.attempt,
+                         self.timeout_info)
+            if self.on_stuck is not None:
+                self.on_stuck(self.timeout_info)
 
     def beat(self) -> None:
         sent_at = time.monotonic()
@@ -146,9 +190,10 @@ class Heartbeat(threading.Thread):
         self._stop_deadline = time.monotonic() + self.grace_s
 
     def _interrupt_if_overdue(self) -> None:
-        if self._stop_deadline is None or self._interrupted or time.monotonic() < self._stop_deadline:
+        if self._stop_deadline is None or self._interrupted or self._steps_over or time.monotonic() < self._stop_deadline:
             return
-        exc_type: type[BaseException] = LeaseLost if self.lease_lost.is_set() else Canceled
+        exc_type: type[BaseException] = (LeaseLost if self.lease_lost.is_set() else
+                                         StepTimeout if self.timed_out.is_set() else Canceled)
         log.warning("%s did not reach a checkpoint within %.1fs; interrupting it", self.run_id, self.grace_s)
         if not interrupt(self.target_thread, exc_type):
             log.error("could not interrupt the pipeline thread of %s; it stops when its step returns", self.run_id)
