@@ -6,7 +6,8 @@ both move it, and no writer can move it along an edge the table lacks. The write
 
 - the API and the CLI: create, cancel, retry (`create_hypothesis_and_run`, `cancel_run`, `retry_run`);
 - the dispatcher: QUEUED -> SCHEDULED and back when the send fails (`schedule`, `unschedule`);
-- the worker: SCHEDULED -> STARTING once it holds the claim (`start`);
+- the worker: SCHEDULED -> STARTING once it holds the claim (`start`), and back to QUEUED
+  when its pod must stop (`hand_back`);
 - the sweeper: a claimed run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`);
 - ingest: the status an event asserts (`event_status_update` builds the guarded update, which the
   ingest engine runs with the rest of its batch).
@@ -166,6 +167,20 @@ LOST_MESSAGES = {
     "NoOutcome": "pod {pod} released its claim on attempt {attempt} ({reason}) but the attempt's outcome never "
                  "arrived",
 }
+
+
+def hand_back(db: Database, run_id: str, attempt: int, pod_id: str, reason: str) -> dict[str, Any] | None:
+    """Active -> QUEUED by the worker holding the attempt, which must stop before its steps are
+    done (SIGTERM, a spot preemption): the run is queued again at once, and the attempt does
+    not count against `maxAttempts` (it grows by one). None if the run moved meanwhile."""
+    done = _transition(
+        db, run_id, RunStatus.QUEUED, only_from=set(ACTIVE), extra_filter={"attempt": attempt, "claimedBy": pod_id},
+        set_fields={"cancelRequested": False, "notBefore": None}, update={"$inc": {"maxAttempts": 1}},
+    )
+    if done is not None:
+        record_decision(db, done, "worker", f"pod {pod_id} is stopping ({reason}): attempt {attempt} handed back to "
+                        "the queue; it does not count against maxAttempts", podId=pod_id)
+    return done
 
 
 def end_lost_attempt(

@@ -19,6 +19,11 @@ class Canceled(OrchestratorError):
     """Raised by `RunContext.checkpoint()` once a cancel was requested; a step lets it propagate."""
 
 
+class Preempted(OrchestratorError):
+    """Raised by `RunContext.checkpoint()` once the pod was told to stop (SIGTERM, a spot
+    preemption): the run goes back to the queue. A step lets it propagate."""
+
+
 class StepTimeout(OrchestratorError, TimeoutError):
     """Raised by `RunContext.checkpoint()` once the step or the attempt ran past its wall-clock
     limit; a step lets it propagate. A `TimeoutError`, so the retry policy retries it."""

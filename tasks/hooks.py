@@ -7,6 +7,8 @@ Listed in the app's `include`, so Celery imports it in a worker before `worker_i
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any
 
 from celery import signals
@@ -14,7 +16,8 @@ from pymongo.errors import PyMongoError
 
 from orchestrator.db import prepare_database
 from orchestrator.settings import Settings
-from tasks.pod.runtime import runtime, shutdown_runtime
+from tasks.pod.processes import children_of
+from tasks.pod.runtime import request_stop, runtime, shutdown_runtime
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,39 @@ def _on_child_start(**_: Any) -> None:
         runtime()
     except PyMongoError as exc:
         log.warning("pod runtime not started with this pool child (%s); the first task starts it", exc)
+
+
+#: What a worker's main process sends each pool child at a warm shutdown (SIGTERM): the child's
+#: run is handed back to the queue instead of being waited for (billiard leaves it unhandled).
+STOP_SIGNAL = signal.SIGUSR2
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(sig: Any = None, how: Any = None, **_: Any) -> None:
+    """A pod told to stop (Kubernetes sends SIGTERM to the worker's main process; a spot
+    preemption does too) does not wait for its run, which may take hours: each pool child
+    hands its run back at the next checkpoint and the worker exits in bounded time. The main
+    process marks itself stopping too, so a pool child forked from now on (the consumer may
+    still hand it one more message) inherits the mark and gives that message back."""
+    request_stop(f"the worker is shutting down ({sig or 'SIGTERM'})")
+    for pid in children_of(os.getpid()):
+        try:
+            os.kill(pid, STOP_SIGNAL)
+        except OSError:
+            pass
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    request_stop(f"the worker is shutting down ({signal.Signals(signum).name} from its main process)")
+
+
+def listen_for_stop() -> None:
+    """Take `STOP_SIGNAL` in this process (a pool child, when its task starts: billiard resets
+    the child's signal handlers after `worker_process_init`, so earlier would not hold)."""
+    try:
+        signal.signal(STOP_SIGNAL, _on_stop_signal)
+    except ValueError:
+        pass  # not the main thread (a threads pool): tasks there stop with the worker's own SIGTERM
 
 
 @signals.worker_ready.connect

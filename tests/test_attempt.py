@@ -434,3 +434,45 @@ def test_a_step_stuck_where_no_interrupt_reaches_is_reported_and_its_process_end
     failed = _failed_event(rt)
     assert failed["code"] == "Timeout" and "its process was ended" in failed["message"]
     assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releasedAt"] is not None
+
+
+# --- a pod told to stop ----------------------------------------------------------------------------
+
+
+def test_a_pod_told_to_stop_hands_its_run_back_without_counting_the_attempt(rt, register):
+    name = register("slow", Step("Stage_1", _ok({})), Step("Stage_2", _looping(30)))
+    run_id = _scheduled(rt.db, name, max_attempts=1)
+    attempt = Attempt(rt, run_id, 1)
+    threading.Timer(0.4, attempt.preempt, args=("SIGTERM",)).start()
+    began = time.monotonic()
+    assert attempt.execute() == "preempted"
+    assert time.monotonic() - began < 3
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"], run["maxAttempts"]) == ("QUEUED", 1, 2), "one more attempt allowed"
+    assert not run.get("attempts") and not run.get("error"), "not a failure"
+    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == "preempted"
+    types = rt.emitter.types()
+    assert "ai.run.failed" not in types and "ai.run.canceled" not in types
+    decision = rt.db.events.find_one({"runId": run_id, "source": "orchestrator://worker"})
+    assert "handed back" in decision["data"]["message"]
+    assert dispatch_once(rt.db, lambda *a, **k: None) == 1, "dispatched again at once"
+    assert rt.db.runs.find_one({"_id": run_id})["attempt"] == 2
+
+
+def test_a_step_that_ignores_the_stop_is_ended_with_its_process_and_the_run_still_handed_back(rt, register):
+    release = threading.Event()
+    ended = []
+
+    def stuck(ctx):
+        release.wait(20)
+        return {}
+
+    rt.on_fence_deadline = lambda: (ended.append(1), release.set())
+    name = register("stuck", Step("Stage_1", stuck))
+    run_id = _scheduled(rt.db, name)
+    attempt = Attempt(rt, run_id, 1)
+    threading.Timer(0.3, attempt.preempt, args=("SIGTERM",)).start()
+    attempt.execute()
+    assert ended == [1]
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "QUEUED" and not run.get("attempts")

@@ -227,3 +227,27 @@ def test_a_poison_event_and_an_invalid_one_are_dead_lettered_and_the_rest_of_the
     assert run["status"] == "AWAITING_HUMAN"
     shown = cluster.api(f"/api/runs/{run_id}")
     assert shown["deadLetters"] == 2
+
+
+def test_a_worker_told_to_stop_hands_its_run_back_and_exits_in_bounded_time(cluster) -> None:
+    """Kubernetes (and a spot preemption) sends SIGTERM to the worker's main process only."""
+    import signal
+
+    cluster.start_ingest()
+    cluster.start_dispatcher()
+    doomed = cluster.start_worker("pod-stopping")
+    run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json={"stage_s": 4}, pipeline="sleepy",
+                                       max_attempts=1)[1]
+    wait_until(lambda: cluster.db.stages.find_one({"runId": run_id, "name": "Stage_2", "status": "RUNNING"}), 60,
+               "the run to be in Stage_2")
+    told = time.monotonic()
+    doomed.process.send_signal(signal.SIGTERM)
+    doomed.process.wait(30)
+    exited_after = time.monotonic() - told
+    assert exited_after < 15, f"the worker took {exited_after:.1f}s to exit"
+    run = cluster.db.runs.find_one({"_id": run_id})
+    assert run["status"] in ("QUEUED", "SCHEDULED") and run["maxAttempts"] == 2, run
+    cluster.start_worker("pod-b")
+    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    assert (run["attempt"], run["claimedBy"]) == (2, "pod-b") and not run.get("attempts"), run.get("attempts")
+    assert claims.get_claim(cluster.db, run_id, 1)["releaseReason"] == "preempted"

@@ -27,12 +27,12 @@ from orchestrator.events import STAGE_NAMES, STAGES
 from orchestrator.retry import Backoff, classify
 from orchestrator.settings import DEFAULT_PIPELINE
 from orchestrator.statuses import RunStatus, StageStatus
-from pipeline.context import Canceled, StepTimeout
+from pipeline.context import Canceled, Preempted, StepTimeout
 from tasks.pod.context import WorkerContext
-from tasks.pod.fence import end_this_process
 from tasks.pod.gpu import gpu_name
 from tasks.pod.heartbeat import Heartbeat, LeaseLost
-from tasks.pod.runtime import Runtime
+from tasks.pod.processes import end_this_process
+from tasks.pod.runtime import Runtime, stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ class Attempt:
         )
         self.heartbeat.start()
         self.rt.current = self
+        if stop_reason() is not None:
+            self.heartbeat.preempt(str(stop_reason()))
         try:
             self.emit("ai.run.started", pod_id=self.pod_id, attempt=self.attempt, gpu=gpu_name(),
                       region=self.rt.region, image=self.rt.image)
@@ -146,6 +148,9 @@ class Attempt:
         except LeaseLost:
             log.error("run %s attempt %s: lease lost, stopped without reporting", self.run_id, self.attempt)
             outcome = "lease-lost"
+        except Preempted as exc:
+            self._hand_back(str(exc))
+            outcome = "preempted"
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised if fatal
             self.report_failure(exc, None)
             if not isinstance(exc, Exception):
@@ -170,8 +175,11 @@ class Attempt:
                           self.run_id, self.attempt)
         if self.heartbeat.lease_lost.is_set():
             return False
+        # A stopping pod has a bounded time to exit: it waits a grace period, the spool keeps the rest.
+        wait = (self.rt.settings.cancel_grace_s if self.heartbeat.preempted.is_set()
+                else DELIVERY_WAIT_LEASES * self.rt.settings.lease_s)
         try:
-            delivered = self.rt.emitter.flush(timeout=DELIVERY_WAIT_LEASES * self.rt.settings.lease_s)
+            delivered = self.rt.emitter.flush(timeout=wait)
         except LeaseLost:
             return False
         except Exception:  # noqa: BLE001 - undelivered events stay in the spool and are sent later
@@ -205,22 +213,48 @@ class Attempt:
                     return
                 time.sleep(wait)
 
+    def preempt(self, reason: str) -> None:
+        """The pod must stop (`runtime.request_stop`): hand the run back at the next checkpoint."""
+        if self.heartbeat is not None:
+            self.heartbeat.preempt(reason)
+
+    def _hand_back(self, reason: str) -> None:
+        """Give the run back to the queue at once; this attempt does not count as failed."""
+        try:
+            moved = runs.hand_back(self.db, self.run_id, self.attempt, self.pod_id, reason)
+        except PyMongoError as exc:
+            log.error("run %s attempt %s: could not hand the run back (%s); the sweeper requeues it when the "
+                      "lease ends", self.run_id, self.attempt, exc)
+            return
+        if moved is None:
+            return  # already handed back, or moved on by someone else
+        log.warning("run %s attempt %s handed back to the queue: %s", self.run_id, self.attempt, reason)
+        self.emit("ai.run.log", level="warning",
+                  message=f"pod {self.pod_id} is stopping ({reason}); the run was handed back to the queue"
+                          + (f" during {self.stage}" if self.stage else ""))
+
     def _end_process(self) -> None:
         (self.rt.on_fence_deadline or end_this_process)()
 
     def _stuck(self, info: str) -> None:
-        """In the heartbeat thread: the step ran past its limit and no interrupt reaches it (a
-        call into C, a request that never returns). Report the timeout, hand the claim back,
-        and end the process with the step: nothing else stops it."""
-        self.report_failure(StepTimeout(f"{info}; the step did not stop when interrupted, so its process was ended"),
-                            self.stage)
+        """In the heartbeat thread: the step must stop (past its limit, or the pod is stopping)
+        and no interrupt reaches it (a call into C, a request that never returns). Report the
+        timeout or hand the run back, release the claim, and end the process with the step:
+        nothing else stops it."""
+        assert self.heartbeat is not None
+        if self.heartbeat.preempted.is_set():
+            self._hand_back(info)
+        else:
+            self.report_failure(StepTimeout(f"{info}; the step did not stop when interrupted, so its process was "
+                                            "ended"), self.stage)
         try:
             self.events.close()
             self.rt.emitter.flush(timeout=min(10.0, self.rt.settings.lease_s / 2))
         except Exception:  # noqa: BLE001 - the spool keeps the events for the next process
             log.exception("run %s attempt %s: flushing before the process ends failed", self.run_id, self.attempt)
         try:
-            claims.release(self.db, self.run_id, self.attempt, self.pod_id, "timeout")
+            claims.release(self.db, self.run_id, self.attempt, self.pod_id,
+                           "preempted" if self.heartbeat.preempted.is_set() else "timeout")
         except PyMongoError as exc:
             log.error("run %s attempt %s: claim not released (%s); the sweeper ends it", self.run_id, self.attempt, exc)
         self._end_process()
@@ -296,7 +330,7 @@ class Attempt:
         scope: dict[str, Any] = {}
         try:
             yield scope
-        except (Canceled, LeaseLost):
+        except (Canceled, LeaseLost, Preempted):
             raise
         except BaseException as exc:
             self.report_failure(exc, name)

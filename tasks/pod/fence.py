@@ -14,53 +14,14 @@ database exactly when the deadline passes. Two steps, on this process's monotoni
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 
 from orchestrator.claims import fence_deadline
+from tasks.pod.processes import end_this_process
 
 log = logging.getLogger(__name__)
-
-#: Exit code of a pool child ended by its fence (EX_SOFTWARE).
-FENCED_EXIT = 70
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (children first found, then theirs)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces
-        if len(fields) > 1:
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, frontier = [], [pid]
-    while frontier:
-        children = parents.get(frontier.pop(), [])
-        found += children
-        frontier += children
-    return found
-
-
-def end_this_process() -> None:
-    """SIGKILL every process this one started, then exit at once (no clean-up can be trusted
-    to return: the step that did not stop is still running in this process)."""
-    for pid in descendants(os.getpid()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    logging.shutdown()
-    os._exit(FENCED_EXIT)
-
 
 class Fence(threading.Thread):
     """Watches one attempt's lease deadline; `renewed` moves it on after each renewal."""

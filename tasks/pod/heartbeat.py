@@ -20,9 +20,10 @@ from pymongo.errors import PyMongoError
 
 from orchestrator import claims
 from orchestrator.errors import OrchestratorError
-from pipeline.context import Canceled, StepTimeout
-from tasks.pod.fence import Fence, end_this_process
+from pipeline.context import Canceled, Preempted, StepTimeout
+from tasks.pod.fence import Fence
 from tasks.pod.gpu import gpu_stats
+from tasks.pod.processes import end_this_process
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class Heartbeat(threading.Thread):
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
         self.cancel_info: dict[str, Any] = {}
+        #: Set once the pod was told to stop (SIGTERM): the run goes back to the queue.
+        self.preempted = threading.Event()
+        self.preempt_reason = ""
         #: Set once the current step (or the attempt) ran past its wall-clock limit.
         self.timed_out = threading.Event()
         self.timeout_info = ""
@@ -109,6 +113,15 @@ class Heartbeat(threading.Thread):
         lifts the limit."""
         self._limit = None if at is None else (at, what)
 
+    def preempt(self, reason: str) -> None:
+        """The pod must stop: stop the step as a cancel would; a step that ignores its
+        interrupt too is stuck (`on_stuck`)."""
+        if self.preempted.is_set() or self._steps_over:
+            return
+        self.preempt_reason = reason
+        self._begin_stop(self.preempted)
+        self._stuck_at = time.monotonic() + 2 * self.grace_s
+
     def steps_over(self) -> None:
         """The attempt left its steps: no limit, no interrupt from here on (its clean-up runs
         in the same thread and must not be cut short)."""
@@ -120,6 +133,8 @@ class Heartbeat(threading.Thread):
         """The pipeline's checkpoint: raise if the run must stop."""
         if self.lease_lost.is_set():
             raise LeaseLost(f"lease on {self.run_id}:{self.attempt} was taken over")
+        if self.preempted.is_set():
+            raise Preempted(self.preempt_reason)
         if self.timed_out.is_set():
             raise StepTimeout(self.timeout_info)
         if self.cancel_requested.is_set():
@@ -159,10 +174,11 @@ class Heartbeat(threading.Thread):
             self._stuck_at = now + 2 * self.grace_s
         if self._stuck_at is not None and now >= self._stuck_at and not self._steps_over:
             self._stuck_at = None
-            log.critical("run %s attempt %s: %s and did not stop when interrupted", self.run_id, self.attempt,
-                         self.timeout_info)
+            what = self.preempt_reason if self.preempted.is_set() else self.timeout_info
+            log.critical("run %s attempt %s: %s, and the step did not stop when interrupted", self.run_id, self.attempt,
+                         what)
             if self.on_stuck is not None:
-                self.on_stuck(self.timeout_info)
+                self.on_stuck(what)
 
     def beat(self) -> None:
         sent_at = time.monotonic()
@@ -193,6 +209,7 @@ class Heartbeat(threading.Thread):
         if self._stop_deadline is None or self._interrupted or self._steps_over or time.monotonic() < self._stop_deadline:
             return
         exc_type: type[BaseException] = (LeaseLost if self.lease_lost.is_set() else
+                                         Preempted if self.preempted.is_set() else
                                          StepTimeout if self.timed_out.is_set() else Canceled)
         log.warning("%s did not reach a checkpoint within %.1fs; interrupting it", self.run_id, self.grace_s)
         if not interrupt(self.target_thread, exc_type):

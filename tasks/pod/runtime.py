@@ -69,6 +69,25 @@ def runtime(settings: Settings | None = None) -> Runtime:
         return _runtime
 
 
+_stop_reason: str | None = None
+
+
+def request_stop(reason: str) -> None:
+    """This process must stop soon (its worker got SIGTERM): the attempt running now, and any
+    that would start, hand their run back to the queue. Safe in a signal handler: it only sets
+    flags (the heartbeat thread does the rest)."""
+    global _stop_reason
+    _stop_reason = reason
+    attempt = _current_attempt()
+    if attempt is not None:
+        attempt.preempt(reason)
+
+
+def stop_reason() -> str | None:
+    """Why this process must stop, or None."""
+    return _stop_reason
+
+
 def shutdown_runtime() -> None:
     """Flush events still queued and stop the emitter's thread (process exit, tests)."""
     global _runtime
