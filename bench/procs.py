@@ -4,12 +4,12 @@ tests use), with failures as `BenchError` instead of pytest's skip or fail; plus
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from devtools.procs import PYTHON, ROOT, Child, ServerUnavailable, free_port, process_env  # noqa: F401
 from devtools.procs import wait_until as _wait_until
 from devtools.wire_server import MongoServer as _MongoServer
+from tasks.pod.processes import children_of  # noqa: F401 - the harness imports it from here
 
 
 class BenchError(RuntimeError):
@@ -35,24 +35,6 @@ class MongoServer(_MongoServer):
             super().start()
         except ServerUnavailable as exc:
             raise BenchError(str(exc)) from None
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of `pid` (gunicorn's workers), from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: fields follow the last ')'.
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def memory_kib(pid: int | str = "self") -> dict[str, int]:

@@ -106,6 +106,16 @@ def events_table(events: list[dict[str, Any]]) -> Table:
     return table
 
 
+def history_table(changes: list[dict[str, Any]]) -> Table:
+    table = Table(title="status history")
+    for column in ("at", "from -> to", "attempt", "by", "reason"):
+        table.add_column(column, overflow="fold")
+    for change in changes[-20:]:
+        table.add_row(_when(change.get("at")), f"{change.get('from')} -> {change.get('to')}", str(change.get("attempt")),
+                      str(change.get("by")), str(change.get("reason") or "")[:160])
+    return table
+
+
 def run_view(run: dict[str, Any]) -> Group:
     """Everything `show` prints, and what `tail`/`demo` redraw live."""
     parts: list[Any] = [header(run), stages_table(run)]
@@ -113,6 +123,8 @@ def run_view(run: dict[str, Any]) -> Group:
         parts.append(metrics_table(run))
     if run.get("artifacts"):
         parts.append(artifacts_table(run))
+    if run.get("statusHistory"):
+        parts.append(history_table(run["statusHistory"]))
     if run.get("recentEvents"):
         parts.append(events_table(run["recentEvents"]))
     return Group(*parts)

@@ -155,6 +155,7 @@ def _indexes() -> dict[str, list[IndexModel]]:
             IndexModel([("runId", ASCENDING), ("createdAt", ASCENDING)], name="runId_createdAt"),
         ],
         "validations": [IndexModel([("runId", ASCENDING), ("createdAt", DESCENDING)], name="runId_createdAt")],
+        "status_history": [IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at")],
     }
 
 

@@ -10,10 +10,11 @@ For one batch the database sees a handful of commands, not one per event or per 
 4. the mappers compute every write (pure); the writes run grouped per collection: one
    `insert_many` of the documents to create, then ordered `bulk_write`s of the guarded updates
    (at most `updates_per_command` per command);
-5. only then the dedup records: one `insert_many(ordered=False)` into `events_seen`, whose
+5. the status history of each run an event of the batch moved (`runs.record_event_changes`);
+6. only then the dedup records: one `insert_many(ordered=False)` into `events_seen`, whose
    unique index on (source, eventId) is the authority.
 
-A crash (or a MongoDB outage) anywhere before step 5 leaves no dedup record, so the client's
+A crash (or a MongoDB outage) anywhere before step 6 leaves no dedup record, so the client's
 resend applies the batch again; every write is idempotent, so nothing is doubled. Two processes
 that get the same event at the same moment both pass step 2 and both apply it (idempotent,
 so the documents are as if once); the unique insert of step 5 picks one: its caller reports
@@ -35,6 +36,7 @@ from pymongo.errors import BulkWriteError
 from orchestrator import mappers
 from orchestrator.db import ServerFeatures, utcnow
 from orchestrator.events import EVENT_TYPES, EventError, validate_event
+from orchestrator.runs import record_event_changes
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -52,7 +54,8 @@ UPDATES_PER_COMMAND = 20
 FERRETDB_UPDATES_PER_COMMAND = 8
 #: Fields of the run snapshot the mappers read.
 _RUN_FIELDS = {
-    "status": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1, "cancel": 1,
+    "status": 1, "statusSeq": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1,
+    "cancel": 1,
 }
 #: Write order across collections; every `Create` of the batch runs before any `Update`.
 _COLLECTIONS = ("events", "artifacts", "validations", "stages", "hypotheses", "runs")
@@ -173,11 +176,25 @@ def ingest(
     known = [c for c in fresh if _known_run(c, runs)]
     if known:
         now = utcnow()
-        _apply(db, _plan(known, runs, now, bucket, default_max_attempts), per_command)
+        plan = _plan(known, runs, now, bucket, default_max_attempts)
+        _apply(db, plan, per_command)
+        record_event_changes(db, runs, _asserted_statuses(plan, known), now)
         lost = _mark_seen(db, known, now)
         for c in known:
             c.outcome.status = DUPLICATE if c.key in lost else ACCEPTED
     return outcomes
+
+
+def _asserted_statuses(plan: _Plan, candidates: list[_Candidate]) -> dict[tuple[str, int], tuple[str, str]]:
+    """(run, seq) -> (the status that event asserts, what the event was), from the batch's
+    status updates (`mappers._status` marks them `("runs", run, "status", target, attempt)`)."""
+    what = {(c.run_id, c.event["seq"]): f"{c.event['type']} {c.event['id']}" for c in candidates}
+    asserted: dict[tuple[str, int], tuple[str, str]] = {}
+    for update in plan.updates.get("runs", []):
+        key = update.supersedes
+        if key is not None and key[2] == "status" and update.seq is not None:
+            asserted[(key[1], update.seq)] = (key[3], what.get((key[1], update.seq), "an event"))
+    return asserted
 
 
 def updates_per_command(features: ServerFeatures) -> int:

@@ -8,14 +8,15 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
+from orchestrator import status_history
 from orchestrator.db import utcnow
 from orchestrator.runs import get_run
 from orchestrator.statuses import RunStatus
 
 
 def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
-    """The run with its hypothesis, stages (in order), artifacts, latest validation, last events
-    and how many of its events were dead-lettered on a pod.
+    """The run with its hypothesis, stages (in order), artifacts, latest validation, last events,
+    its status history and how many of its events were dead-lettered on a pod.
 
     Raises `NotFound` for an unknown id."""
     run = get_run(db, run_id)
@@ -26,6 +27,7 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     recent = db.events.find({"runId": run_id}).sort([("seq", DESCENDING), ("time", DESCENDING)]).limit(events)
     run["recentEvents"] = list(reversed(list(recent))) if events > 0 else []
     run["deadLetters"] = dead_letters(db, run_id)
+    run["statusHistory"] = status_history.of_run(db, run_id)
     return run
 
 

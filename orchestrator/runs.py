@@ -25,7 +25,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from orchestrator import claims, retry
+from orchestrator import claims, retry, status_history
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import SEQ_BLOCK, history_record, make_event
@@ -114,18 +114,29 @@ def _transition(
     target: RunStatus,
     *,
     only_from: set[RunStatus],
+    by: str,
+    reason: str,
     extra_filter: dict[str, Any] | None = None,
     set_fields: dict[str, Any] | None = None,
     update: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Move a run from one of `only_from` to `target`, where the table allows it; return the new
-    document, or None when the guard did not match (another writer moved it first)."""
+    """Move a run from one of `only_from` to `target`, where the table allows it, and record
+    the change (`by` whom, why) in the status history; return the new document, or None when
+    the guard did not match (another writer moved it first)."""
     for source in only_from:
         check_transition(source, target)  # a writer asking for an edge the table lacks is a bug
     query: dict[str, Any] = {"_id": run_id, "status": {"$in": sorted(s.value for s in only_from)}, **(extra_filter or {})}
     changes: dict[str, Any] = dict(update or {})
-    changes["$set"] = {**changes.get("$set", {}), **(set_fields or {}), "status": target.value, "updatedAt": utcnow()}
-    return db.runs.find_one_and_update(query, changes, return_document=ReturnDocument.AFTER)
+    now = utcnow()
+    changes["$set"] = {**changes.get("$set", {}), **(set_fields or {}), "status": target.value, "updatedAt": now}
+    changes["$inc"] = {**changes.get("$inc", {}), "statusChanges": 1}
+    before = db.runs.find_one_and_update(query, changes, return_document=ReturnDocument.BEFORE)
+    if before is None:
+        return None
+    after = db.runs.find_one({"_id": run_id}) or {**before, **changes["$set"]}
+    status_history.record(db, run_id, f"c{int(before.get('statusChanges') or 0) + 1}", before=before["status"],
+                          after=target.value, by=by, attempt=int(after.get("attempt") or 0), reason=reason, at=now)
+    return after
 
 
 # --- the dispatcher, the worker and the sweeper --------------------------------------------------
@@ -136,6 +147,7 @@ def schedule(db: Database, run: dict[str, Any], task_id: str) -> dict[str, Any] 
     two dispatchers never both schedule one attempt (on a server with atomic updates)."""
     return _transition(
         db, run["_id"], RunStatus.SCHEDULED, only_from={RunStatus.QUEUED},
+        by="dispatcher", reason=f"attempt {int(run.get('attempt') or 0) + 1} sent to queue {run.get('queue') or DEFAULT_QUEUE}",
         extra_filter={"attempt": run.get("attempt", 0)},
         set_fields={"attempt": int(run.get("attempt") or 0) + 1, "taskId": task_id, "scheduledAt": utcnow(),
                     "cancelRequested": False},
@@ -146,6 +158,7 @@ def unschedule(db: Database, run_id: str, attempt: int, task_id: str) -> None:
     """SCHEDULED -> QUEUED after the send of `task_id` failed: the attempt was never handed out."""
     _transition(
         db, run_id, RunStatus.QUEUED, only_from={RunStatus.SCHEDULED},
+        by="dispatcher", reason=f"sending attempt {attempt} to the broker failed",
         extra_filter={"taskId": task_id}, set_fields={"attempt": attempt - 1, "taskId": None},
     )
 
@@ -155,6 +168,7 @@ def start(db: Database, run_id: str, attempt: int, pod_id: str) -> dict[str, Any
     SCHEDULED or moved to another attempt meanwhile (canceled, say)."""
     return _transition(
         db, run_id, RunStatus.STARTING, only_from={RunStatus.SCHEDULED},
+        by="worker", reason=f"attempt {attempt} claimed by pod {pod_id}",
         extra_filter={"attempt": attempt},
         set_fields={"claimedBy": pod_id, "claimedAt": utcnow(), "cancelRequested": False},
     )
@@ -175,6 +189,7 @@ def hand_back(db: Database, run_id: str, attempt: int, pod_id: str, reason: str)
     not count against `maxAttempts` (it grows by one). None if the run moved meanwhile."""
     done = _transition(
         db, run_id, RunStatus.QUEUED, only_from=set(ACTIVE), extra_filter={"attempt": attempt, "claimedBy": pod_id},
+        by="worker", reason=f"pod {pod_id} is stopping ({reason}); the attempt does not count",
         set_fields={"cancelRequested": False, "notBefore": None}, update={"$inc": {"maxAttempts": 1}},
     )
     if done is not None:
@@ -205,7 +220,7 @@ def end_lost_attempt(
         fields["finishedAt"] = now
     return _transition(
         db, run["_id"], RunStatus.QUEUED if decision.requeue else RunStatus.FAILED,
-        only_from=set(ACTIVE) | {RunStatus.SCHEDULED},
+        only_from=set(ACTIVE) | {RunStatus.SCHEDULED}, by="sweeper", reason=f"{code}: {error['message']}",
         extra_filter={"attempt": attempt}, set_fields=fields, update={"$push": {"attempts": error}},
     )
 
@@ -236,6 +251,36 @@ def event_status_update(
     return query, {"$set": {"status": target.value, "statusSeq": seq, **(also or {})}}
 
 
+def record_event_changes(
+    db: Database, before: dict[str, dict[str, Any]], asserted: dict[tuple[str, int], tuple[str, str]], at: datetime,
+) -> None:
+    """After ingest applied a batch: each run whose status an event of the batch changed gets
+    its history entry, keyed by that event's seq, so it is recorded once.
+
+    `before`: the runs as the batch found them; `asserted`: (run, seq) -> (the status that event
+    asserts, what it was). Several changes within one batch are one entry, from the status the
+    batch found to the one it left; a change some other writer made meanwhile (the status is not
+    the one the event at `statusSeq` asserted) is that writer's to record. A resent batch whose
+    change was applied but whose entry was not (the database failed in between) finds the change
+    already made: its entry starts where the history ends."""
+    for run_id in sorted({run for run, _ in asserted}):
+        after = db.runs.find_one({"_id": run_id}, {"status": 1, "statusSeq": 1, "attempt": 1})
+        found = before.get(run_id) or {}
+        seq = after.get("statusSeq") if after else None
+        made = asserted.get((run_id, seq)) if isinstance(seq, int) else None
+        if after is None or made is None or made[0] != after["status"]:
+            continue
+        old = found.get("status")
+        if old == after["status"]:
+            if found.get("statusSeq") != seq or status_history.recorded(db, run_id, f"s{seq}"):
+                continue  # the same status asserted again, or recorded already
+            old = status_history.last_status(db, run_id)
+            if old in (None, after["status"]):
+                continue
+        status_history.record(db, run_id, f"s{seq}", before=str(old), after=after["status"], by="ingest",
+                              attempt=int(after.get("attempt") or 0), reason=made[1], at=at)
+
+
 # --- operators -----------------------------------------------------------------------------------
 
 
@@ -264,6 +309,7 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
     if status in (RunStatus.QUEUED, RunStatus.SCHEDULED):
         done = _transition(
             db, run_id, RunStatus.CANCELED, only_from={RunStatus.QUEUED, RunStatus.SCHEDULED},
+            by=by or "api", reason=reason or f"canceled while {status.value}",
             set_fields={"finishedAt": utcnow(), "cancel": {"by": by, "reason": reason}},
         )
         if done is not None:
@@ -290,7 +336,7 @@ def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str |
         raise TransitionError(f"run {run_id} is {run['status']}: only FAILED or CANCELED runs can be retried")
     updated = _transition(
         db, run_id, RunStatus.QUEUED,
-        only_from={RunStatus.FAILED, RunStatus.CANCELED},
+        only_from={RunStatus.FAILED, RunStatus.CANCELED}, by=by or "api", reason=reason or f"retried after {run['status']}",
         set_fields={"cancelRequested": False, "notBefore": None, "finishedAt": None,
                     "maxAttempts": max(int(run.get("maxAttempts") or 1), int(run.get("attempt") or 0) + 1)},
         update={"$unset": {"error": ""}},

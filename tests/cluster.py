@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.servers import PYTHON, Child, MongoServer, free_port, process_env, wait_until
@@ -26,6 +27,7 @@ class Cluster:
             **env,
         }
         self.children: list[Child] = []
+        self.db: Any = None  # the test's own client on the database, set by the fixture
 
     def env(self, **extra: str) -> dict[str, str]:
         return process_env(**{**self.base_env, **extra})
@@ -50,6 +52,17 @@ class Cluster:
         child = Child(name, [PYTHON, "-c", "from ops.dispatcher import main; main()"], self.env())
         self.children.append(child)
         return child
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout: float) -> dict[str, Any]:
+        """The run once its status is one of `statuses`; fails the test with every process's log."""
+        def reached() -> Any:
+            run = self.db.runs.find_one({"_id": run_id})
+            return run if run and run["status"] in statuses else None
+        try:
+            return wait_until(reached, timeout, f"run {run_id} to reach {statuses}")  # type: ignore[return-value]
+        except TimeoutError:
+            run = self.db.runs.find_one({"_id": run_id})
+            pytest.fail(f"run is {run and run.get('status')} (error {run and run.get('error')})\n{self.logs()}")
 
     def api(self, path: str, **kw: Any) -> Any:
         response = requests.get(f"http://127.0.0.1:{self.port}{path}", timeout=5, **kw)

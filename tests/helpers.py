@@ -27,3 +27,21 @@ def make_settings(**env: str) -> Settings:
 def queued_run(db: Any, priority: int = DEFAULT_PRIORITY, **kw: Any) -> str:
     """A hypothesis and its QUEUED run, as the frontend inserts them; returns the run id."""
     return create_hypothesis_and_run(db, "t", "idea", priority=priority, **kw)[1]
+
+
+def status_chain(db: Any) -> Any:
+    """Checks a run's status history: each change starts where the one before ended, from
+    QUEUED, and the last ends at the run's status. Returns the changes."""
+    from orchestrator import status_history
+
+    def check(run_id: str) -> list[dict[str, Any]]:
+        changes = status_history.of_run(db, run_id)
+        status = db.runs.find_one({"_id": run_id})["status"]
+        previous = "QUEUED"
+        for change in changes:
+            assert change["from"] == previous, (previous, changes)
+            assert change["by"] and change["reason"] and isinstance(change["attempt"], int), change
+            previous = change["to"]
+        assert previous == status, (status, changes)
+        return changes
+    return check

@@ -21,6 +21,7 @@ from devtools.proxy import WireProxy
 from orchestrator import claims
 from orchestrator.runs import create_hypothesis_and_run
 from tests.cluster import Cluster
+from tests.helpers import status_chain
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -53,15 +54,6 @@ def _activity(path: Path) -> list[tuple[float, int, str, str]]:
     return rows
 
 
-def _wait_status(cluster, run_id, statuses, timeout):
-    try:
-        return wait_until(lambda: (r := cluster.db.runs.find_one({"_id": run_id})) and r["status"] in statuses and r,
-                          timeout, f"run {run_id} to reach {statuses}")
-    except TimeoutError:
-        run = cluster.db.runs.find_one({"_id": run_id})
-        pytest.fail(f"run is {run and run.get('status')} (error {run and run.get('error')})\n{cluster.logs()}")
-
-
 @pytest.mark.parametrize("step", ["checkpoints", "blocked"])
 def test_a_worker_cut_off_longer_than_its_lease_stops_before_it_ends_and_a_new_attempt_finishes(
     cluster, tmp_path, step
@@ -80,7 +72,7 @@ def test_a_worker_cut_off_longer_than_its_lease_stops_before_it_ends_and_a_new_a
                "attempt 1 to reach Stage_2")
     cluster.proxy.cut("blackhole")
     cluster.start_worker("pod-b")
-    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 150)
+    run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 150)
     assert run["attempt"] == 2 and run["claimedBy"] == "pod-b"
     lost = claims.get_claim(cluster.db, run_id, 1)
     expired_at = lost["leaseExpiresAt"].timestamp()
@@ -95,6 +87,8 @@ def test_a_worker_cut_off_longer_than_its_lease_stops_before_it_ends_and_a_new_a
         assert ("Stage_2", "unblocked") not in {(r[2], r[3]) for r in first}, "the blocked step was never ended"
         assert "did not stop by its deadline: ending this process" in cut_log
     assert [a["code"] for a in run.get("attempts", [])] == ["WorkerLost"]
+    changes = status_chain(cluster.db)(run_id)
+    assert ("RUNNING", "QUEUED", "sweeper") in {(c["from"], c["to"], c["by"]) for c in changes}
 
 
 def test_a_worker_dead_between_claim_and_starting_has_its_run_dispatched_again(cluster) -> None:
@@ -104,11 +98,11 @@ def test_a_worker_dead_between_claim_and_starting_has_its_run_dispatched_again(c
     cluster.start_ingest()
     cluster.start_dispatcher()
     run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json={"stage_s": 0.2}, pipeline="sleepy")[1]
-    run = _wait_status(cluster, run_id, {"SCHEDULED"}, 30)
+    run = cluster.wait_status(run_id, {"SCHEDULED"}, 30)
     assert claims.claim_attempt(cluster.db, run_id, run["attempt"], "pod-died", LEASE_S) is not None
     cluster.db.messages.delete_many({"queue": "gpu"})  # the died worker had taken its message
     cluster.start_worker("pod-b")
-    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 120)
     assert run["attempt"] == 2 and run["claimedBy"] == "pod-b"
     assert run["attempts"][0]["code"] == "WorkerLost" and "pod-died" in run["attempts"][0]["message"]
 
@@ -135,12 +129,14 @@ def test_the_database_killed_while_runs_work_and_while_one_finishes_ends_every_r
                120, "a run to be finishing")
     _outage(real_server, process)
     for run_id in run_ids:
-        run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 180)
+        run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 180)
         assert run["attempt"] == 1 and not run.get("attempts"), (run_id, run.get("attempts"), cluster.logs())
         steps = list(cluster.db.events.find({"runId": run_id, "type": "ai.run.stage_completed"}))
         assert sorted(e["data"]["stage"] for e in steps) == sorted(
             ["Stage_1", "Stage_2", "Stage_3", "Stage_4", "auto_validation"]), "each step completed exactly once"
         assert cluster.db.validations.count_documents({"runId": run_id}) == 1
+        changes = status_chain(cluster.db)(run_id)
+        assert {c["attempt"] for c in changes} == {1}, changes
 
 
 def _outage(real_server, process: str, seconds: float = 4.0) -> None:
@@ -211,7 +207,7 @@ def test_a_poison_event_and_an_invalid_one_are_dead_lettered_and_the_rest_of_the
         cluster.start_worker("pod-p", env={"INGEST_URL": proxy.url})
         idea = {"stage_s": 0.3, "log_lines": ["before", "poison-pill", "make-me-invalid", "after"]}
         run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json=idea, pipeline="sleepy")[1]
-        run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+        run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 120)
     finally:
         proxy.close()
     messages = [e["data"].get("message") for e in cluster.db.events.find({"runId": run_id, "type": "ai.run.log"})]
@@ -248,6 +244,8 @@ def test_a_worker_told_to_stop_hands_its_run_back_and_exits_in_bounded_time(clus
     run = cluster.db.runs.find_one({"_id": run_id})
     assert run["status"] in ("QUEUED", "SCHEDULED") and run["maxAttempts"] == 2, run
     cluster.start_worker("pod-b")
-    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 120)
     assert (run["attempt"], run["claimedBy"]) == (2, "pod-b") and not run.get("attempts"), run.get("attempts")
     assert claims.get_claim(cluster.db, run_id, 1)["releaseReason"] == "preempted"
+    handed = [c for c in status_chain(cluster.db)(run_id) if c["to"] == "QUEUED"]
+    assert [(c["from"], c["by"], c["attempt"]) for c in handed] == [("RUNNING", "worker", 1)], handed

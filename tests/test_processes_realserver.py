@@ -44,21 +44,12 @@ def _enqueue(db, pipeline="sleepy", stage_s=0.3, **kw) -> str:
     return create_hypothesis_and_run(db, "t", "idea", idea_json={"stage_s": stage_s}, pipeline=pipeline, **kw)[1]
 
 
-def _wait_status(cluster, run_id, statuses, timeout):
-    try:
-        return wait_until(lambda: (r := cluster.db.runs.find_one({"_id": run_id})) and r["status"] in statuses and r,
-                          timeout, f"run {run_id} to reach {statuses}")
-    except TimeoutError:
-        run = cluster.db.runs.find_one({"_id": run_id})
-        pytest.fail(f"run is {run and run.get('status')} (error {run and run.get('error')})\n{cluster.logs()}")
-
-
 def test_a_worker_process_runs_a_run_end_to_end_and_the_api_shows_every_stage_and_artifact(cluster):
     cluster.start_ingest()
     cluster.start_worker("pod-a")
     cluster.start_dispatcher()
     run_id = _enqueue(cluster.db)
-    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 90)
+    cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 90)
     detail = cluster.api(f"/api/runs/{run_id}")
     stages = {s["name"]: s["status"] for s in detail["stages"]}
     assert stages == {n: "COMPLETED" for n in ("Stage_1", "Stage_2", "Stage_3", "Stage_4", "auto_validation")}
@@ -79,7 +70,7 @@ def test_a_second_delivery_of_the_same_task_is_a_no_op(cluster):
     with app.connection_for_write() as conn:
         for _ in range(2):
             app.send_task("tasks.run_experiment", args=(run_id, 1), queue="gpu", connection=conn)
-    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 90)
+    cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 90)
     wait_until(lambda: cluster.db.messages.count_documents({"queue": "gpu"}) == 0, 30, "the duplicate to be consumed")
     time.sleep(1)
     started = cluster.db.events.count_documents({"runId": run_id, "type": "ai.run.started"})
@@ -93,12 +84,12 @@ def test_ingest_down_during_a_run_loses_no_event(cluster):
     cluster.start_worker("pod-a")
     cluster.start_dispatcher()
     run_id = _enqueue(cluster.db, stage_s=1.0)
-    _wait_status(cluster, run_id, {"RUNNING"}, 60)
+    cluster.wait_status(run_id, {"RUNNING"}, 60)
     ingest.stop()
     time.sleep(3)
     assert cluster.db.runs.find_one({"_id": run_id})["status"] == "RUNNING"
     cluster.start_ingest()
-    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 90)
+    cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 90)
     seqs = sorted(e["seq"] for e in cluster.db.events.find({"runId": run_id, "source": "worker://pod-a"}))
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every seq from the first to the last arrived"
     # The dedup records of a batch are written after its effects: the status may show first.
@@ -115,7 +106,7 @@ def test_a_sigkilled_worker_s_run_is_finished_by_another_with_nothing_doubled(cl
                "the run to be in Stage_3")
     doomed.kill()
     cluster.start_worker("pod-rescue")
-    run = _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 120)
     assert run["attempt"] == 2 and run["pod"]["id"] == "pod-rescue"
     assert run["attempts"][0]["code"] == "WorkerLost"
     completed = Counter(e["data"]["stage"] for e in cluster.db.events.find({"runId": run_id, "type": "ai.run.stage_completed"}))
@@ -130,10 +121,10 @@ def test_cancel_stops_a_running_run_within_a_heartbeat_plus_the_grace_period(clu
     cluster.start_worker("pod-a")
     cluster.start_dispatcher()
     run_id = _enqueue(cluster.db, stage_s=30)
-    _wait_status(cluster, run_id, {"RUNNING"}, 60)
+    cluster.wait_status(run_id, {"RUNNING"}, 60)
     asked = time.monotonic()
     cancel_run(cluster.db, run_id, by="test", reason="changed my mind")
-    _wait_status(cluster, run_id, {"CANCELED"}, 15)
+    cluster.wait_status(run_id, {"CANCELED"}, 15)
     took = time.monotonic() - asked
     promised = 0.5 + 1 + 1.0 + 2  # heartbeat + grace + emitter batch delay + slack for a loaded CI box
     assert took < promised, f"cancel took {took:.1f}s"
@@ -172,7 +163,7 @@ def _with_upstream(cluster, **env):
 
 def test_an_ai_scientist_run_on_upstream_code_ends_with_its_plots_paper_review_and_token_usage(cluster):
     run_id = _with_upstream(cluster)
-    _wait_status(cluster, run_id, {"AWAITING_HUMAN"}, 120)
+    cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 120)
     detail = cluster.api(f"/api/runs/{run_id}")
     steps = ("ideation", "Stage_1", "Stage_2", "Stage_3", "Stage_4", "plots", "paper", "auto_validation")
     assert {s["name"]: s["status"] for s in detail["stages"]} == {n: "COMPLETED" for n in steps}
@@ -208,5 +199,5 @@ def test_a_cancel_in_the_middle_of_the_tree_search_stops_upstreams_processes(clu
                "Stage_2 to run")
     assert _processes_under(work)
     cancel_run(cluster.db, run_id, by="test", reason="wrong idea")
-    _wait_status(cluster, run_id, {"CANCELED"}, 30)
+    cluster.wait_status(run_id, {"CANCELED"}, 30)
     wait_until(lambda: not _processes_under(work), 15, "upstream's processes to be gone")

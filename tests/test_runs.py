@@ -102,7 +102,7 @@ def test_an_events_status_update_moves_forward_only_and_only_for_the_current_att
 def test_an_edge_the_table_lacks_is_refused_before_any_write(mock_db: Any) -> None:
     run_id = queued_run(mock_db)
     with pytest.raises(TransitionError, match="cannot move from HUMAN_VALIDATED to RUNNING"):
-        runs._transition(mock_db, run_id, RunStatus.RUNNING, only_from={RunStatus.HUMAN_VALIDATED})
+        runs._transition(mock_db, run_id, RunStatus.RUNNING, only_from={RunStatus.HUMAN_VALIDATED}, by="test", reason="r")
     assert _status(mock_db, run_id) == ("QUEUED", 0)
 
 

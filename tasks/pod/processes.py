@@ -12,8 +12,8 @@ FENCED_EXIT = 70
 
 
 def children_of(pid: int) -> list[int]:
-    """The direct children of `pid` (a Celery worker's pool children), from /proc."""
-    return _children_by_parent().get(pid, [])
+    """The direct children of `pid` (a Celery worker's pool children), from /proc, sorted."""
+    return sorted(_children_by_parent().get(pid, []))
 
 
 def descendants(pid: int) -> list[int]:

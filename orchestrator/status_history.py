@@ -1,0 +1,46 @@
+"""The status history: one document per status change of a run, {runId, from, to, at, by,
+attempt, reason}, in the `status_history` collection.
+
+One document per change, keyed, rather than an array on the run: on a server whose updates
+write back the whole document (FerretDB v1), two writers appending at once would lose an entry,
+and a retried write would add it twice. The key makes each change recorded once: a direct
+transition is keyed by the run's change counter (`statusChanges`), a change an event made by
+that event's seq. `orchestrator.runs` writes it, with every status write; `of_run` reads it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+COLLECTION = "status_history"
+
+
+def record(db: Database, run_id: str, key: str, *, before: str, after: str, by: str, attempt: int, reason: str,
+           at: datetime) -> None:
+    """Record one change, once: a second write of the same key is a no-op."""
+    try:
+        db[COLLECTION].insert_one({"_id": f"{run_id}:{key}", "runId": run_id, "from": before, "to": after, "at": at,
+                                   "by": by, "attempt": attempt, "reason": reason})
+    except DuplicateKeyError:
+        pass
+
+
+def recorded(db: Database, run_id: str, key: str) -> bool:
+    return db[COLLECTION].find_one({"_id": f"{run_id}:{key}"}, {"_id": 1}) is not None
+
+
+def last_status(db: Database, run_id: str) -> str | None:
+    """Where the recorded history of the run ends (None: nothing recorded)."""
+    last = db[COLLECTION].find_one({"runId": run_id}, {"to": 1}, sort=[("at", DESCENDING), ("_id", DESCENDING)])
+    return None if last is None else str(last["to"])
+
+
+def of_run(db: Database, run_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The run's changes, oldest first."""
+    cursor = db[COLLECTION].find({"runId": run_id}, {"runId": 0})
+    return list(cursor.sort([("at", ASCENDING), ("_id", ASCENDING)]).limit(limit))

@@ -1,0 +1,104 @@
+"""The status history: one keyed document per change, by whom and why, from every writer
+(dispatcher, worker, ingest, sweeper, a person through the API or CLI), consistent as a chain."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pipeline
+from orchestrator import claims, queries, runs, status_history
+from orchestrator.db import utcnow
+from orchestrator.dispatcher import dispatch_once
+from orchestrator.storage import LocalStorage
+from orchestrator.sweeper import sweep_once
+from pipeline.base import Pipeline, Step
+from tasks.pod.attempt import Attempt
+from tasks.pod.runtime import Runtime
+from tests.fakes import FakeSender, InProcessEmitter
+from tests.helpers import make_settings, queued_run, status_chain
+from tests.ingest_helpers import Worker, apply, full_run, insert_run
+
+
+def _step(ctx: Any) -> dict[str, Any]:
+    ctx.validation_started("m", "1")
+    ctx.report_verdict("pass", {"overall": 7.0}, "ok")
+    return {"verdict": "pass"}
+
+
+def test_a_run_end_to_end_records_each_writer_s_change_in_order(mock_db: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setitem(pipeline.PIPELINES, "h", lambda: Pipeline("h", (Step("auto_validation", _step),)))
+    run_id = runs.create_hypothesis_and_run(mock_db, "t", "i", pipeline="h")[1]
+    dispatch_once(mock_db, FakeSender())
+    rt = Runtime(settings=make_settings(WORK_DIR=str(tmp_path)), db=mock_db, emitter=InProcessEmitter(mock_db),
+                 storage=LocalStorage(tmp_path / "art"), on_fence_deadline=lambda: None)
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    changes = status_chain(mock_db)(run_id)
+    assert [(c["from"], c["to"], c["by"]) for c in changes][:2] == [("QUEUED", "SCHEDULED", "dispatcher"),
+                                                                      ("SCHEDULED", "STARTING", "worker")]
+    assert changes[-1]["to"] == "AWAITING_HUMAN" and changes[-1]["by"] == "ingest"
+    assert "ai.validation.auto_completed" in changes[-1]["reason"] and "pod-test" in changes[1]["reason"]
+    assert queries.run_detail(mock_db, run_id)["statusHistory"] == changes
+
+
+def test_the_sweeper_and_a_person_are_named(mock_db: Any) -> None:
+    run_id = queued_run(mock_db, max_attempts=1)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-dead", 1)
+    runs.start(mock_db, run_id, 1, "pod-dead")
+    mock_db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
+    sweep_once(mock_db, make_settings(), FakeSender())
+    runs.retry_run(mock_db, run_id, by="alice@example.org", reason="the pod was fixed")
+    runs.cancel_run(mock_db, run_id, by="bob@example.org", reason="not needed")
+    changes = status_chain(mock_db)(run_id)
+    lost, retried, canceled = changes[2:]
+    assert (lost["to"], lost["by"]) == ("FAILED", "sweeper") and "WorkerLost" in lost["reason"]
+    assert (retried["by"], retried["reason"]) == ("alice@example.org", "the pod was fixed")
+    assert (canceled["from"], canceled["to"], canceled["by"]) == ("QUEUED", "CANCELED", "bob@example.org")
+
+
+def test_ingest_records_a_change_once_however_often_the_batch_comes(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="STARTING")
+    events = full_run(Worker(run_id))
+    apply(mock_db, events)
+    mock_db.events_seen.delete_many({})
+    apply(mock_db, events)  # a resend after the dedup records were lost
+    [change] = status_history.of_run(mock_db, run_id)
+    assert (change["from"], change["to"], change["by"], change["attempt"]) == ("STARTING", "AWAITING_HUMAN", "ingest", 1)
+
+
+def test_a_change_another_writer_made_is_not_ingest_s(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING")
+    w = Worker(run_id)
+    apply(mock_db, [w.event("ai.run.stage_started", stage="Stage_1")])  # RUNNING stays RUNNING: no change
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "QUEUED"}})  # a sweeper, say, behind ingest's back
+    apply(mock_db, [w.event("ai.run.stage_progress", stage="Stage_1", progress=0.5)])
+    assert status_history.of_run(mock_db, run_id) == []
+
+
+def test_a_change_applied_but_not_recorded_is_recorded_by_the_resend(mock_db: Any, monkeypatch: Any) -> None:
+    """The database fails between a batch's status update and its history entry: the resend
+    finds the change made, and its entry starts where the history ends."""
+    import pytest
+    from pymongo.errors import AutoReconnect
+
+    run_id = insert_run(mock_db, status="STARTING")
+    status_history.record(mock_db, run_id, "c1", before="SCHEDULED", after="STARTING", by="worker", attempt=1,
+                          reason="claimed", at=utcnow())
+    events = full_run(Worker(run_id))
+    real = status_history.record
+
+    def down(*_: Any, **__: Any) -> None:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(status_history, "record", down)
+    with pytest.raises(AutoReconnect):
+        apply(mock_db, events)
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "AWAITING_HUMAN"
+    monkeypatch.setattr(status_history, "record", real)
+    apply(mock_db, events)
+    changes = status_history.of_run(mock_db, run_id)
+    assert [(c["from"], c["to"], c["by"]) for c in changes] == [("SCHEDULED", "STARTING", "worker"),
+                                                                ("STARTING", "AWAITING_HUMAN", "ingest")]
+    apply(mock_db, events)
+    assert len(status_history.of_run(mock_db, run_id)) == 2, "a third send records nothing more"
