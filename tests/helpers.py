@@ -29,19 +29,27 @@ def queued_run(db: Any, priority: int = DEFAULT_PRIORITY, **kw: Any) -> str:
     return create_hypothesis_and_run(db, "t", "idea", priority=priority, **kw)[1]
 
 
-def status_chain(db: Any) -> Any:
+def status_chain(db: Any, wait_s: float = 10.0) -> Any:
     """Checks a run's status history: each change starts where the one before ended, from
-    QUEUED, and the last ends at the run's status. Returns the changes."""
+    QUEUED, and the last ends at the run's status. Returns the changes. An entry is written
+    just after its status (ingest: after the batch's updates), so a reader may see the status
+    first: the last link is waited for up to `wait_s` seconds."""
+    import time
+
     from orchestrator import status_history
 
     def check(run_id: str) -> list[dict[str, Any]]:
-        changes = status_history.of_run(db, run_id)
-        status = db.runs.find_one({"_id": run_id})["status"]
-        previous = "QUEUED"
-        for change in changes:
-            assert change["from"] == previous, (previous, changes)
-            assert change["by"] and change["reason"] and isinstance(change["attempt"], int), change
-            previous = change["to"]
-        assert previous == status, (status, changes)
-        return changes
+        deadline = time.monotonic() + wait_s
+        while True:
+            changes = status_history.of_run(db, run_id)
+            status = db.runs.find_one({"_id": run_id})["status"]
+            previous = "QUEUED"
+            for change in changes:
+                assert change["from"] == previous, (previous, changes)
+                assert change["by"] and change["reason"] and isinstance(change["attempt"], int), change
+                previous = change["to"]
+            if previous == status:
+                return changes
+            assert time.monotonic() < deadline, (status, changes)
+            time.sleep(0.1)
     return check

@@ -9,13 +9,17 @@ Leases here are 10 s or more: on these 2-core machines shorter ones expire from 
 
 from __future__ import annotations
 
+import http.server
 import json
+import signal
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pymongo
 import pytest
+import requests
 
 from devtools.proxy import WireProxy
 from orchestrator import claims
@@ -151,11 +155,6 @@ class _PoisonProxy:
     a type ingest refuses. Everything else goes through unchanged."""
 
     def __init__(self, target: str):
-        import http.server
-        import json as _json
-
-        import requests as _requests
-
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -169,12 +168,12 @@ class _PoisonProxy:
                     return
                 lines = []
                 for line in body.splitlines():
-                    event = _json.loads(line)
+                    event = json.loads(line)
                     if (event.get("data") or {}).get("message") == "make-me-invalid":
                         event["type"] = "ai.run.bogus"
-                    lines.append(_json.dumps(event).encode())
+                    lines.append(json.dumps(event).encode())
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
-                answer = _requests.post(f"{target}{self.path}", data=b"\n".join(lines) + b"\n", headers=headers, timeout=30)
+                answer = requests.post(f"{target}{self.path}", data=b"\n".join(lines) + b"\n", headers=headers, timeout=30)
                 self._answer(answer.status_code, answer.content, answer.headers.get("Content-Type", "application/json"))
 
             def _answer(self, status: int, payload: bytes, content_type: str) -> None:
@@ -191,8 +190,6 @@ class _PoisonProxy:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        import threading
-
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -227,8 +224,6 @@ def test_a_poison_event_and_an_invalid_one_are_dead_lettered_and_the_rest_of_the
 
 def test_a_worker_told_to_stop_hands_its_run_back_and_exits_in_bounded_time(cluster) -> None:
     """Kubernetes (and a spot preemption) sends SIGTERM to the worker's main process only."""
-    import signal
-
     cluster.start_ingest()
     cluster.start_dispatcher()
     doomed = cluster.start_worker("pod-stopping")
