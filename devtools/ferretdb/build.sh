@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds devtools/ferretdb/bin/ferretdb-test (FerretDB v1.24.2, SQLite backend, pure Go) from
+# Builds devtools/ferretdb/bin/ferretdb-test (FerretDB v1.24.2 with its PostgreSQL and SQLite backends, pure Go) from
 # the Go module proxy. Idempotent: does nothing when the binary is newer than its sources.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
