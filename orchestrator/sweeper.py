@@ -67,7 +67,7 @@ def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: dateti
     return sent
 
 
-def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_s: float = float("inf")) -> int:
+def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_s: float) -> int:
     """End the attempts whose worker is gone; `connected_for_s`: how long this sweeper has
     seen the database answer without a break (see `claims.lease_judgeable`)."""
     recovered = 0
@@ -109,14 +109,13 @@ def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code:
     if moved is None:
         return False
     claims.expire(db, run["_id"], attempt, now)
-    why = {"WorkerLost": f"lease of pod {claim.get('podId')} expired", "NoOutcome":
-           f"pod {claim.get('podId')} released its claim ({claim.get('releaseReason')}) but no outcome arrived"}[code]
+    why = moved["error"]["message"]  # `runs.LOST_MESSAGES`, as the run's error says it
     if moved["status"] == RunStatus.QUEUED.value:
         REQUEUED.inc()
-        message = f"{why} on attempt {attempt} ({run['status']}): requeued"
+        message = f"{why} (was {run['status']}): requeued"
     else:
         FAILED_LOST.inc()
-        message = f"{why} on attempt {attempt} ({run['status']}), no attempts left: FAILED ({code})"
+        message = f"{why} (was {run['status']}), no attempts left: FAILED ({code})"
     log.warning("run %s: %s", run["_id"], message)
     runs.record_decision(db, run, "sweeper", message, code=code, podId=claim.get("podId"))
     return True

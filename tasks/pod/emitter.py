@@ -409,22 +409,23 @@ class Emitter:
         backoff starts again from its base."""
         self._server_errors = 0
         self._failures = 0
-        if len(batch) > 1:
-            self._limit = max(1, len(batch) // 2)
-            log.warning("ingest failed %d times on a batch of %d events (%s); sending %d at a time to find the cause",
-                        self.config.poison_tries, len(batch), reason, self._limit)
-            return 0.0
-        self._settle(batch, [("invalid", f"ingest answered {reason} {self.config.poison_tries} times in a row")])
-        return 0.0
+        return self._halve_or_drop(
+            batch, f"ingest failed {self.config.poison_tries} times on a batch of {len(batch)} events ({reason})",
+            f"ingest answered {reason} {self.config.poison_tries} times in a row")
 
     def _too_large(self, batch: Batch) -> float:
         """413: halve the batch; a single event too large for ingest can never go: drop it."""
+        return self._halve_or_drop(batch, f"ingest refused {len(batch)} events ({len(batch.body)} bytes) as too large",
+                                   f"413 Payload Too Large ({len(batch.body)} bytes)")
+
+    def _halve_or_drop(self, batch: Batch, why: str, why_alone: str) -> float:
+        """Send half as many events at a time; a single event that still fails is dead-lettered
+        with `why_alone`. Never waits: the smaller batch goes at once."""
         if len(batch) > 1:
             self._limit = max(1, len(batch) // 2)
-            log.warning("ingest refused %d events (%d bytes) as too large; sending %d at a time",
-                        len(batch), len(batch.body), self._limit)
+            log.warning("%s; sending %d at a time", why, self._limit)
             return 0.0
-        self._settle(batch, [("invalid", f"413 Payload Too Large ({len(batch.body)} bytes)")])
+        self._settle(batch, [("invalid", why_alone)])
         return 0.0
 
     def _failed(self, reason: str, retry_after: float | None, level: int) -> float:

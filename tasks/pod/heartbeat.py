@@ -119,8 +119,7 @@ class Heartbeat(threading.Thread):
         if self.preempted.is_set() or self._steps_over:
             return
         self.preempt_reason = reason
-        self._begin_stop(self.preempted)
-        self._stuck_at = time.monotonic() + 2 * self.grace_s
+        self._begin_stop(self.preempted, watch_stuck=True)
 
     def steps_over(self) -> None:
         """The attempt left its steps: no limit, no interrupt from here on (its clean-up runs
@@ -131,14 +130,22 @@ class Heartbeat(threading.Thread):
 
     def check(self) -> None:
         """The pipeline's checkpoint: raise if the run must stop."""
+        reason = self._why_stop()
+        if reason is not None:
+            raise reason
+
+    def _why_stop(self) -> BaseException | None:
+        """Why the step must stop, most pressing first: what the checkpoint raises, and what
+        an overdue step is interrupted with."""
         if self.lease_lost.is_set():
-            raise LeaseLost(f"lease on {self.run_id}:{self.attempt} was taken over")
+            return LeaseLost(f"lease on {self.run_id}:{self.attempt} was taken over")
         if self.preempted.is_set():
-            raise Preempted(self.preempt_reason)
+            return Preempted(self.preempt_reason)
         if self.timed_out.is_set():
-            raise StepTimeout(self.timeout_info)
+            return StepTimeout(self.timeout_info)
         if self.cancel_requested.is_set():
-            raise Canceled(self.cancel_info.get("reason") or "cancel requested")
+            return Canceled(self.cancel_info.get("reason") or "cancel requested")
+        return None
 
     def run(self) -> None:
         while not self._halt.wait(self._next_wait()):
@@ -170,8 +177,7 @@ class Heartbeat(threading.Thread):
         if self._limit is not None and now >= self._limit[0] and not self.timed_out.is_set():
             self.timeout_info = f"{self._limit[1]} ran past its wall-clock limit"
             log.error("run %s attempt %s: %s; stopping it", self.run_id, self.attempt, self.timeout_info)
-            self._begin_stop(self.timed_out)
-            self._stuck_at = now + 2 * self.grace_s
+            self._begin_stop(self.timed_out, watch_stuck=True)
         if self._stuck_at is not None and now >= self._stuck_at and not self._steps_over:
             self._stuck_at = None
             what = self.preempt_reason if self.preempted.is_set() else self.timeout_info
@@ -201,16 +207,19 @@ class Heartbeat(threading.Thread):
             log.warning("cancel requested for %s by %s; stopping at the next checkpoint", self.run_id, request.get("by"))
             self._begin_stop(self.cancel_requested)
 
-    def _begin_stop(self, flag: threading.Event) -> None:
+    def _begin_stop(self, flag: threading.Event, watch_stuck: bool = False) -> None:
+        """Raise at the next checkpoint, interrupt after the grace period; with `watch_stuck`
+        (a timeout, a stopping pod), a step still running a grace period after that is stuck."""
         flag.set()
-        self._stop_deadline = time.monotonic() + self.grace_s
+        now = time.monotonic()
+        self._stop_deadline = now + self.grace_s
+        if watch_stuck:
+            self._stuck_at = now + 2 * self.grace_s
 
     def _interrupt_if_overdue(self) -> None:
         if self._stop_deadline is None or self._interrupted or self._steps_over or time.monotonic() < self._stop_deadline:
             return
-        exc_type: type[BaseException] = (LeaseLost if self.lease_lost.is_set() else
-                                         Preempted if self.preempted.is_set() else
-                                         StepTimeout if self.timed_out.is_set() else Canceled)
+        exc_type = type(self._why_stop() or Canceled())
         log.warning("%s did not reach a checkpoint within %.1fs; interrupting it", self.run_id, self.grace_s)
         if not interrupt(self.target_thread, exc_type):
             log.error("could not interrupt the pipeline thread of %s; it stops when its step returns", self.run_id)
