@@ -1,9 +1,10 @@
 """The dispatcher: QUEUED runs -> SCHEDULED + a `run_experiment` message on the run's queue.
 
-Each run is moved by a status-guarded update that also names the attempt it saw, so on MongoDB
-two dispatchers never send one run twice; on a server whose updates are not atomic (FerretDB)
-they might, and the worker's unique claim on "{run_id}:{attempt}" makes the second a no-op.
-A send that fails puts the run back to QUEUED.
+Sending attempt n is decided by a unique insert (`orchestrator.dispatches`, "{run_id}:{n}")
+before the run is scheduled, so two dispatchers never send one attempt, on any server (a
+status-guarded update alone is not atomic on FerretDB v1). A send that fails leaves the run
+SCHEDULED with `sendFailedAt` set, and the sweeper sends it again on its next pass: the decision
+stands, only its delivery is retried.
 
 Wake-ups: a change stream on `runs` where the server has one (replica set), resumed from a
 stored token after a restart; otherwise a sweep every `DISPATCH_INTERVAL` seconds.
@@ -26,7 +27,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import runs
+from orchestrator import dispatches, runs
 from orchestrator.db import utcnow
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
@@ -54,24 +55,50 @@ def due_runs(db: Database, now: Any, limit: int = BATCH) -> list[dict[str, Any]]
 
 
 def dispatch_run(db: Database, run: dict[str, Any], send: Sender) -> bool:
-    """Schedule one run and send its task; False if another dispatcher took it first."""
-    task_id = str(uuid.uuid4())
+    """Schedule one run and send its task; False if another dispatcher (or a late outcome of
+    the run's last attempt) took the decision first."""
+    decision = _decide(db, run)
+    if decision is None:
+        return False
+    task_id = decision["taskId"]
     scheduled = runs.schedule(db, run, task_id)
     if scheduled is None:
+        dispatches.withdraw(db, decision)  # the run moved meanwhile (canceled): nothing was decided
         return False
     attempt = int(scheduled["attempt"])
     queue = scheduled.get("queue") or DEFAULT_QUEUE
     try:
         send(run["_id"], attempt, queue=queue, priority=int(scheduled.get("priority", DEFAULT_PRIORITY)), task_id=task_id)
-    except Exception as exc:  # noqa: BLE001 - any send failure must put the run back
+    except Exception as exc:  # noqa: BLE001 - any send failure is retried by the sweeper
         DISPATCH_FAILED.inc()
-        log.error("sending run %s attempt %s to %s failed (%s); putting it back", run["_id"], attempt, queue, exc)
-        runs.unschedule(db, run["_id"], attempt, task_id)
+        log.error("sending run %s attempt %s to %s failed (%s); the sweeper sends it again", run["_id"], attempt, queue, exc)
+        runs.note_send_failed(db, run["_id"], attempt, task_id, f"{type(exc).__name__}: {exc}")
         return False
     DISPATCHED.inc()
     log.info("dispatched run %s attempt %s to queue %s (task %s)", run["_id"], attempt, queue, task_id)
     runs.record_decision(db, scheduled, "dispatcher", f"dispatched attempt {attempt} to queue {queue}", taskId=task_id)
     return True
+
+
+def _decide(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
+    """Take the decision to send the run's next attempt: ours, or None when it is not ours to
+    take. A decision this thread took before an error stopped it is carried out now; a stale
+    one (`dispatches.stale`) is withdrawn and taken afresh."""
+    attempt = int(run.get("attempt") or 0) + 1
+    decision = dispatches.decide(db, run["_id"], attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
+    if decision is not None:
+        return decision
+    held = dispatches.get(db, run["_id"], attempt)
+    if held is None:
+        return None
+    if held["kind"] == dispatches.DISPATCH and held["writer"] == dispatches.writer_id():
+        return held
+    current = db.runs.find_one({"_id": run["_id"]}, {"status": 1, "attempt": 1})
+    if current is None or not dispatches.stale(held, current, utcnow()) or not dispatches.withdraw(db, held):
+        return None
+    log.warning("run %s: withdrew the %s decision for attempt %s written by %s at %s (never carried out, or the run "
+                "was retried since)", run["_id"], held["kind"], attempt, held["writer"], held["at"])
+    return dispatches.decide(db, run["_id"], attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
 
 
 def dispatch_once(db: Database, send: Sender) -> int:

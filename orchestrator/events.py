@@ -261,6 +261,8 @@ CATALOGUE: dict[str, Schema] = {
     "ai.run.log": LogData(),
 }
 EVENT_TYPES: tuple[str, ...] = tuple(CATALOGUE)
+#: The events that report an attempt's successful outcome (its verdict, or an earlier one reused).
+OUTCOME_TYPES: frozenset[str] = frozenset({"ai.validation.auto_completed", "ai.run.completed"})
 
 
 def parse_time(value: str) -> datetime:

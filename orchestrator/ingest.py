@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,8 +36,8 @@ from pymongo.errors import BulkWriteError
 
 from orchestrator import mappers
 from orchestrator.db import ServerFeatures, utcnow
-from orchestrator.events import EVENT_TYPES, EventError, validate_event
-from orchestrator.runs import record_event_changes
+from orchestrator.events import EVENT_TYPES, EventError, attempt_of, validate_event
+from orchestrator.runs import late_outcome_applied, record_event_changes, take_late_outcome
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -55,7 +56,7 @@ FERRETDB_UPDATES_PER_COMMAND = 8
 #: Fields of the run snapshot the mappers read.
 _RUN_FIELDS = {
     "status": 1, "statusSeq": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1,
-    "cancel": 1,
+    "cancel": 1, "error": 1,
 }
 #: Write order across collections; every `Create` of the batch runs before any `Update`.
 _COLLECTIONS = ("events", "artifacts", "validations", "stages", "hypotheses", "runs")
@@ -176,9 +177,13 @@ def ingest(
     known = [c for c in fresh if _known_run(c, runs)]
     if known:
         now = utcnow()
-        plan = _plan(known, runs, now, bucket, default_max_attempts)
+        late = {c.key for c in known if take_late_outcome(db, runs[c.run_id], c.event)}
+        plan = _plan(known, runs, now, bucket, default_max_attempts, late)
         _apply(db, plan, per_command)
         record_event_changes(db, runs, _asserted_statuses(plan, known), now)
+        for c in known:
+            if c.key in late:
+                late_outcome_applied(db, c.run_id, attempt_of(c.event["seq"]))
         lost = _mark_seen(db, known, now)
         for c in known:
             c.outcome.status = DUPLICATE if c.key in lost else ACCEPTED
@@ -274,13 +279,16 @@ def _known_run(c: _Candidate, runs: dict[str, dict[str, Any]]) -> bool:
 
 
 def _plan(
-    candidates: list[_Candidate], runs: dict[str, dict[str, Any]], now: datetime, bucket: str, default_max_attempts: int
+    candidates: list[_Candidate], runs: dict[str, dict[str, Any]], now: datetime, bucket: str, default_max_attempts: int,
+    late: AbstractSet[tuple[str, str]] = frozenset(),
 ) -> _Plan:
+    """`late`: the (source, id) of outcomes ingest may apply to a requeued run."""
     plan = _Plan()
     last_seq: dict[str, int] = {}
     for c in candidates:
         for write in mappers.writes_for(
-            c.event, runs[c.run_id], received_at=now, bucket=bucket, default_max_attempts=default_max_attempts
+            c.event, runs[c.run_id], received_at=now, bucket=bucket, default_max_attempts=default_max_attempts,
+            late_outcome=c.key in late,
         ):
             plan.add(write)
         last_seq[c.run_id] = max(last_seq.get(c.run_id, 0), c.event["seq"])

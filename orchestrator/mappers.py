@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator import retry
-from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record
+from orchestrator.events import EVENT_TYPES, OUTCOME_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record
 from orchestrator.runs import event_status_update
 from orchestrator.statuses import RunStatus, StageStatus
 
@@ -84,6 +84,8 @@ class _Event:
     received_at: datetime
     bucket: str
     default_max_attempts: int
+    #: Ingest may apply this outcome to a run the sweeper requeued (`runs.take_late_outcome`).
+    late_outcome: bool = False
 
     @property
     def id(self) -> str:
@@ -117,13 +119,15 @@ def writes_for(
     received_at: datetime,
     bucket: str,
     default_max_attempts: int,
+    late_outcome: bool = False,
 ) -> list[Write]:
     """Every write one accepted event makes: its history record, then its type's effects.
 
     `run` is the run document as loaded for the batch; it is read only for facts events do not
     change (maxAttempts, hypothesisId) and for the auto-validation model (see `_validation_model`).
+    `late_outcome`: ingest took the decision to apply this outcome to a requeued run.
     """
-    ev = _Event(event, run, received_at, bucket, default_max_attempts)
+    ev = _Event(event, run, received_at, bucket, default_max_attempts, late_outcome)
     return [_history(ev), *_BY_TYPE[event["type"]](ev)]
 
 
@@ -151,7 +155,8 @@ def _run_facet(ev: _Event, facet: str, values: dict[str, Any]) -> Update:
 
 def _status(ev: _Event, target: RunStatus, also: dict[str, Any] | None = None) -> Update:
     """The run status this event asserts, as `orchestrator.runs` builds it (rule 4)."""
-    query, update = event_status_update(ev.run_id, ev.attempt, ev.seq, target, also)
+    late = ev.late_outcome and ev.event["type"] in OUTCOME_TYPES
+    query, update = event_status_update(ev.run_id, ev.attempt, ev.seq, target, also, late_outcome=late)
     # Same target and attempt, higher seq: its filter matches wherever this one would, and once
     # applied it leaves this one nothing to do, so the higher one supersedes.
     return Update("runs", query, update, supersedes=("runs", ev.run_id, "status", target.value, ev.attempt), seq=ev.seq)

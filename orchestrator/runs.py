@@ -5,12 +5,13 @@ Each status write here is a guarded update whose filter names the statuses the t
 both move it, and no writer can move it along an edge the table lacks. The writers are:
 
 - the API and the CLI: create, cancel, retry (`create_hypothesis_and_run`, `cancel_run`, `retry_run`);
-- the dispatcher: QUEUED -> SCHEDULED and back when the send fails (`schedule`, `unschedule`);
+- the dispatcher: QUEUED -> SCHEDULED once it holds the attempt's dispatch decision (`schedule`);
 - the worker: SCHEDULED -> STARTING once it holds the claim (`start`), and back to QUEUED
   when its pod must stop (`hand_back`);
 - the sweeper: a claimed run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`);
 - ingest: the status an event asserts (`event_status_update` builds the guarded update, which the
-  ingest engine runs with the rest of its batch).
+  ingest engine runs with the rest of its batch), and the late outcome of an attempt the sweeper
+  presumed lost, when that attempt's successor was not dispatched (`take_late_outcome`).
 
 Control-plane decisions go into the run's event history (`record_decision`), so an operator
 reading it sees why a run was requeued, failed as lost or dispatched again.
@@ -24,11 +25,12 @@ from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
-from orchestrator import claims, retry, status_history
+from orchestrator import claims, dispatches, retry, status_history
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
-from orchestrator.events import SEQ_BLOCK, history_record, make_event
+from orchestrator.events import OUTCOME_TYPES, SEQ_BLOCK, attempt_of, history_record, make_event
 from orchestrator.limits import parse_limits
 from orchestrator.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, check_transition, sources_of
@@ -154,12 +156,13 @@ def schedule(db: Database, run: dict[str, Any], task_id: str) -> dict[str, Any] 
     )
 
 
-def unschedule(db: Database, run_id: str, attempt: int, task_id: str) -> None:
-    """SCHEDULED -> QUEUED after the send of `task_id` failed: the attempt was never handed out."""
-    _transition(
-        db, run_id, RunStatus.QUEUED, only_from={RunStatus.SCHEDULED},
-        by="dispatcher", reason=f"sending attempt {attempt} to the broker failed",
-        extra_filter={"taskId": task_id}, set_fields={"attempt": attempt - 1, "taskId": None},
+def note_send_failed(db: Database, run_id: str, attempt: int, task_id: str, error: str) -> None:
+    """The send of a SCHEDULED attempt failed: flag it for the sweeper's next pass to send again
+    (`sendFailedAt`). The decision stands: undoing it would mean freeing its unique slot, which
+    no writer can do safely while another may be reading it."""
+    db.runs.update_one(
+        {"_id": run_id, "status": RunStatus.SCHEDULED.value, "attempt": attempt, "taskId": task_id},
+        {"$set": {"sendFailedAt": utcnow(), "sendError": error}},
     )
 
 
@@ -200,44 +203,97 @@ def hand_back(db: Database, run_id: str, attempt: int, pod_id: str, reason: str)
 
 def end_lost_attempt(
     db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime, code: str = "WorkerLost",
+    cancel: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """A claimed run (SCHEDULED or active) whose pod is gone: requeued while attempts are left
-    (the retry policy decides), else FAILED with `code` (`LOST_MESSAGES`). None if another
-    writer moved it."""
+    (the retry policy decides), else FAILED with `code` (`LOST_MESSAGES`); CANCELED instead when
+    `cancel` (the attempt's cancel request) says a person wanted it stopped anyway. None if
+    another writer moved it."""
     attempt = int(run.get("attempt") or 0)
     decision = retry.after_failure(attempt, int(run.get("maxAttempts") or 1), retryable=True, at=now, wait=False)
     error = {
         "code": code,
         "message": LOST_MESSAGES[code].format(pod=claim.get("podId"), attempt=attempt,
                                               expires=claim.get("leaseExpiresAt"), reason=claim.get("releaseReason")),
-        "retryable": decision.requeue,
+        "retryable": decision.requeue and cancel is None,
         "stage": None,
         "attempt": attempt,
         "at": now,
     }
     fields: dict[str, Any] = {"error": error, "cancelRequested": False}
-    if not decision.requeue:
+    if cancel is not None:
+        target = RunStatus.CANCELED
+        fields["cancel"] = {"by": cancel.get("by"), "reason": cancel.get("reason"), "at": now}
+    else:
+        target = RunStatus.QUEUED if decision.requeue else RunStatus.FAILED
+    if target != RunStatus.QUEUED:
         fields["finishedAt"] = now
     return _transition(
-        db, run["_id"], RunStatus.QUEUED if decision.requeue else RunStatus.FAILED,
-        only_from=set(ACTIVE) | {RunStatus.SCHEDULED}, by="sweeper", reason=f"{code}: {error['message']}",
+        db, run["_id"], target, only_from=set(ACTIVE) | {RunStatus.SCHEDULED}, by="sweeper",
+        reason=f"{code}: {error['message']}" + (" (a cancel was requested)" if cancel is not None else ""),
         extra_filter={"attempt": attempt}, set_fields=fields, update={"$push": {"attempts": error}},
     )
+
+
+def take_late_outcome(db: Database, run: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether `event`, the outcome of attempt n of a run the sweeper requeued as lost at attempt
+    n, may move the run out of QUEUED. Yes when ingest takes the dispatch slot of attempt n+1
+    first (`orchestrator.dispatches`; or took it before, for a resend); no when a dispatcher did:
+    the outcome stays in the history, and attempt n+1 reuses the steps attempt n completed.
+    Either way the run's history says which, once."""
+    if event["type"] not in OUTCOME_TYPES:
+        return False
+    attempt, current = attempt_of(event["seq"]), int(run.get("attempt") or 0)
+    if current > attempt:
+        _record_late_outcome(db, run, attempt, event, applied=False)
+        return False
+    lost = isinstance(run.get("error"), dict) and run["error"].get("code") in LOST_MESSAGES
+    if not (lost and run.get("status") == RunStatus.QUEUED.value and current == attempt):
+        return False
+    if dispatches.decide(db, run["_id"], attempt + 1, dispatches.OUTCOME, eventId=event["id"]) is None:
+        held = dispatches.get(db, run["_id"], attempt + 1)
+        taken = held is not None and held["kind"] == dispatches.OUTCOME  # ours: a resend of the batch that took it
+    else:
+        taken = True
+    _record_late_outcome(db, run, attempt, event, applied=taken)
+    return taken
+
+
+def _record_late_outcome(db: Database, run: dict[str, Any], attempt: int, event: dict[str, Any], *,
+                         applied: bool) -> None:
+    if applied:
+        message = (f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost "
+                   f"({run['error']['code']}); no attempt {attempt + 1} had been dispatched, so it is applied")
+    else:
+        message = (f"the outcome of attempt {attempt} arrived after attempt {attempt + 1} was dispatched: it stays "
+                   f"in the history, and attempt {attempt + 1} reuses the steps attempt {attempt} completed")
+    record_decision(db, run, "ingest", message, key=f"late-outcome-{attempt}", eventId=event["id"])
+
+
+def late_outcome_applied(db: Database, run_id: str, attempt: int) -> None:
+    """Ingest applied the late outcome of `attempt`: its decision is carried out."""
+    dispatches.mark_applied(db, run_id, attempt + 1)
 
 
 # --- ingest --------------------------------------------------------------------------------------
 
 
 def event_status_update(
-    run_id: str, attempt: int, seq: int, target: RunStatus, also: dict[str, Any] | None = None,
+    run_id: str, attempt: int, seq: int, target: RunStatus, also: dict[str, Any] | None = None, *,
+    late_outcome: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The guarded update (filter, update) that moves a run to the status an event asserts.
 
     Only along the table, only for the run's current attempt (a dead worker's late events never
     touch a newer attempt), never out of `FROZEN_FOR_EVENTS`; when the run is already at
     `target`, the update records the higher seq in `statusSeq`. So an attempt's status climbs the
-    main path to the furthest point any of its events reached, whatever the arrival order."""
+    main path to the furthest point any of its events reached, whatever the arrival order.
+    `late_outcome`: the event is a late outcome ingest may apply (`take_late_outcome`), which
+    moves the run out of QUEUED and clears the sweeper's error."""
     sources = [s for s in sources_of(target) if RunStatus(s) not in FROZEN_FOR_EVENTS]
+    if late_outcome:
+        sources.append(RunStatus.QUEUED.value)
+        also = {**(also or {}), "error": None}
     same = {"status": target.value}
     query = {
         "_id": run_id,
@@ -284,17 +340,23 @@ def record_event_changes(
 # --- operators -----------------------------------------------------------------------------------
 
 
-def record_decision(db: Database, run: dict[str, Any], component: str, message: str, **kv: Any) -> None:
+def record_decision(db: Database, run: dict[str, Any], component: str, message: str, *, key: str | None = None,
+                    **kv: Any) -> None:
     """Put a control-plane decision into the run's event history.
 
     It takes seq `attempt * SEQ_BLOCK` (n = 0 of the attempt, which no worker uses) so it sorts
-    before that attempt's own events."""
+    before that attempt's own events. A decision that may be taken again (a resent batch) names
+    a `key`, so it is recorded once."""
     seq = int(run.get("attempt") or 0) * SEQ_BLOCK
     event = make_event(
         "ai.run.log", run["_id"], seq, f"orchestrator://{component}",
         {"level": "warning" if kv.get("code") else "info", "message": message, "kv": kv},
+        event_id=f"{component}:{run['_id']}:{key}" if key else None,
     )
-    db.events.insert_one(history_record(event, received_at=utcnow()))
+    try:
+        db.events.insert_one(history_record(event, received_at=utcnow()))
+    except DuplicateKeyError:
+        pass  # recorded before
 
 
 def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str | None = None) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 - SCHEDULED longer than `schedule_timeout_s` with no claim: its broker message was lost with a
   dead worker or never consumed; send it again (same attempt: if the first message was only
-  slow, the claim makes the second a no-op).
+  slow, the claim makes the second a no-op). At once when the dispatcher's send failed
+  (`sendFailedAt`).
 - Active (STARTING, RUNNING, AUTO_VALIDATING) whose current claim's lease expired: the pod was
   killed or lost. End the claim (the old worker, if it comes back, fails to renew and stops),
   then requeue keeping `attempt` if attempts remain, else FAILED with code WorkerLost
-  (`orchestrator.runs.end_lost_attempt`, which asks the retry policy). "Expired" is
+  (`orchestrator.runs.end_lost_attempt`, which asks the retry policy), or CANCELED when a cancel
+  of the attempt was requested (the person still wants it stopped). "Expired" is
   `claims.lease_judgeable`: past the lease plus the clock-skew allowance, and a sweeper that
   has not been connected for a whole lease (`Sweeper`) waits a lease more.
 - Active whose claim the worker released but whose outcome never arrived within a lease: the
@@ -45,26 +47,40 @@ FAILED_LOST = Counter("orchestrator_failed_lost_total", "Runs failed as WorkerLo
 
 
 def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: datetime) -> int:
+    """Send again the SCHEDULED runs whose message never reached a worker; how many were sent."""
     cutoff = now - timedelta(seconds=settings.schedule_timeout_s)
-    sent = 0
-    for run in db.runs.find({"status": RunStatus.SCHEDULED.value, "scheduledAt": {"$lt": cutoff}}):
-        attempt = int(run.get("attempt") or 0)
-        if claims.get_claim(db, run["_id"], attempt) is not None:
-            continue  # a worker has it; its STARTING write is on the way
-        moved = db.runs.update_one(
-            {"_id": run["_id"], "status": RunStatus.SCHEDULED.value, "attempt": attempt, "scheduledAt": run["scheduledAt"]},
-            {"$set": {"scheduledAt": now, "updatedAt": now}},
-        )
-        if moved.modified_count != 1:
-            continue
-        send(run["_id"], attempt, queue=run.get("queue") or DEFAULT_QUEUE, priority=int(run.get("priority", DEFAULT_PRIORITY)),
-             task_id=run.get("taskId") or f"{run['_id']}:{attempt}")
-        REDISPATCHED.inc()
-        log.warning("run %s attempt %s was SCHEDULED since %s with no claim; sent again", run["_id"], attempt, run["scheduledAt"])
-        runs.record_decision(db, run, "sweeper",
-                             f"attempt {attempt} unclaimed for {settings.schedule_timeout_s}s: dispatched again")
-        sent += 1
-    return sent
+    failed = db.runs.find({"status": RunStatus.SCHEDULED.value, "sendFailedAt": {"$ne": None}})
+    unclaimed = db.runs.find({"status": RunStatus.SCHEDULED.value, "scheduledAt": {"$lt": cutoff}})
+    stuck = {run["_id"]: run for run in [*failed, *unclaimed]}
+    return sum(_send_again(db, settings, send, run, now) for run in stuck.values())
+
+
+def _send_again(db: Database, settings: Settings, send: Sender, run: dict[str, Any], now: datetime) -> bool:
+    attempt = int(run.get("attempt") or 0)
+    if claims.get_claim(db, run["_id"], attempt) is not None:
+        return False  # a worker has it; its STARTING write is on the way
+    moved = db.runs.update_one(
+        {"_id": run["_id"], "status": RunStatus.SCHEDULED.value, "attempt": attempt, "scheduledAt": run["scheduledAt"]},
+        {"$set": {"scheduledAt": now, "updatedAt": now, "sendFailedAt": None}},
+    )
+    if moved.modified_count != 1:
+        return False
+    task_id = run.get("taskId") or f"{run['_id']}:{attempt}"
+    try:
+        send(run["_id"], attempt, queue=run.get("queue") or DEFAULT_QUEUE,
+             priority=int(run.get("priority", DEFAULT_PRIORITY)), task_id=task_id)
+    except Exception as exc:  # noqa: BLE001 - flag it again for the next pass
+        runs.note_send_failed(db, run["_id"], attempt, task_id, f"{type(exc).__name__}: {exc}")
+        log.error("run %s attempt %s: sending again failed (%s); next pass tries again", run["_id"], attempt, exc)
+        return False
+    REDISPATCHED.inc()
+    if run.get("sendFailedAt") is not None:
+        why = f"the dispatcher's send failed ({run.get('sendError')})"
+    else:
+        why = f"unclaimed for {settings.schedule_timeout_s}s"
+    log.warning("run %s attempt %s: %s; sent again", run["_id"], attempt, why)
+    runs.record_decision(db, run, "sweeper", f"attempt {attempt} {why}: dispatched again")
+    return True
 
 
 def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_s: float) -> int:
@@ -105,7 +121,8 @@ def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code:
     if run["status"] != RunStatus.SCHEDULED.value and claim.get("releasedAt") is None:
         if not claims.expire(db, run["_id"], attempt, now):
             return False  # renewed meanwhile, or another sweeper took the decision
-    moved = runs.end_lost_attempt(db, run, claim, now, code=code)
+    cancel = claims.cancel_requested(db, run["_id"], attempt)
+    moved = runs.end_lost_attempt(db, run, claim, now, code=code, cancel=cancel)
     if moved is None:
         return False
     claims.expire(db, run["_id"], attempt, now)
@@ -113,6 +130,8 @@ def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code:
     if moved["status"] == RunStatus.QUEUED.value:
         REQUEUED.inc()
         message = f"{why} (was {run['status']}): requeued"
+    elif moved["status"] == RunStatus.CANCELED.value:
+        message = f"{why} (was {run['status']}), and a cancel was requested: CANCELED"
     else:
         FAILED_LOST.inc()
         message = f"{why} (was {run['status']}), no attempts left: FAILED ({code})"

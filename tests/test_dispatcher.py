@@ -1,12 +1,19 @@
-"""The dispatcher's rules: which runs are due and in what order, the guarded schedule, a failed
-send put back, the change-stream loop; with a fake sender."""
+"""The dispatcher's rules: which runs are due and in what order, the unique dispatch decision
+(taken once, carried out after an error, withdrawn when orphaned), a failed send flagged for
+the sweeper, the change-stream loop; with a fake sender."""
 
+import threading
 from datetime import timedelta
 
+import pytest
+from pymongo.errors import AutoReconnect
+
+from orchestrator import dispatches, runs
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import Dispatcher, dispatch_once, dispatch_run, due_runs
+from orchestrator.sweeper import sweep_once
 from tests.fakes import FakeChangeStream, FakeSender, WatchableDb, WatchableRuns
-from tests.helpers import queued_run
+from tests.helpers import make_settings, queued_run
 
 
 def test_due_runs_come_highest_priority_first_then_oldest(mock_db):
@@ -35,11 +42,74 @@ def test_dispatch_schedules_the_next_attempt_and_sends_it_to_the_runs_queue(mock
     assert mock_db.events.count_documents({"runId": run_id, "source": "orchestrator://dispatcher"}) == 1
 
 
-def test_a_failed_send_puts_the_run_back(mock_db):
+def test_a_failed_send_leaves_the_decision_and_the_sweeper_sends_it_at_once(mock_db):
     run_id = queued_run(mock_db)
     assert dispatch_once(mock_db, FakeSender(fail=True)) == 0
     run = mock_db.runs.find_one({"_id": run_id})
-    assert (run["status"], run["attempt"]) == ("QUEUED", 0)
+    assert (run["status"], run["attempt"]) == ("SCHEDULED", 1)
+    assert run["sendFailedAt"] is not None and run["sendError"] == "ConnectionError: broker down"
+    assert dispatches.get(mock_db, run_id, 1)["taskId"] == run["taskId"]
+
+    still_down = FakeSender(fail=True)
+    assert sweep_once(mock_db, make_settings(), still_down)["redispatched"] == 0
+    assert mock_db.runs.find_one({"_id": run_id})["sendFailedAt"] is not None, "flagged again for the next pass"
+    sender = FakeSender()
+    assert sweep_once(mock_db, make_settings(), sender)["redispatched"] == 1, "at once, not after SCHEDULE_TIMEOUT_S"
+    assert sender.sent == [(run_id, 1, "gpu", 5)]
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert run["sendFailedAt"] is None
+    assert sweep_once(mock_db, make_settings(), sender)["redispatched"] == 0
+    history = [e["data"]["message"] for e in mock_db.events.find({"runId": run_id, "source": "orchestrator://sweeper"})]
+    assert history == ["attempt 1 the dispatcher's send failed (ConnectionError: broker down): dispatched again"]
+
+
+def test_each_attempt_is_decided_once_whoever_asks(mock_db):
+    run_id = queued_run(mock_db)
+    view = mock_db.runs.find_one({"_id": run_id})
+    sender = FakeSender()
+    assert dispatch_run(mock_db, view, sender) is True
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "QUEUED", "attempt": 0}})  # as a lost update would
+    other = threading.Thread(target=lambda: sender.sent.append(dispatch_run(mock_db, view, sender)))
+    other.start()
+    other.join()
+    assert sender.sent[-1] is False, "the slot of attempt 1 is taken, for another dispatcher"
+    assert [s[1] for s in sender.sent[:-1]] == [1]
+
+
+def test_a_decision_this_process_could_not_carry_out_is_carried_out_on_the_next_pass(mock_db, monkeypatch):
+    run_id = queued_run(mock_db)
+    real = runs.schedule
+    monkeypatch.setattr(runs, "schedule", lambda *a, **k: (_ for _ in ()).throw(AutoReconnect("down")))
+    with pytest.raises(AutoReconnect):
+        dispatch_once(mock_db, FakeSender())
+    monkeypatch.setattr(runs, "schedule", real)
+    sender = FakeSender()
+    assert dispatch_once(mock_db, sender) == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert run["taskId"] == dispatches.get(mock_db, run_id, 1)["taskId"] and sender.sent[0][:2] == (run_id, 1)
+
+
+def test_a_decision_whose_writer_died_is_withdrawn_after_a_while_and_the_run_moves(mock_db):
+    run_id = queued_run(mock_db)
+    orphan = dispatches.decide(mock_db, run_id, 1, dispatches.DISPATCH, taskId="t-dead")
+    mock_db.dispatches.update_one({"_id": orphan["_id"]}, {"$set": {"writer": "another-host:1:dead"}})
+    sender = FakeSender()
+    assert dispatch_once(mock_db, sender) == 0, "a fresh decision of another process is left to it"
+    mock_db.dispatches.update_one(
+        {"_id": orphan["_id"]}, {"$set": {"at": utcnow() - timedelta(seconds=dispatches.ORPHANED_AFTER_S + 1)}})
+    assert dispatch_once(mock_db, sender) == 1 and sender.sent[0][:2] == (run_id, 1)
+    assert dispatches.get(mock_db, run_id, 1)["taskId"] != "t-dead"
+
+
+def test_a_decision_for_a_run_canceled_before_it_was_scheduled_is_withdrawn(mock_db, monkeypatch):
+    run_id = queued_run(mock_db)
+    view = mock_db.runs.find_one({"_id": run_id})
+    runs.cancel_run(mock_db, run_id, by="ann")
+    assert dispatch_run(mock_db, view, FakeSender()) is False
+    assert dispatches.get(mock_db, run_id, 1) is None
+    runs.retry_run(mock_db, run_id)
+    sender = FakeSender()
+    assert dispatch_once(mock_db, sender) == 1 and sender.sent[0][:2] == (run_id, 1)
 
 
 def test_a_stale_view_of_the_run_cannot_dispatch_it_twice(mock_db):

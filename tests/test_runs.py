@@ -49,12 +49,14 @@ def test_schedule_takes_the_next_attempt_once_for_one_view_of_the_run(mock_db: A
     assert _status(mock_db, run_id) == ("SCHEDULED", 1)
 
 
-def test_unschedule_puts_back_only_the_attempt_whose_send_failed(mock_db: Any) -> None:
+def test_a_failed_send_is_flagged_only_on_the_attempt_that_was_sent(mock_db: Any) -> None:
     run_id = _scheduled(mock_db)
-    runs.unschedule(mock_db, run_id, 1, "another-task")
-    assert _status(mock_db, run_id) == ("SCHEDULED", 1)
-    runs.unschedule(mock_db, run_id, 1, "task-1")
-    assert _status(mock_db, run_id) == ("QUEUED", 0)
+    runs.note_send_failed(mock_db, run_id, 1, "another-task", "ConnectionError: down")
+    assert mock_db.runs.find_one({"_id": run_id}).get("sendFailedAt") is None
+    runs.note_send_failed(mock_db, run_id, 1, "task-1", "ConnectionError: down")
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"], run["sendError"]) == ("SCHEDULED", 1, "ConnectionError: down")
+    assert run["sendFailedAt"] is not None
 
 
 def test_start_needs_the_scheduled_attempt(mock_db: Any) -> None:

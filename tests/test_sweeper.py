@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator import claims
+from orchestrator import claims, runs
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.sweeper import Sweeper, sweep_once
@@ -108,6 +108,8 @@ def test_the_sweeper_drops_event_queues_whose_consumer_is_gone(mock_db, settings
     assert sweep_once(mock_db, settings, FakeSender())["eventQueuesDropped"] == 1
     assert sorted(mock_db.messages.distinct("queue")) == ["celeryev.live", "gpu"], "task queues are never touched"
     assert mock_db["messages.routing"].distinct("queue") == ["celeryev.live"]
+
+
 def test_dispatch_and_sweep_decisions_are_counted_for_prometheus(mock_db, settings):
     from prometheus_client import REGISTRY
 
@@ -115,14 +117,15 @@ def test_dispatch_and_sweep_decisions_are_counted_for_prometheus(mock_db, settin
         return REGISTRY.get_sample_value(name) or 0.0
 
     before = {n: value(n) for n in ("orchestrator_dispatched_total", "orchestrator_dispatch_send_failed_total",
-                                    "orchestrator_requeued_total")}
+                                    "orchestrator_requeued_total", "orchestrator_redispatched_total")}
     queued_run(mock_db)
     dispatch_once(mock_db, FakeSender(fail=True))
     dispatch_once(mock_db, FakeSender())
     _running_with_expired_lease(mock_db)
     sweep_once(mock_db, settings, FakeSender())
     assert value("orchestrator_dispatch_send_failed_total") == before["orchestrator_dispatch_send_failed_total"] + 1
-    assert value("orchestrator_dispatched_total") == before["orchestrator_dispatched_total"] + 2
+    assert value("orchestrator_dispatched_total") == before["orchestrator_dispatched_total"] + 1
+    assert value("orchestrator_redispatched_total") == before["orchestrator_redispatched_total"] + 1
     assert value("orchestrator_requeued_total") == before["orchestrator_requeued_total"] + 1
 
 
@@ -198,3 +201,14 @@ def test_a_released_claim_without_an_outcome_is_requeued_after_a_lease(mock_db):
     run = mock_db.runs.find_one({"_id": run_id})
     assert (run["status"], run["error"]["code"]) == ("QUEUED", "NoOutcome")
     assert "completed" in run["error"]["message"]
+
+
+def test_a_lost_attempt_whose_cancel_was_requested_ends_canceled_not_requeued(mock_db, settings):
+    run_id = _running_with_expired_lease(mock_db)
+    runs.cancel_run(mock_db, run_id, by="ann", reason="wrong dataset")
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["cancel"]["by"], run["cancel"]["reason"]) == ("CANCELED", "ann", "wrong dataset")
+    assert run["error"]["code"] == "WorkerLost" and run["error"]["retryable"] is False and run["finishedAt"]
+    sender = FakeSender()
+    assert dispatch_once(mock_db, sender) == 0 and sender.sent == []
