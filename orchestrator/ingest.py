@@ -37,7 +37,7 @@ from pymongo.errors import BulkWriteError
 from orchestrator import mappers
 from orchestrator.db import ServerFeatures, utcnow
 from orchestrator.events import EVENT_TYPES, EventError, attempt_of, validate_event
-from orchestrator.runs import late_outcome_applied, record_event_changes, take_late_outcome
+from orchestrator.runs import Asserted, late_outcome_applied, record_event_changes, take_late_outcome
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -180,7 +180,7 @@ def ingest(
         late = {c.key for c in known if take_late_outcome(db, runs[c.run_id], c.event)}
         plan = _plan(known, runs, now, bucket, default_max_attempts, late)
         _apply(db, plan, per_command)
-        record_event_changes(db, runs, _asserted_statuses(plan, known), now)
+        record_event_changes(db, runs, _asserted_statuses(plan, known, late), now)
         for c in known:
             if c.key in late:
                 late_outcome_applied(db, c.run_id, attempt_of(c.event["seq"]))
@@ -190,15 +190,19 @@ def ingest(
     return outcomes
 
 
-def _asserted_statuses(plan: _Plan, candidates: list[_Candidate]) -> dict[tuple[str, int], tuple[str, str]]:
-    """(run, seq) -> (the status that event asserts, what the event was), from the batch's
-    status updates (`mappers._status` marks them `("runs", run, "status", target, attempt)`)."""
-    what = {(c.run_id, c.event["seq"]): f"{c.event['type']} {c.event['id']}" for c in candidates}
-    asserted: dict[tuple[str, int], tuple[str, str]] = {}
+def _asserted_statuses(plan: _Plan, candidates: list[_Candidate],
+                       late: AbstractSet[tuple[str, str]]) -> dict[tuple[str, int], Asserted]:
+    """(run, seq) -> what that event asserts, in the order the batch's status updates ran
+    (`mappers._status` marks them `("runs", run, "status", target, attempt)`)."""
+    by_seq = {(c.run_id, c.event["seq"]): c for c in candidates}
+    asserted: dict[tuple[str, int], Asserted] = {}
     for update in plan.updates.get("runs", []):
         key = update.supersedes
-        if key is not None and key[2] == "status" and update.seq is not None:
-            asserted[(key[1], update.seq)] = (key[3], what.get((key[1], update.seq), "an event"))
+        if key is None or key[2] != "status" or update.seq is None:
+            continue
+        c = by_seq.get((key[1], update.seq))
+        what = f"{c.event['type']} {c.event['id']}" if c else "an event"
+        asserted[(key[1], update.seq)] = Asserted(key[3], what, c is not None and c.key in late)
     return asserted
 
 

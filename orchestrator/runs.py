@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -290,9 +290,8 @@ def event_status_update(
     main path to the furthest point any of its events reached, whatever the arrival order.
     `late_outcome`: the event is a late outcome ingest may apply (`take_late_outcome`), which
     moves the run out of QUEUED and clears the sweeper's error."""
-    sources = [s for s in sources_of(target) if RunStatus(s) not in FROZEN_FOR_EVENTS]
+    sources = _event_sources(target, late_outcome)
     if late_outcome:
-        sources.append(RunStatus.QUEUED.value)
         also = {**(also or {}), "error": None}
     same = {"status": target.value}
     query = {
@@ -307,34 +306,74 @@ def event_status_update(
     return query, {"$set": {"status": target.value, "statusSeq": seq, **(also or {})}}
 
 
-def record_event_changes(
-    db: Database, before: dict[str, dict[str, Any]], asserted: dict[tuple[str, int], tuple[str, str]], at: datetime,
-) -> None:
-    """After ingest applied a batch: each run whose status an event of the batch changed gets
-    its history entry, keyed by that event's seq, so it is recorded once.
+def _event_sources(target: RunStatus, late_outcome: bool) -> list[str]:
+    """The statuses an event may move a run out of, to `target`."""
+    sources = [s for s in sources_of(target) if RunStatus(s) not in FROZEN_FOR_EVENTS]
+    return sources + [RunStatus.QUEUED.value] if late_outcome else sources
 
-    `before`: the runs as the batch found them; `asserted`: (run, seq) -> (the status that event
-    asserts, what it was). Several changes within one batch are one entry, from the status the
-    batch found to the one it left; a change some other writer made meanwhile (the status is not
-    the one the event at `statusSeq` asserted) is that writer's to record. A resent batch whose
-    change was applied but whose entry was not (the database failed in between) finds the change
-    already made: its entry starts where the history ends."""
+
+class Asserted(NamedTuple):
+    """The status one event of a batch asserts (its guarded update), and what the event was."""
+
+    target: str
+    what: str
+    late_outcome: bool = False
+
+
+def _event_steps(found: dict[str, Any], asserted: list[tuple[int, Asserted]]) -> list[tuple[int, str, str]]:
+    """The changes (seq, from, to) a batch's status updates make, in the order ingest ran them,
+    to a run found as `found`: the same rule as `event_status_update`'s filter."""
+    status, attempt = found.get("status"), int(found.get("attempt") or 0)
+    steps: list[tuple[int, str, str]] = []
+    for seq, what in asserted:
+        if attempt_of(seq) == attempt and status in _event_sources(RunStatus(what.target), what.late_outcome):
+            steps.append((seq, str(status), what.target))
+            status = what.target
+    return steps
+
+
+def record_event_changes(
+    db: Database, before: dict[str, dict[str, Any]], asserted: dict[tuple[str, int], Asserted], at: datetime,
+) -> None:
+    """After ingest applied a batch: each status change an event of the batch made gets its
+    history entry, keyed by that event's seq, so it is recorded once.
+
+    `before`: the runs as the batch found them; `asserted`: (run, seq) -> what that event asserts,
+    in the order ingest ran the updates. When the run ended where those updates, run in that order
+    from `before`, lead, each step is an entry (STARTING -> RUNNING -> AUTO_VALIDATING ->
+    AWAITING_HUMAN in one batch is three). Otherwise another writer moved the run meanwhile: the
+    batch records one entry for the change its last update made, if it made it. A resent batch
+    whose change was applied but whose entry was not (the database failed in between) finds the
+    change already made: its entry starts where the history ends."""
     for run_id in sorted({run for run, _ in asserted}):
         after = db.runs.find_one({"_id": run_id}, {"status": 1, "statusSeq": 1, "attempt": 1})
-        found = before.get(run_id) or {}
-        seq = after.get("statusSeq") if after else None
-        made = asserted.get((run_id, seq)) if isinstance(seq, int) else None
-        if after is None or made is None or made[0] != after["status"]:
+        if after is None:
             continue
-        old = found.get("status")
-        if old == after["status"]:
-            if found.get("statusSeq") != seq or status_history.recorded(db, run_id, f"s{seq}"):
-                continue  # the same status asserted again, or recorded already
-            old = status_history.last_status(db, run_id)
-            if old in (None, after["status"]):
-                continue
-        status_history.record(db, run_id, f"s{seq}", before=str(old), after=after["status"], by="ingest",
-                              attempt=int(after.get("attempt") or 0), reason=made[1], at=at)
+        found = before.get(run_id) or {}
+        steps = _event_steps(found, [(seq, what) for (run, seq), what in asserted.items() if run == run_id])
+        if steps and (steps[-1][0], steps[-1][2]) == (after.get("statusSeq"), after["status"]):
+            for step, (seq, old, new) in enumerate(steps):
+                status_history.record(db, run_id, f"s{seq}", before=old, after=new, by="ingest", step=step,
+                                      attempt=int(after.get("attempt") or 0), reason=asserted[(run_id, seq)].what, at=at)
+            continue
+        _record_last_change(db, run_id, found, after, asserted, at)
+
+
+def _record_last_change(db: Database, run_id: str, found: dict[str, Any], after: dict[str, Any],
+                        asserted: dict[tuple[str, int], Asserted], at: datetime) -> None:
+    seq = after.get("statusSeq")
+    made = asserted.get((run_id, seq)) if isinstance(seq, int) else None
+    if made is None or made.target != after["status"]:
+        return  # another writer's change: theirs to record
+    old = found.get("status")
+    if old == after["status"]:
+        if found.get("statusSeq") != seq or status_history.recorded(db, run_id, f"s{seq}"):
+            return  # the same status asserted again, or recorded already
+        old = status_history.last_status(db, run_id)
+        if old in (None, after["status"]):
+            return
+    status_history.record(db, run_id, f"s{seq}", before=str(old), after=after["status"], by="ingest",
+                          attempt=int(after.get("attempt") or 0), reason=made.what, at=at)
 
 
 # --- operators -----------------------------------------------------------------------------------

@@ -20,12 +20,17 @@ from pymongo.errors import DuplicateKeyError
 COLLECTION = "status_history"
 
 
+#: The order of a run's changes: `step` orders the several changes one write made at one `at`
+#: (an ingest batch that moved a run through three statuses).
+ORDER = [("at", ASCENDING), ("step", ASCENDING), ("_id", ASCENDING)]
+
+
 def record(db: Database, run_id: str, key: str, *, before: str, after: str, by: str, attempt: int, reason: str,
-           at: datetime) -> None:
+           at: datetime, step: int = 0) -> None:
     """Record one change, once: a second write of the same key is a no-op."""
     try:
         db[COLLECTION].insert_one({"_id": f"{run_id}:{key}", "runId": run_id, "from": before, "to": after, "at": at,
-                                   "by": by, "attempt": attempt, "reason": reason})
+                                   "step": step, "by": by, "attempt": attempt, "reason": reason})
     except DuplicateKeyError:
         pass
 
@@ -36,11 +41,11 @@ def recorded(db: Database, run_id: str, key: str) -> bool:
 
 def last_status(db: Database, run_id: str) -> str | None:
     """Where the recorded history of the run ends (None: nothing recorded)."""
-    last = db[COLLECTION].find_one({"runId": run_id}, {"to": 1}, sort=[("at", DESCENDING), ("_id", DESCENDING)])
+    last = db[COLLECTION].find_one({"runId": run_id}, {"to": 1}, sort=[(name, DESCENDING) for name, _ in ORDER])
     return None if last is None else str(last["to"])
 
 
 def of_run(db: Database, run_id: str, limit: int = 500) -> list[dict[str, Any]]:
     """The run's changes, oldest first."""
     cursor = db[COLLECTION].find({"runId": run_id}, {"runId": 0})
-    return list(cursor.sort([("at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+    return list(cursor.sort(ORDER).limit(limit))

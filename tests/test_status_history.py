@@ -63,8 +63,12 @@ def test_ingest_records_a_change_once_however_often_the_batch_comes(mock_db: Any
     apply(mock_db, events)
     mock_db.events_seen.delete_many({})
     apply(mock_db, events)  # a resend after the dedup records were lost
-    [change] = status_history.of_run(mock_db, run_id)
-    assert (change["from"], change["to"], change["by"], change["attempt"]) == ("STARTING", "AWAITING_HUMAN", "ingest", 1)
+    changes = status_history.of_run(mock_db, run_id)
+    assert [(c["from"], c["to"], c["by"], c["attempt"]) for c in changes] == [
+        ("STARTING", "RUNNING", "ingest", 1), ("RUNNING", "AUTO_VALIDATING", "ingest", 1),
+        ("AUTO_VALIDATING", "AWAITING_HUMAN", "ingest", 1)], "each step of one batch, once"
+    assert [c["reason"].split()[0] for c in changes] == [
+        "ai.run.stage_completed", "ai.validation.auto_started", "ai.validation.auto_completed"]
 
 
 def test_a_change_another_writer_made_is_not_ingest_s(mock_db: Any) -> None:
