@@ -4,7 +4,7 @@
 ideaJson), with a checkpoint every 50 ms, a metric per stage, an artifact when Stage_2 ends,
 then a passing auto-validation. Attempt 1's Stage_2 then blocks for `block_s` seconds in one
 call when that is set; `activity` names a file that records every moment of step work;
-`log_lines` are logged at the end of Stage_1. `noop`: only an auto-validation, for dispatch throughput.
+`log_lines` are logged at the end of Stage_1; the auto-validation takes `validate_s`. `noop`: only an auto-validation, for dispatch throughput.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def _sleepy_stage(name: str):
 
 def _validate(ctx: RunContext) -> dict[str, Any]:
     ctx.validation_started("test-reviewer", "1")
+    began = time.monotonic()
+    while time.monotonic() - began < float(_options(ctx).get("validate_s", 0)):
+        ctx.checkpoint()
+        time.sleep(0.05)
     ctx.report_verdict("pass", {"overall": 1.0}, "all stages ran")
     return {"verdict": "pass"}
 

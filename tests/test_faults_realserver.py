@@ -143,6 +143,31 @@ def test_the_database_killed_while_runs_work_and_while_one_finishes_ends_every_r
         assert {c["attempt"] for c in changes} == {1}, changes
 
 
+def test_the_database_down_longer_than_a_lease_while_a_run_finishes_ends_it_once(cluster, real_server) -> None:
+    """The outage the fencing exists for: the database gone for longer than a lease while a run
+    finishes. Whether its outcome arrives before the sweeper judges the lease, or after it as a
+    late outcome, or the run is executed again, no step completes twice and it ends once."""
+    process = real_server.processes()[0] if real_server.processes() else None
+    if process is None:
+        pytest.skip(f"{real_server.description} has no process of ours to stop")
+    cluster.start_ingest()
+    cluster.start_dispatcher()
+    cluster.start_worker("pod-a")
+    idea = {"stage_s": 1, "validate_s": 2}
+    run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json=idea, pipeline="sleepy")[1]
+    wait_until(lambda: cluster.db.stages.find_one({"runId": run_id, "name": "auto_validation"}), 120,
+               "the run to be finishing")
+    _outage(real_server, process, seconds=LEASE_S + 4)  # the verdict is reported in the dark
+    run = cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 240)
+    steps = [e["data"]["stage"] for e in cluster.db.events.find({"runId": run_id, "type": "ai.run.stage_completed"})]
+    assert sorted(steps) == sorted(set(steps)), f"a step completed twice: {steps}"
+    assert cluster.db.validations.count_documents({"runId": run_id}) == 1
+    outcomes = cluster.db.events.count_documents(
+        {"runId": run_id, "type": {"$in": ["ai.validation.auto_completed", "ai.run.completed"]}})
+    assert outcomes <= run["attempt"], (outcomes, run["attempt"])
+    status_chain(cluster.db)(run_id)
+
+
 def _outage(real_server, process: str, seconds: float = 4.0) -> None:
     real_server.take_down(process, crash=True)
     time.sleep(seconds)
