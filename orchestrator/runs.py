@@ -343,36 +343,55 @@ def record_event_changes(
     from `before`, lead, each step is an entry (STARTING -> RUNNING -> AUTO_VALIDATING ->
     AWAITING_HUMAN in one batch is three). Otherwise another writer moved the run meanwhile: the
     batch records one entry for the change its last update made, if it made it. A resent batch
-    whose change was applied but whose entry was not (the database failed in between) finds the
-    change already made: its entry starts where the history ends."""
+    whose first try made changes but failed before recording them (the database died between)
+    finds the run where that try left it, and records those changes first (`_record_first_try`)."""
     for run_id in sorted({run for run, _ in asserted}):
         after = db.runs.find_one({"_id": run_id}, {"status": 1, "statusSeq": 1, "attempt": 1})
         if after is None:
             continue
         found = before.get(run_id) or {}
-        steps = _event_steps(found, [(seq, what) for (run, seq), what in asserted.items() if run == run_id])
+        mine = [(seq, what) for (run, seq), what in asserted.items() if run == run_id]
+        first = _record_first_try(db, run_id, found, mine, at)
+        steps = _event_steps(found, mine)
         if steps and (steps[-1][0], steps[-1][2]) == (after.get("statusSeq"), after["status"]):
-            for step, (seq, old, new) in enumerate(steps):
+            for step, (seq, old, new) in enumerate(steps, start=first):
                 status_history.record(db, run_id, f"s{seq}", before=old, after=new, by="ingest", step=step,
                                       attempt=int(after.get("attempt") or 0), reason=asserted[(run_id, seq)].what, at=at)
-            continue
-        _record_last_change(db, run_id, found, after, asserted, at)
+        else:
+            _record_last_change(db, run_id, found, after, asserted, at)
+
+
+def _record_first_try(db: Database, run_id: str, found: dict[str, Any], mine: list[tuple[int, Asserted]],
+                      at: datetime) -> int:
+    """When the run's last status change was made by an event of this batch and is not recorded,
+    an earlier try of this batch made it: record the steps from where the history ends to it.
+    Returns how many entries that is (the next `step`)."""
+    seq, status = found.get("statusSeq"), found.get("status")
+    if not isinstance(seq, int):
+        return 0
+    made = dict(mine).get(seq)
+    if made is None or made.target != status or status_history.recorded(db, run_id, f"s{seq}"):
+        return 0
+    start = status_history.last_status(db, run_id)
+    if start is None or start == status:
+        return 0
+    steps = _event_steps({"status": start, "attempt": found.get("attempt")}, mine)
+    ends = [i for i, (s, _, to) in enumerate(steps) if (s, to) == (seq, status)]
+    steps = steps[: ends[0] + 1] if ends else [(seq, start, str(status))]
+    for step, (s, old, new) in enumerate(steps):
+        status_history.record(db, run_id, f"s{s}", before=old, after=new, by="ingest", step=step,
+                              attempt=int(found.get("attempt") or 0), reason=dict(mine)[s].what, at=at)
+    return len(steps)
 
 
 def _record_last_change(db: Database, run_id: str, found: dict[str, Any], after: dict[str, Any],
                         asserted: dict[tuple[str, int], Asserted], at: datetime) -> None:
+    """The change the batch's last status update made, if it made one (the run moved meanwhile)."""
     seq = after.get("statusSeq")
     made = asserted.get((run_id, seq)) if isinstance(seq, int) else None
-    if made is None or made.target != after["status"]:
-        return  # another writer's change: theirs to record
-    old = found.get("status")
-    if old == after["status"]:
-        if found.get("statusSeq") != seq or status_history.recorded(db, run_id, f"s{seq}"):
-            return  # the same status asserted again, or recorded already
-        old = status_history.last_status(db, run_id)
-        if old in (None, after["status"]):
-            return
-    status_history.record(db, run_id, f"s{seq}", before=str(old), after=after["status"], by="ingest",
+    if made is None or made.target != after["status"] or found.get("status") == after["status"]:
+        return  # another writer's change (theirs to record), or no change
+    status_history.record(db, run_id, f"s{seq}", before=str(found.get("status")), after=after["status"], by="ingest",
                           attempt=int(after.get("attempt") or 0), reason=made.what, at=at)
 
 

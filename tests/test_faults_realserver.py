@@ -91,7 +91,7 @@ def test_a_worker_cut_off_longer_than_its_lease_stops_before_it_ends_and_a_new_a
         assert ("Stage_2", "unblocked") not in {(r[2], r[3]) for r in first}, "the blocked step was never ended"
         assert "did not stop by its deadline: ending this process" in cut_log
     assert [a["code"] for a in run.get("attempts", [])] == ["WorkerLost"]
-    changes = status_chain(cluster.db)(run_id)
+    changes = _chain(cluster, run_id)
     assert ("RUNNING", "QUEUED", "sweeper") in {(c["from"], c["to"], c["by"]) for c in changes}
 
 
@@ -139,7 +139,7 @@ def test_the_database_killed_while_runs_work_and_while_one_finishes_ends_every_r
         assert sorted(e["data"]["stage"] for e in steps) == sorted(
             ["Stage_1", "Stage_2", "Stage_3", "Stage_4", "auto_validation"]), "each step completed exactly once"
         assert cluster.db.validations.count_documents({"runId": run_id}) == 1
-        changes = status_chain(cluster.db)(run_id)
+        changes = _chain(cluster, run_id)
         assert {c["attempt"] for c in changes} == {1}, changes
 
 
@@ -165,7 +165,18 @@ def test_the_database_down_longer_than_a_lease_while_a_run_finishes_ends_it_once
     outcomes = cluster.db.events.count_documents(
         {"runId": run_id, "type": {"$in": ["ai.validation.auto_completed", "ai.run.completed"]}})
     assert outcomes <= run["attempt"], (outcomes, run["attempt"])
-    status_chain(cluster.db)(run_id)
+    _chain(cluster, run_id)
+
+
+def _chain(cluster, run_id: str) -> list:
+    """The run's status history, checked (`status_chain`); a broken one fails with what ingest saw."""
+    try:
+        return status_chain(cluster.db)(run_id)
+    except AssertionError as exc:
+        run = cluster.db.runs.find_one({"_id": run_id}, {"status": 1, "statusSeq": 1, "lastEventSeq": 1})
+        events = [(e["seq"], e["type"], str(e["receivedAt"])) for e in
+                  cluster.db.events.find({"runId": run_id}).sort("seq", -1).limit(12)]
+        pytest.fail(f"{exc}\nrun: {run}\nlast events: {events}\n{cluster.logs()}")
 
 
 def _outage(real_server, process: str, seconds: float = 4.0) -> None:

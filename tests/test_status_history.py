@@ -6,8 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from pymongo.errors import AutoReconnect
+
 import pipeline
 from orchestrator import claims, queries, runs, status_history
+from orchestrator import ingest as engine
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.storage import LocalStorage
@@ -83,9 +87,6 @@ def test_a_change_another_writer_made_is_not_ingest_s(mock_db: Any) -> None:
 def test_a_change_applied_but_not_recorded_is_recorded_by_the_resend(mock_db: Any, monkeypatch: Any) -> None:
     """The database fails between a batch's status update and its history entry: the resend
     finds the change made, and its entry starts where the history ends."""
-    import pytest
-    from pymongo.errors import AutoReconnect
-
     run_id = insert_run(mock_db, status="STARTING")
     status_history.record(mock_db, run_id, "c1", before="SCHEDULED", after="STARTING", by="worker", attempt=1,
                           reason="claimed", at=utcnow())
@@ -102,7 +103,39 @@ def test_a_change_applied_but_not_recorded_is_recorded_by_the_resend(mock_db: An
     monkeypatch.setattr(status_history, "record", real)
     apply(mock_db, events)
     changes = status_history.of_run(mock_db, run_id)
-    assert [(c["from"], c["to"], c["by"]) for c in changes] == [("SCHEDULED", "STARTING", "worker"),
-                                                                ("STARTING", "AWAITING_HUMAN", "ingest")]
+    assert [(c["from"], c["to"], c["by"]) for c in changes] == [
+        ("SCHEDULED", "STARTING", "worker"), ("STARTING", "RUNNING", "ingest"), ("RUNNING", "AUTO_VALIDATING", "ingest"),
+        ("AUTO_VALIDATING", "AWAITING_HUMAN", "ingest")], "every step the first try made"
     apply(mock_db, events)
-    assert len(status_history.of_run(mock_db, run_id)) == 2, "a third send records nothing more"
+    assert len(status_history.of_run(mock_db, run_id)) == 4, "a third send records nothing more"
+
+
+def test_a_batch_half_applied_when_the_database_died_is_recorded_whole_by_the_resend(mock_db: Any, monkeypatch: Any) -> None:
+    """The first try's updates stopped half-way (the run reached AUTO_VALIDATING, not yet
+    AWAITING_HUMAN) and nothing was recorded: the resend records the first try's change, then
+    its own (seen on FerretDB when the server was killed between two update commands)."""
+    run_id = insert_run(mock_db, status="RUNNING")
+    w = Worker(run_id, n=10)
+    status_history.record(mock_db, run_id, "c1", before="STARTING", after="RUNNING", by="ingest", attempt=1,
+                          reason="started", at=utcnow())
+    batch = [w.event("ai.run.stage_started", stage="auto_validation"),
+             w.event("ai.validation.auto_started", model="m", rubric_version="1"),
+             w.event("ai.validation.auto_completed", verdict="pass", scores={}, notes=""),
+             w.event("ai.run.stage_completed", stage="auto_validation", duration_s=1.0, summary={})]
+    real = engine._update_all
+
+    def dies_after_the_second_status_update(db: Any, collection: str, updates: Any, per_command: int) -> None:
+        if collection != "runs":
+            return real(db, collection, updates, per_command)
+        cut = next(i for i, u in enumerate(updates) if u.supersedes and u.supersedes[2:4] == ("status", "AWAITING_HUMAN"))
+        real(db, collection, updates[:cut], per_command)
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(engine, "_update_all", dies_after_the_second_status_update)
+    with pytest.raises(AutoReconnect):
+        apply(mock_db, batch)
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "AUTO_VALIDATING"
+    monkeypatch.setattr(engine, "_update_all", real)
+    apply(mock_db, batch)
+    assert [(c["from"], c["to"]) for c in status_history.of_run(mock_db, run_id)] == [
+        ("STARTING", "RUNNING"), ("RUNNING", "AUTO_VALIDATING"), ("AUTO_VALIDATING", "AWAITING_HUMAN")]
