@@ -245,28 +245,38 @@ def take_late_outcome(db: Database, run: dict[str, Any], event: dict[str, Any]) 
         return False
     attempt, current = attempt_of(event["seq"]), int(run.get("attempt") or 0)
     if current > attempt:
-        _record_late_outcome(db, run, attempt, event, applied=False)
+        _record_late_outcome(db, run, attempt, event, "dispatched")
         return False
     lost = isinstance(run.get("error"), dict) and run["error"].get("code") in LOST_MESSAGES
-    if not (lost and run.get("status") == RunStatus.QUEUED.value and current == attempt):
+    if not lost or current != attempt:
+        return False
+    if run.get("status") in (RunStatus.FAILED.value, RunStatus.CANCELED.value):
+        _record_late_outcome(db, run, attempt, event, "ended")
+        return False
+    if run.get("status") != RunStatus.QUEUED.value:
         return False
     if dispatches.decide(db, run["_id"], attempt + 1, dispatches.OUTCOME, eventId=event["id"]) is None:
         held = dispatches.get(db, run["_id"], attempt + 1)
         taken = held is not None and held["kind"] == dispatches.OUTCOME  # ours: a resend of the batch that took it
     else:
         taken = True
-    _record_late_outcome(db, run, attempt, event, applied=taken)
+    _record_late_outcome(db, run, attempt, event, "applied" if taken else "dispatched")
     return taken
 
 
-def _record_late_outcome(db: Database, run: dict[str, Any], attempt: int, event: dict[str, Any], *,
-                         applied: bool) -> None:
-    if applied:
-        message = (f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost "
-                   f"({run['error']['code']}); no attempt {attempt + 1} had been dispatched, so it is applied")
-    else:
-        message = (f"the outcome of attempt {attempt} arrived after attempt {attempt + 1} was dispatched: it stays "
-                   f"in the history, and attempt {attempt + 1} reuses the steps attempt {attempt} completed")
+def _record_late_outcome(db: Database, run: dict[str, Any], attempt: int, event: dict[str, Any], what: str) -> None:
+    """Say in the run's history what became of a late outcome: applied, left to the attempt
+    dispatched first, or left because the run had ended meanwhile."""
+    later = attempt + 1
+    message = {
+        "applied": f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost "
+                   f"({(run.get('error') or {}).get('code')}); no attempt {later} had been dispatched, so it is applied",
+        "dispatched": f"the outcome of attempt {attempt} arrived after attempt {later} was dispatched: it stays in "
+                      f"the history, and attempt {later} reuses the steps attempt {attempt} completed",
+        "ended": f"the outcome of attempt {attempt} arrived after the run ended {run.get('status')} (the sweeper "
+                 f"presumed the attempt lost): it stays in the history; retry the run to use it, the next attempt "
+                 f"reuses the steps attempt {attempt} completed",
+    }[what]
     record_decision(db, run, "ingest", message, key=f"late-outcome-{attempt}", eventId=event["id"])
 
 

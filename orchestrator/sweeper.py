@@ -79,7 +79,7 @@ def _send_again(db: Database, settings: Settings, send: Sender, run: dict[str, A
     else:
         why = f"unclaimed for {settings.schedule_timeout_s}s"
     log.warning("run %s attempt %s: %s; sent again", run["_id"], attempt, why)
-    runs.record_decision(db, run, "sweeper", f"attempt {attempt} {why}: dispatched again")
+    runs.record_decision(db, run, "sweeper", f"attempt {attempt}: {why}; dispatched again")
     return True
 
 

@@ -60,7 +60,7 @@ def test_a_failed_send_leaves_the_decision_and_the_sweeper_sends_it_at_once(mock
     assert run["sendFailedAt"] is None
     assert sweep_once(mock_db, make_settings(), sender)["redispatched"] == 0
     history = [e["data"]["message"] for e in mock_db.events.find({"runId": run_id, "source": "orchestrator://sweeper"})]
-    assert history == ["attempt 1 the dispatcher's send failed (ConnectionError: broker down): dispatched again"]
+    assert history == ["attempt 1: the dispatcher's send failed (ConnectionError: broker down); dispatched again"]
 
 
 def test_each_attempt_is_decided_once_whoever_asks(mock_db):

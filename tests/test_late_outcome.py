@@ -17,15 +17,16 @@ from tests.helpers import make_settings, queued_run
 from tests.ingest_helpers import Worker, apply, full_run
 
 
-def _presumed_lost(db: Any) -> str:
-    """A run whose attempt 1 the sweeper requeued as WorkerLost while its worker was finishing."""
-    run_id = queued_run(db)
+def _presumed_lost(db: Any, max_attempts: int = 3) -> str:
+    """A run whose attempt 1 the sweeper requeued (or failed, with no attempts left) as WorkerLost
+    while its worker was finishing."""
+    run_id = queued_run(db, max_attempts=max_attempts)
     dispatch_once(db, FakeSender())
     claims.claim_attempt(db, run_id, 1, "pod-a", 1)
     runs.start(db, run_id, 1, "pod-a")
     db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
     assert sweep_once(db, make_settings(), FakeSender())["recovered"] == 1
-    assert db.runs.find_one({"_id": run_id})["status"] == "QUEUED"
+    assert db.runs.find_one({"_id": run_id})["status"] == ("QUEUED" if max_attempts > 1 else "FAILED")
     return run_id
 
 
@@ -98,3 +99,15 @@ def test_only_an_outcome_of_the_lost_attempt_revives_the_run(mock_db: Any) -> No
     apply(mock_db, full_run(Worker(retried, attempt=1)))
     assert mock_db.runs.find_one({"_id": retried})["status"] == "QUEUED", "requeued by a failure, not presumed lost"
     assert dispatches.get(mock_db, retried, 2) is None
+
+
+def test_a_late_outcome_of_a_run_failed_as_lost_is_kept_and_a_retry_uses_it(mock_db: Any) -> None:
+    run_id = _presumed_lost(mock_db, max_attempts=1)
+    apply(mock_db, full_run(Worker(run_id, attempt=1)))
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "FAILED", "an ended run moves only by a retry"
+    assert _decisions(mock_db, run_id) == [
+        "the outcome of attempt 1 arrived after the run ended FAILED (the sweeper presumed the attempt lost): it stays "
+        "in the history; retry the run to use it, the next attempt reuses the steps attempt 1 completed"]
+    runs.retry_run(mock_db, run_id, by="ann")
+    assert dispatch_once(mock_db, FakeSender()) == 1
+    assert earlier_verdict(mock_db, run_id)["verdict"] == "pass"
