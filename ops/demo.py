@@ -83,7 +83,8 @@ def _worker() -> Iterator[None]:
 def _dispatcher(db: Any, settings: Settings) -> Iterator[None]:
     sweeper = Sweeper(db, settings, celery_sender)
     dispatcher = Dispatcher(db, celery_sender, interval_s=0.1, use_change_stream=False, sweep=sweeper,
-                            on_database_error=sweeper.disconnected)
+                            on_database_error=sweeper.disconnected,
+                            connected_for=sweeper.connected_for)
     thread = threading.Thread(target=dispatcher.run_forever, name="demo-dispatcher", daemon=True)
     thread.start()
     try:

@@ -35,7 +35,8 @@ def main() -> None:
     sweeper = Sweeper(db, settings, celery_sender)
     dispatcher = Dispatcher(db, celery_sender, interval_s=settings.dispatch_interval_s,
                             use_change_stream=features.change_streams, sweep=sweeper,
-                            sweep_every_s=settings.sweep_interval_s, on_database_error=sweeper.disconnected)
+                            sweep_every_s=settings.sweep_interval_s, on_database_error=sweeper.disconnected,
+                            connected_for=sweeper.connected_for)
     signal.signal(signal.SIGTERM, dispatcher.stop)
     signal.signal(signal.SIGINT, dispatcher.stop)
     dispatcher.run_forever()

@@ -156,6 +156,7 @@ def _indexes() -> dict[str, list[IndexModel]]:
         ],
         "validations": [IndexModel([("runId", ASCENDING), ("createdAt", DESCENDING)], name="runId_createdAt")],
         "status_history": [IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at")],
+        "dispatches": [IndexModel([("runId", ASCENDING)], name="runId")],
     }
 
 

@@ -35,7 +35,7 @@ from orchestrator.statuses import RunStatus
 log = logging.getLogger(__name__)
 
 DISPATCHED = Counter("orchestrator_dispatched_total", "Runs sent to a queue by the dispatcher.")
-DISPATCH_FAILED = Counter("orchestrator_dispatch_send_failed_total", "Sends that failed; the run went back to QUEUED.")
+DISPATCH_FAILED = Counter("orchestrator_dispatch_send_failed_total", "Sends that failed; the sweeper sends the run again.")
 
 #: Runs examined per pass; the next pass takes the rest.
 BATCH = 100
@@ -54,10 +54,11 @@ def due_runs(db: Database, now: Any, limit: int = BATCH) -> list[dict[str, Any]]
     return list(cursor.sort([("priority", DESCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
 
-def dispatch_run(db: Database, run: dict[str, Any], send: Sender) -> bool:
+def dispatch_run(db: Database, run: dict[str, Any], send: Sender, connected_for_s: float = 0.0) -> bool:
     """Schedule one run and send its task; False if another dispatcher (or a late outcome of
-    the run's last attempt) took the decision first."""
-    decision = _decide(db, run)
+    the run's last attempt) took the decision first. `connected_for_s`: how long this
+    dispatcher has seen the database answer (see `dispatches.stale`)."""
+    decision = _decide(db, run, connected_for_s)
     if decision is None:
         return False
     task_id = decision["taskId"]
@@ -80,7 +81,7 @@ def dispatch_run(db: Database, run: dict[str, Any], send: Sender) -> bool:
     return True
 
 
-def _decide(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
+def _decide(db: Database, run: dict[str, Any], connected_for_s: float) -> dict[str, Any] | None:
     """Take the decision to send the run's next attempt: ours, or None when it is not ours to
     take. A decision this thread took before an error stopped it is carried out now; a stale
     one (`dispatches.stale`) is withdrawn and taken afresh."""
@@ -94,18 +95,18 @@ def _decide(db: Database, run: dict[str, Any]) -> dict[str, Any] | None:
     if held["kind"] == dispatches.DISPATCH and held["writer"] == dispatches.writer_id():
         return held
     current = db.runs.find_one({"_id": run["_id"]}, {"status": 1, "attempt": 1})
-    if current is None or not dispatches.stale(held, current, utcnow()) or not dispatches.withdraw(db, held):
+    if current is None or not dispatches.stale(held, current, utcnow(), connected_for_s) or not dispatches.withdraw(db, held):
         return None
     log.warning("run %s: withdrew the %s decision for attempt %s written by %s at %s (never carried out, or the run "
                 "was retried since)", run["_id"], held["kind"], attempt, held["writer"], held["at"])
     return dispatches.decide(db, run["_id"], attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
 
 
-def dispatch_once(db: Database, send: Sender) -> int:
+def dispatch_once(db: Database, send: Sender, connected_for_s: float = 0.0) -> int:
     """One pass over due runs; returns how many were sent."""
     sent = 0
     for run in due_runs(db, utcnow()):
-        if dispatch_run(db, run, send):
+        if dispatch_run(db, run, send, connected_for_s):
             sent += 1
     return sent
 
@@ -115,7 +116,8 @@ class Dispatcher:
 
     def __init__(self, db: Database, send: Sender, *, interval_s: float, use_change_stream: bool,
                  sweep: Callable[[], object] | None = None, sweep_every_s: float = 5.0,
-                 on_database_error: Callable[[], None] | None = None):
+                 on_database_error: Callable[[], None] | None = None,
+                 connected_for: Callable[[], float] = lambda: 0.0):
         self.db = db
         self.send = send
         self.interval_s = interval_s
@@ -124,8 +126,13 @@ class Dispatcher:
         self.sweep_every_s = sweep_every_s
         #: Told of every database error (the sweeper restarts its count of connected time).
         self.on_database_error = on_database_error
+        #: How long the database has answered without a break (the sweeper keeps that time).
+        self.connected_for = connected_for
         self._last_sweep = 0.0
         self.stopping = threading.Event()
+
+    def _dispatch(self) -> None:
+        dispatch_once(self.db, self.send, self.connected_for())
 
     def _maybe_sweep(self) -> None:
         """Run the sweeper on its own timer inside this process, so one Procfile line covers both."""
@@ -142,7 +149,7 @@ class Dispatcher:
                 if self.use_change_stream:
                     self._follow_changes()
                 else:
-                    dispatch_once(self.db, self.send)
+                    self._dispatch()
                     self._maybe_sweep()
                     self.stopping.wait(self.interval_s)
             except PyMongoError as exc:
@@ -157,10 +164,10 @@ class Dispatcher:
         changes = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
         wait_ms = int(self.interval_s * 1000)
         with self.db.runs.watch(changes, resume_after=state.get("token"), max_await_time_ms=wait_ms) as stream:
-            dispatch_once(self.db, self.send)
+            self._dispatch()
             while not self.stopping.is_set():
                 change = stream.try_next()
-                dispatch_once(self.db, self.send)
+                self._dispatch()
                 self._maybe_sweep()
                 token = stream.resume_token
                 if change is not None and token is not None:

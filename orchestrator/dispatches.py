@@ -67,17 +67,21 @@ def mark_applied(db: Database, run_id: str, attempt: int) -> None:
     db.dispatches.update_one({"_id": claim_id(run_id, attempt), "appliedAt": None}, {"$set": {"appliedAt": utcnow()}})
 
 
-def stale(decision: dict[str, Any], run: dict[str, Any], now: datetime) -> bool:
-    """Whether `decision` (for attempt n) may be withdrawn, `run` being read after it.
+def stale(decision: dict[str, Any], run: dict[str, Any], now: datetime, connected_for_s: float) -> bool:
+    """Whether `decision` (for attempt n) may be withdrawn, `run` being read after it, by a
+    reader that has seen the database answer for `connected_for_s` without a break.
 
     Only while the run still waits QUEUED at attempt n-1, which a carried-out decision never
     leaves it at: then either it was applied and the run came back to the queue since (a retry
-    after a late outcome), or its writer never got to the status write."""
+    after a late outcome), or its writer never got to the status write. For the latter, the
+    decision must be `ORPHANED_AFTER_S` old and the reader connected that long: right after a
+    database outage a living writer (ingest answering a worker's resend) is about to finish it."""
     if run.get("status") != RunStatus.QUEUED.value or int(run.get("attempt") or 0) != int(decision["attempt"]) - 1:
         return False
     if decision.get("appliedAt") is not None:
         return True
-    return bool(decision["at"] + timedelta(seconds=ORPHANED_AFTER_S) < now)
+    old = decision["at"] + timedelta(seconds=ORPHANED_AFTER_S) < now
+    return bool(old and connected_for_s >= ORPHANED_AFTER_S)
 
 
 def withdraw(db: Database, decision: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ For one batch the database sees a handful of commands, not one per event or per 
 4. the mappers compute every write (pure); the writes run grouped per collection: one
    `insert_many` of the documents to create, then ordered `bulk_write`s of the guarded updates
    (at most `updates_per_command` per command);
-5. the status history of each run an event of the batch moved (`runs.record_event_changes`);
+5. the status history of each run an event of the batch moved (`ingest_history.record_event_changes`);
 6. only then the dedup records: one `insert_many(ordered=False)` into `events_seen`, whose
    unique index on (source, eventId) is the authority.
 
@@ -36,8 +36,9 @@ from pymongo.errors import BulkWriteError
 
 from orchestrator import mappers
 from orchestrator.db import ServerFeatures, utcnow
-from orchestrator.events import EVENT_TYPES, EventError, attempt_of, validate_event
-from orchestrator.runs import Asserted, late_outcome_applied, record_event_changes, take_late_outcome
+from orchestrator.events import EVENT_TYPES, EventError, validate_event
+from orchestrator.ingest_history import Asserted, record_event_changes
+from orchestrator.runs import late_outcome_applied, take_late_outcome
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -56,7 +57,7 @@ FERRETDB_UPDATES_PER_COMMAND = 8
 #: Fields of the run snapshot the mappers read.
 _RUN_FIELDS = {
     "status": 1, "statusSeq": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1,
-    "cancel": 1, "error": 1,
+    "cancel": 1, "attempts": 1,
 }
 #: Write order across collections; every `Create` of the batch runs before any `Update`.
 _COLLECTIONS = ("events", "artifacts", "validations", "stages", "hypotheses", "runs")
@@ -183,7 +184,7 @@ def ingest(
         record_event_changes(db, runs, _asserted_statuses(plan, known, late), now)
         for c in known:
             if c.key in late:
-                late_outcome_applied(db, c.run_id, attempt_of(c.event["seq"]))
+                late_outcome_applied(db, c.run_id, c.event)
         lost = _mark_seen(db, known, now)
         for c in known:
             c.outcome.status = DUPLICATE if c.key in lost else ACCEPTED

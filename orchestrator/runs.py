@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -152,8 +152,12 @@ def schedule(db: Database, run: dict[str, Any], task_id: str) -> dict[str, Any] 
         by="dispatcher", reason=f"attempt {int(run.get('attempt') or 0) + 1} sent to queue {run.get('queue') or DEFAULT_QUEUE}",
         extra_filter={"attempt": run.get("attempt", 0)},
         set_fields={"attempt": int(run.get("attempt") or 0) + 1, "taskId": task_id, "scheduledAt": utcnow(),
-                    "cancelRequested": False},
+                    "cancelRequested": False, **_SENT},
     )
+
+
+#: A new attempt scheduled, or an attempt claimed: whatever send failed before is past.
+_SENT = {"sendFailedAt": None, "sendError": None}
 
 
 def note_send_failed(db: Database, run_id: str, attempt: int, task_id: str, error: str) -> None:
@@ -173,7 +177,7 @@ def start(db: Database, run_id: str, attempt: int, pod_id: str) -> dict[str, Any
         db, run_id, RunStatus.STARTING, only_from={RunStatus.SCHEDULED},
         by="worker", reason=f"attempt {attempt} claimed by pod {pod_id}",
         extra_filter={"attempt": attempt},
-        set_fields={"claimedBy": pod_id, "claimedAt": utcnow(), "cancelRequested": False},
+        set_fields={"claimedBy": pod_id, "claimedAt": utcnow(), "cancelRequested": False, **_SENT},
     )
 
 
@@ -238,51 +242,66 @@ def end_lost_attempt(
 def take_late_outcome(db: Database, run: dict[str, Any], event: dict[str, Any]) -> bool:
     """Whether `event`, the outcome of attempt n of a run the sweeper requeued as lost at attempt
     n, may move the run out of QUEUED. Yes when ingest takes the dispatch slot of attempt n+1
-    first (`orchestrator.dispatches`; or took it before, for a resend); no when a dispatcher did:
-    the outcome stays in the history, and attempt n+1 reuses the steps attempt n completed.
-    Either way the run's history says which, once."""
+    first (`orchestrator.dispatches`; or took it before, for a resend): ingest then applies it
+    and calls `late_outcome_applied`. No when a dispatcher did: the outcome stays in the history,
+    and attempt n+1 reuses the steps attempt n completed. The run's history says which, once."""
     if event["type"] not in OUTCOME_TYPES:
         return False
     attempt, current = attempt_of(event["seq"]), int(run.get("attempt") or 0)
+    if not _presumed_lost(run, attempt):
+        return False
     if current > attempt:
         _record_late_outcome(db, run, attempt, event, "dispatched")
-        return False
-    lost = isinstance(run.get("error"), dict) and run["error"].get("code") in LOST_MESSAGES
-    if not lost or current != attempt:
         return False
     if run.get("status") in (RunStatus.FAILED.value, RunStatus.CANCELED.value):
         _record_late_outcome(db, run, attempt, event, "ended")
         return False
-    if run.get("status") != RunStatus.QUEUED.value:
+    if run.get("status") != RunStatus.QUEUED.value or current != attempt:
         return False
-    if dispatches.decide(db, run["_id"], attempt + 1, dispatches.OUTCOME, eventId=event["id"]) is None:
-        held = dispatches.get(db, run["_id"], attempt + 1)
-        taken = held is not None and held["kind"] == dispatches.OUTCOME  # ours: a resend of the batch that took it
-    else:
-        taken = True
-    _record_late_outcome(db, run, attempt, event, "applied" if taken else "dispatched")
-    return taken
+    if dispatches.decide(db, run["_id"], attempt + 1, dispatches.OUTCOME, eventId=event["id"]) is not None:
+        return True
+    held = dispatches.get(db, run["_id"], attempt + 1)
+    if held is not None and held["kind"] == dispatches.OUTCOME:
+        return True  # ours: a resend of the batch that took it
+    _record_late_outcome(db, run, attempt, event, "dispatched")
+    return False
+
+
+def _presumed_lost(run: dict[str, Any], attempt: int) -> bool:
+    """Whether the sweeper ended `attempt` as lost (its record in `attempts`)."""
+    records = run.get("attempts")
+    lost = [r for r in records if isinstance(r, dict) and r.get("code") in LOST_MESSAGES] if isinstance(records, list) else []
+    return any(r.get("attempt") == attempt for r in lost)
+
+
+def late_outcome_applied(db: Database, run_id: str, event: dict[str, Any]) -> None:
+    """After ingest ran the late outcome's guarded update: the decision is carried out, and the
+    history says what it did (the run may have moved meanwhile, canceled say)."""
+    attempt = attempt_of(event["seq"])
+    dispatches.mark_applied(db, run_id, attempt + 1)
+    run = db.runs.find_one({"_id": run_id}, {"status": 1, "attempt": 1, "attempts": 1})
+    if run is not None:
+        moved = run["status"] == RunStatus.AWAITING_HUMAN.value and int(run.get("attempt") or 0) == attempt
+        _record_late_outcome(db, run, attempt, event, "applied" if moved else "moved")
 
 
 def _record_late_outcome(db: Database, run: dict[str, Any], attempt: int, event: dict[str, Any], what: str) -> None:
-    """Say in the run's history what became of a late outcome: applied, left to the attempt
-    dispatched first, or left because the run had ended meanwhile."""
+    """Say in the run's history what became of a late outcome: applied; left to the attempt
+    dispatched first; or not applied because the run had ended, or moved, meanwhile."""
     later = attempt + 1
     message = {
-        "applied": f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost "
-                   f"({(run.get('error') or {}).get('code')}); no attempt {later} had been dispatched, so it is applied",
-        "dispatched": f"the outcome of attempt {attempt} arrived after attempt {later} was dispatched: it stays in "
-                      f"the history, and attempt {later} reuses the steps attempt {attempt} completed",
-        "ended": f"the outcome of attempt {attempt} arrived after the run ended {run.get('status')} (the sweeper "
-                 f"presumed the attempt lost): it stays in the history; retry the run to use it, the next attempt "
-                 f"reuses the steps attempt {attempt} completed",
+        "applied": f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost; no attempt "
+                   f"{later} had been dispatched, so it is applied",
+        "dispatched": f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost and attempt "
+                      f"{later} was dispatched: it stays in the history, and attempt {later} reuses the steps "
+                      f"attempt {attempt} completed",
+        "ended": f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost and the run ended "
+                 f"{run.get('status')}: it stays in the history; retry the run to use it, the next attempt reuses "
+                 f"the steps attempt {attempt} completed",
+        "moved": f"the outcome of attempt {attempt} arrived after the sweeper presumed it lost, and the run moved "
+                 f"to {run.get('status')} before it could be applied: it stays in the history",
     }[what]
-    record_decision(db, run, "ingest", message, key=f"late-outcome-{attempt}", eventId=event["id"])
-
-
-def late_outcome_applied(db: Database, run_id: str, attempt: int) -> None:
-    """Ingest applied the late outcome of `attempt`: its decision is carried out."""
-    dispatches.mark_applied(db, run_id, attempt + 1)
+    record_decision(db, run, "ingest", message, key=f"late-outcome-{attempt}-{what}", eventId=event["id"])
 
 
 # --- ingest --------------------------------------------------------------------------------------
@@ -300,7 +319,7 @@ def event_status_update(
     main path to the furthest point any of its events reached, whatever the arrival order.
     `late_outcome`: the event is a late outcome ingest may apply (`take_late_outcome`), which
     moves the run out of QUEUED and clears the sweeper's error."""
-    sources = _event_sources(target, late_outcome)
+    sources = event_sources(target, late_outcome)
     if late_outcome:
         also = {**(also or {}), "error": None}
     same = {"status": target.value}
@@ -316,93 +335,10 @@ def event_status_update(
     return query, {"$set": {"status": target.value, "statusSeq": seq, **(also or {})}}
 
 
-def _event_sources(target: RunStatus, late_outcome: bool) -> list[str]:
+def event_sources(target: RunStatus, late_outcome: bool) -> list[str]:
     """The statuses an event may move a run out of, to `target`."""
     sources = [s for s in sources_of(target) if RunStatus(s) not in FROZEN_FOR_EVENTS]
     return sources + [RunStatus.QUEUED.value] if late_outcome else sources
-
-
-class Asserted(NamedTuple):
-    """The status one event of a batch asserts (its guarded update), and what the event was."""
-
-    target: str
-    what: str
-    late_outcome: bool = False
-
-
-def _event_steps(found: dict[str, Any], asserted: list[tuple[int, Asserted]]) -> list[tuple[int, str, str]]:
-    """The changes (seq, from, to) a batch's status updates make, in the order ingest ran them,
-    to a run found as `found`: the same rule as `event_status_update`'s filter."""
-    status, attempt = found.get("status"), int(found.get("attempt") or 0)
-    steps: list[tuple[int, str, str]] = []
-    for seq, what in asserted:
-        if attempt_of(seq) == attempt and status in _event_sources(RunStatus(what.target), what.late_outcome):
-            steps.append((seq, str(status), what.target))
-            status = what.target
-    return steps
-
-
-def record_event_changes(
-    db: Database, before: dict[str, dict[str, Any]], asserted: dict[tuple[str, int], Asserted], at: datetime,
-) -> None:
-    """After ingest applied a batch: each status change an event of the batch made gets its
-    history entry, keyed by that event's seq, so it is recorded once.
-
-    `before`: the runs as the batch found them; `asserted`: (run, seq) -> what that event asserts,
-    in the order ingest ran the updates. When the run ended where those updates, run in that order
-    from `before`, lead, each step is an entry (STARTING -> RUNNING -> AUTO_VALIDATING ->
-    AWAITING_HUMAN in one batch is three). Otherwise another writer moved the run meanwhile: the
-    batch records one entry for the change its last update made, if it made it. A resent batch
-    whose first try made changes but failed before recording them (the database died between)
-    finds the run where that try left it, and records those changes first (`_record_first_try`)."""
-    for run_id in sorted({run for run, _ in asserted}):
-        after = db.runs.find_one({"_id": run_id}, {"status": 1, "statusSeq": 1, "attempt": 1})
-        if after is None:
-            continue
-        found = before.get(run_id) or {}
-        mine = [(seq, what) for (run, seq), what in asserted.items() if run == run_id]
-        first = _record_first_try(db, run_id, found, mine, at)
-        steps = _event_steps(found, mine)
-        if steps and (steps[-1][0], steps[-1][2]) == (after.get("statusSeq"), after["status"]):
-            for step, (seq, old, new) in enumerate(steps, start=first):
-                status_history.record(db, run_id, f"s{seq}", before=old, after=new, by="ingest", step=step,
-                                      attempt=int(after.get("attempt") or 0), reason=asserted[(run_id, seq)].what, at=at)
-        else:
-            _record_last_change(db, run_id, found, after, asserted, at)
-
-
-def _record_first_try(db: Database, run_id: str, found: dict[str, Any], mine: list[tuple[int, Asserted]],
-                      at: datetime) -> int:
-    """When the run's last status change was made by an event of this batch and is not recorded,
-    an earlier try of this batch made it: record the steps from where the history ends to it.
-    Returns how many entries that is (the next `step`)."""
-    seq, status = found.get("statusSeq"), found.get("status")
-    if not isinstance(seq, int):
-        return 0
-    made = dict(mine).get(seq)
-    if made is None or made.target != status or status_history.recorded(db, run_id, f"s{seq}"):
-        return 0
-    start = status_history.last_status(db, run_id)
-    if start is None or start == status:
-        return 0
-    steps = _event_steps({"status": start, "attempt": found.get("attempt")}, mine)
-    ends = [i for i, (s, _, to) in enumerate(steps) if (s, to) == (seq, status)]
-    steps = steps[: ends[0] + 1] if ends else [(seq, start, str(status))]
-    for step, (s, old, new) in enumerate(steps):
-        status_history.record(db, run_id, f"s{s}", before=old, after=new, by="ingest", step=step,
-                              attempt=int(found.get("attempt") or 0), reason=dict(mine)[s].what, at=at)
-    return len(steps)
-
-
-def _record_last_change(db: Database, run_id: str, found: dict[str, Any], after: dict[str, Any],
-                        asserted: dict[tuple[str, int], Asserted], at: datetime) -> None:
-    """The change the batch's last status update made, if it made one (the run moved meanwhile)."""
-    seq = after.get("statusSeq")
-    made = asserted.get((run_id, seq)) if isinstance(seq, int) else None
-    if made is None or made.target != after["status"] or found.get("status") == after["status"]:
-        return  # another writer's change (theirs to record), or no change
-    status_history.record(db, run_id, f"s{seq}", before=str(found.get("status")), after=after["status"], by="ingest",
-                          attempt=int(after.get("attempt") or 0), reason=made.what, at=at)
 
 
 # --- operators -----------------------------------------------------------------------------------

@@ -55,8 +55,9 @@ ACTIVE: frozenset[RunStatus] = frozenset(
 
 #: Back-edges, each with the one reason it exists.
 _BACK_EDGES: dict[RunStatus, frozenset[RunStatus]] = {
-    # A failed dispatch send puts the run back; a retryable failure of an active run,
-    # or the sweeper finding its lease expired, requeues it.
+    # The sweeper requeues a run whose worker is gone (a SCHEDULED one too: the worker died
+    # between its claim and STARTING); a retryable failure of an active run, or its pod
+    # stopping, requeues it.
     RunStatus.SCHEDULED: frozenset({RunStatus.QUEUED}),
     RunStatus.STARTING: frozenset({RunStatus.QUEUED}),
     RunStatus.RUNNING: frozenset({RunStatus.QUEUED}),

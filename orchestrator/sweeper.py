@@ -36,6 +36,7 @@ from pymongo.errors import PyMongoError
 from orchestrator import claims, runs
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import Sender
+from orchestrator.errors import TransitionError
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
 from orchestrator.statuses import ACTIVE, RunStatus
 
@@ -137,7 +138,20 @@ def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code:
         message = f"{why} (was {run['status']}), no attempts left: FAILED ({code})"
     log.warning("run %s: %s", run["_id"], message)
     runs.record_decision(db, run, "sweeper", message, code=code, podId=claim.get("podId"))
+    if moved["status"] == RunStatus.QUEUED.value:
+        _cancel_if_asked_meanwhile(db, run["_id"], attempt)
     return True
+
+
+def _cancel_if_asked_meanwhile(db: Database, run_id: str, attempt: int) -> None:
+    """A cancel of the lost attempt that arrived between reading its requests and requeueing the
+    run would be asked of an attempt that is over: carry it out on the requeued run."""
+    cancel = claims.cancel_requested(db, run_id, attempt)
+    if cancel is not None:
+        try:
+            runs.cancel_run(db, run_id, by=cancel.get("by"), reason=cancel.get("reason"))
+        except TransitionError:
+            pass  # it ended meanwhile
 
 
 #: A live event consumer (Flower, `celery events`) drains its queue within a second; one whose

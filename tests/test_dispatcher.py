@@ -93,11 +93,13 @@ def test_a_decision_whose_writer_died_is_withdrawn_after_a_while_and_the_run_mov
     run_id = queued_run(mock_db)
     orphan = dispatches.decide(mock_db, run_id, 1, dispatches.DISPATCH, taskId="t-dead")
     mock_db.dispatches.update_one({"_id": orphan["_id"]}, {"$set": {"writer": "another-host:1:dead"}})
-    sender = FakeSender()
-    assert dispatch_once(mock_db, sender) == 0, "a fresh decision of another process is left to it"
+    sender, long_connected = FakeSender(), dispatches.ORPHANED_AFTER_S + 1
+    assert dispatch_once(mock_db, sender, long_connected) == 0, "a fresh decision of another process is left to it"
     mock_db.dispatches.update_one(
         {"_id": orphan["_id"]}, {"$set": {"at": utcnow() - timedelta(seconds=dispatches.ORPHANED_AFTER_S + 1)}})
-    assert dispatch_once(mock_db, sender) == 1 and sender.sent[0][:2] == (run_id, 1)
+    assert dispatch_once(mock_db, sender, connected_for_s=5) == 0, (
+        "right after an outage its writer may be about to finish it")
+    assert dispatch_once(mock_db, sender, long_connected) == 1 and sender.sent[0][:2] == (run_id, 1)
     assert dispatches.get(mock_db, run_id, 1)["taskId"] != "t-dead"
 
 
@@ -139,3 +141,16 @@ def test_the_change_stream_dispatcher_sends_on_a_change_and_stores_its_resume_to
     assert runs.watch_calls == [None, {"_data": "t1"}], "a restart resumes from the stored token"
 
 
+
+
+def test_a_failed_send_flag_does_not_outlive_its_attempt(mock_db):
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender(fail=True))
+    runs.cancel_run(mock_db, run_id, by="ann")
+    runs.retry_run(mock_db, run_id)
+    sender = FakeSender()
+    assert dispatch_once(mock_db, sender) == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["attempt"], run["sendFailedAt"], run["sendError"]) == (2, None, None)
+    assert sweep_once(mock_db, make_settings(), sender)["redispatched"] == 0, "attempt 2 is sent once"
+    assert [s[1] for s in sender.sent] == [2]

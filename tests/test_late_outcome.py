@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator import claims, dispatches, runs, status_history
+from orchestrator import ingest as engine
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.sweeper import sweep_once
@@ -43,8 +44,8 @@ def test_a_late_outcome_is_applied_when_the_run_was_not_dispatched_again(mock_db
     last = status_history.of_run(mock_db, run_id)[-1]
     assert (last["from"], last["to"], last["by"], last["attempt"]) == ("QUEUED", "AWAITING_HUMAN", "ingest", 1)
     assert _decisions(mock_db, run_id) == [
-        "the outcome of attempt 1 arrived after the sweeper presumed it lost (WorkerLost); no attempt 2 had been "
-        "dispatched, so it is applied"]
+        "the outcome of attempt 1 arrived after the sweeper presumed it lost; no attempt 2 had been dispatched, so it "
+        "is applied"]
     decision = dispatches.get(mock_db, run_id, 2)
     assert decision["kind"] == dispatches.OUTCOME and decision["appliedAt"] is not None
     sender = FakeSender()
@@ -59,8 +60,8 @@ def test_a_late_outcome_after_the_next_dispatch_stays_in_the_history_for_that_at
     run = mock_db.runs.find_one({"_id": run_id})
     assert (run["status"], run["attempt"]) == ("SCHEDULED", 2)
     assert _decisions(mock_db, run_id) == [
-        "the outcome of attempt 1 arrived after attempt 2 was dispatched: it stays in the history, and attempt 2 "
-        "reuses the steps attempt 1 completed"]
+        "the outcome of attempt 1 arrived after the sweeper presumed it lost and attempt 2 was dispatched: it stays "
+        "in the history, and attempt 2 reuses the steps attempt 1 completed"]
     assert earlier_verdict(mock_db, run_id)["verdict"] == "pass", "attempt 2 reports this verdict, not a new one"
     assert mock_db.stages.find_one({"_id": f"{run_id}:paper"})["status"] == "COMPLETED"
     assert sender.sent == [(run_id, 2, "gpu", 5)]
@@ -106,8 +107,33 @@ def test_a_late_outcome_of_a_run_failed_as_lost_is_kept_and_a_retry_uses_it(mock
     apply(mock_db, full_run(Worker(run_id, attempt=1)))
     assert mock_db.runs.find_one({"_id": run_id})["status"] == "FAILED", "an ended run moves only by a retry"
     assert _decisions(mock_db, run_id) == [
-        "the outcome of attempt 1 arrived after the run ended FAILED (the sweeper presumed the attempt lost): it stays "
-        "in the history; retry the run to use it, the next attempt reuses the steps attempt 1 completed"]
+        "the outcome of attempt 1 arrived after the sweeper presumed it lost and the run ended FAILED: it stays in the "
+        "history; retry the run to use it, the next attempt reuses the steps attempt 1 completed"]
     runs.retry_run(mock_db, run_id, by="ann")
     assert dispatch_once(mock_db, FakeSender()) == 1
     assert earlier_verdict(mock_db, run_id)["verdict"] == "pass"
+
+
+def test_a_late_outcome_whose_run_is_canceled_before_it_is_applied_says_so(mock_db: Any, monkeypatch: Any) -> None:
+    run_id = _presumed_lost(mock_db)
+    real = engine.take_late_outcome
+
+    def then_a_cancel(db: Any, run: Any, event: Any) -> bool:
+        taken = real(db, run, event)
+        if taken:
+            runs.cancel_run(db, run_id, by="ann")
+        return taken
+    monkeypatch.setattr(engine, "take_late_outcome", then_a_cancel)
+    apply(mock_db, full_run(Worker(run_id, attempt=1)))
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+    assert _decisions(mock_db, run_id) == [
+        "the outcome of attempt 1 arrived after the sweeper presumed it lost, and the run moved to CANCELED before it "
+        "could be applied: it stays in the history"]
+
+
+def test_an_outcome_of_an_earlier_attempt_that_was_not_lost_records_no_decision(mock_db: Any) -> None:
+    run_id = queued_run(mock_db)
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING", "attempt": 2, "attempts": [
+        {"attempt": 1, "code": "CudaOutOfMemory", "retryable": True}]}})
+    apply(mock_db, [Worker(run_id, attempt=1).event("ai.validation.auto_completed", verdict="pass")])
+    assert _decisions(mock_db, run_id) == [] and mock_db.runs.find_one({"_id": run_id})["status"] == "RUNNING"

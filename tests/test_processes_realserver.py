@@ -195,8 +195,13 @@ def _processes_under(path: Path) -> list[int]:
 def test_a_cancel_in_the_middle_of_the_tree_search_stops_upstreams_processes(cluster):
     run_id = _with_upstream(cluster, STANDIN_HANG_STAGE="3")
     work = cluster.tmp / "work-pod-a" / run_id
-    wait_until(lambda: cluster.db.stages.find_one({"runId": run_id, "name": "Stage_2", "status": "RUNNING"}), 90,
-               "Stage_2 to run")
+    try:
+        wait_until(lambda: cluster.db.stages.find_one({"runId": run_id, "name": "Stage_2", "status": "RUNNING"}), 90,
+                   "Stage_2 to run")
+    except TimeoutError as exc:
+        run = cluster.db.runs.find_one({"_id": run_id})
+        stages = {s["name"]: s["status"] for s in cluster.db.stages.find({"runId": run_id})}
+        pytest.fail(f"{exc}: run {run and run.get('status')}, stages {stages}\n{cluster.logs()}")
     assert _processes_under(work)
     cancel_run(cluster.db, run_id, by="test", reason="wrong idea")
     cluster.wait_status(run_id, {"CANCELED"}, 30)

@@ -212,3 +212,16 @@ def test_a_lost_attempt_whose_cancel_was_requested_ends_canceled_not_requeued(mo
     assert run["error"]["code"] == "WorkerLost" and run["error"]["retryable"] is False and run["finishedAt"]
     sender = FakeSender()
     assert dispatch_once(mock_db, sender) == 0 and sender.sent == []
+
+
+def test_a_cancel_that_arrives_while_the_sweeper_requeues_a_lost_attempt_still_cancels(mock_db, settings, monkeypatch):
+    run_id = _running_with_expired_lease(mock_db)
+    real = runs.end_lost_attempt
+
+    def cancel_first(db, run, claim, now, code="WorkerLost", cancel=None):
+        runs.cancel_run(db, run_id, by="ann", reason="too late?")  # after the sweeper read the requests
+        return real(db, run, claim, now, code=code, cancel=cancel)
+    monkeypatch.setattr(runs, "end_lost_attempt", cancel_first)
+    sweep_once(mock_db, settings, FakeSender())
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["cancel"]["by"]) == ("CANCELED", "ann")
