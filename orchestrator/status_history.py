@@ -5,7 +5,8 @@ One document per change, keyed, rather than an array on the run: on a server who
 write back the whole document (FerretDB v1), two writers appending at once would lose an entry,
 and a retried write would add it twice. The key makes each change recorded once: a direct
 transition is keyed by the run's change counter (`statusChanges`), a change an event made by
-that event's seq. `orchestrator.runs` writes it, with every status write; `of_run` reads it.
+that event's seq. `orchestrator.runs` writes it with every direct status write, and
+`orchestrator.ingest_history` for the changes an ingest batch made; `of_run` reads it.
 """
 
 from __future__ import annotations
