@@ -86,7 +86,7 @@ def _decide(db: Database, run: dict[str, Any], connected_for_s: float) -> dict[s
     take. A decision this thread took before an error stopped it is carried out now; a stale
     one (`dispatches.stale`) is withdrawn and taken afresh."""
     attempt = int(run.get("attempt") or 0) + 1
-    decision = dispatches.decide(db, run["_id"], attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
+    decision = _take(db, run["_id"], attempt)
     if decision is not None:
         return decision
     held = dispatches.get(db, run["_id"], attempt)
@@ -99,7 +99,12 @@ def _decide(db: Database, run: dict[str, Any], connected_for_s: float) -> dict[s
         return None
     log.warning("run %s: withdrew the %s decision for attempt %s written by %s at %s (never carried out, or the run "
                 "was retried since)", run["_id"], held["kind"], attempt, held["writer"], held["at"])
-    return dispatches.decide(db, run["_id"], attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
+    return _take(db, run["_id"], attempt)
+
+
+def _take(db: Database, run_id: str, attempt: int) -> dict[str, Any] | None:
+    """A fresh dispatch decision, with the Celery task id its message will carry."""
+    return dispatches.decide(db, run_id, attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
 
 
 def dispatch_once(db: Database, send: Sender, connected_for_s: float = 0.0) -> int:

@@ -27,12 +27,12 @@ class Asserted(NamedTuple):
     late_outcome: bool = False
 
 
-def _event_steps(found: dict[str, Any], asserted: list[tuple[int, Asserted]]) -> list[tuple[int, str, str]]:
+def _event_steps(found: dict[str, Any], mine: dict[int, Asserted]) -> list[tuple[int, str, str]]:
     """The changes (seq, from, to) a batch's status updates make, in the order ingest ran them,
     to a run found as `found`: the same rule as `event_status_update`'s filter."""
     status, attempt = found.get("status"), int(found.get("attempt") or 0)
     steps: list[tuple[int, str, str]] = []
-    for seq, what in asserted:
+    for seq, what in mine.items():
         if attempt_of(seq) == attempt and status in runs.event_sources(RunStatus(what.target), what.late_outcome):
             steps.append((seq, str(status), what.target))
             status = what.target
@@ -57,18 +57,25 @@ def record_event_changes(
         if after is None:
             continue
         found = before.get(run_id) or {}
-        mine = [(seq, what) for (run, seq), what in asserted.items() if run == run_id]
+        mine = {seq: what for (run, seq), what in asserted.items() if run == run_id}
+        attempt = int(after.get("attempt") or 0)
         first = _record_first_try(db, run_id, found, mine, at)
         steps = _event_steps(found, mine)
-        if steps and (steps[-1][0], steps[-1][2]) == (after.get("statusSeq"), after["status"]):
-            for step, (seq, old, new) in enumerate(steps, start=first):
-                status_history.record(db, run_id, f"s{seq}", before=old, after=new, by="ingest", step=step,
-                                      attempt=int(after.get("attempt") or 0), reason=asserted[(run_id, seq)].what, at=at)
-        else:
-            _record_last_change(db, run_id, found, after, asserted, at)
+        if not (steps and (steps[-1][0], steps[-1][2]) == (after.get("statusSeq"), after["status"])):
+            steps = _last_change(found, after, mine)
+        _record(db, run_id, steps, mine, attempt, at, first)
 
 
-def _record_first_try(db: Database, run_id: str, found: dict[str, Any], mine: list[tuple[int, Asserted]],
+def _record(db: Database, run_id: str, steps: list[tuple[int, str, str]], mine: dict[int, Asserted], attempt: int,
+            at: datetime, first: int = 0) -> int:
+    """One entry per step (seq, from, to), keyed by its seq, numbered from `first`; how many."""
+    for step, (seq, old, new) in enumerate(steps, start=first):
+        status_history.record(db, run_id, f"s{seq}", before=old, after=new, by="ingest", step=step, attempt=attempt,
+                              reason=mine[seq].what, at=at)
+    return len(steps)
+
+
+def _record_first_try(db: Database, run_id: str, found: dict[str, Any], mine: dict[int, Asserted],
                       at: datetime) -> int:
     """When the run's last status change was made by an event of this batch and is not recorded,
     an earlier try of this batch made it: record the steps from where the history ends to it.
@@ -76,7 +83,7 @@ def _record_first_try(db: Database, run_id: str, found: dict[str, Any], mine: li
     seq, status = found.get("statusSeq"), found.get("status")
     if not isinstance(seq, int):
         return 0
-    made = dict(mine).get(seq)
+    made = mine.get(seq)
     if made is None or made.target != status or status_history.recorded(db, run_id, f"s{seq}"):
         return 0
     start = status_history.last_status(db, run_id)
@@ -85,18 +92,16 @@ def _record_first_try(db: Database, run_id: str, found: dict[str, Any], mine: li
     steps = _event_steps({"status": start, "attempt": found.get("attempt")}, mine)
     ends = [i for i, (s, _, to) in enumerate(steps) if (s, to) == (seq, status)]
     steps = steps[: ends[0] + 1] if ends else [(seq, start, str(status))]
-    for step, (s, old, new) in enumerate(steps):
-        status_history.record(db, run_id, f"s{s}", before=old, after=new, by="ingest", step=step,
-                              attempt=int(found.get("attempt") or 0), reason=dict(mine)[s].what, at=at)
-    return len(steps)
+    return _record(db, run_id, steps, mine, int(found.get("attempt") or 0), at)
 
 
-def _record_last_change(db: Database, run_id: str, found: dict[str, Any], after: dict[str, Any],
-                        asserted: dict[tuple[str, int], Asserted], at: datetime) -> None:
-    """The change the batch's last status update made, if it made one (the run moved meanwhile)."""
+def _last_change(found: dict[str, Any], after: dict[str, Any], mine: dict[int, Asserted]) -> list[tuple[int, str, str]]:
+    """The change the batch's last status update made, if it made one (the run moved meanwhile);
+    none when another writer made it (theirs to record) or nothing changed."""
     seq = after.get("statusSeq")
-    made = asserted.get((run_id, seq)) if isinstance(seq, int) else None
+    if not isinstance(seq, int):
+        return []
+    made = mine.get(seq)
     if made is None or made.target != after["status"] or found.get("status") == after["status"]:
-        return  # another writer's change (theirs to record), or no change
-    status_history.record(db, run_id, f"s{seq}", before=str(found.get("status")), after=after["status"], by="ingest",
-                          attempt=int(after.get("attempt") or 0), reason=made.what, at=at)
+        return []
+    return [(seq, str(found.get("status")), after["status"])]

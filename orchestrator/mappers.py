@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator import retry
-from orchestrator.events import EVENT_TYPES, OUTCOME_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record
+from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record
 from orchestrator.runs import event_status_update
 from orchestrator.statuses import RunStatus, StageStatus
 
@@ -84,7 +84,8 @@ class _Event:
     received_at: datetime
     bucket: str
     default_max_attempts: int
-    #: Ingest may apply this outcome to a run the sweeper requeued (`runs.take_late_outcome`).
+    #: Ingest may apply this outcome to a run the sweeper requeued (`runs.take_late_outcome`, which
+    #: says so only of an outcome event).
     late_outcome: bool = False
 
     @property
@@ -155,8 +156,7 @@ def _run_facet(ev: _Event, facet: str, values: dict[str, Any]) -> Update:
 
 def _status(ev: _Event, target: RunStatus, also: dict[str, Any] | None = None) -> Update:
     """The run status this event asserts, as `orchestrator.runs` builds it (rule 4)."""
-    late = ev.late_outcome and ev.event["type"] in OUTCOME_TYPES
-    query, update = event_status_update(ev.run_id, ev.attempt, ev.seq, target, also, late_outcome=late)
+    query, update = event_status_update(ev.run_id, ev.attempt, ev.seq, target, also, late_outcome=ev.late_outcome)
     # Same target and attempt, higher seq: its filter matches wherever this one would, and once
     # applied it leaves this one nothing to do, so the higher one supersedes.
     return Update("runs", query, update, supersedes=("runs", ev.run_id, "status", target.value, ev.attempt), seq=ev.seq)

@@ -66,7 +66,7 @@ def _send_again(db: Database, settings: Settings, send: Sender, run: dict[str, A
     )
     if moved.modified_count != 1:
         return False
-    task_id = run.get("taskId") or f"{run['_id']}:{attempt}"
+    task_id = run.get("taskId") or claims.claim_id(run["_id"], attempt)
     try:
         send(run["_id"], attempt, queue=run.get("queue") or DEFAULT_QUEUE,
              priority=int(run.get("priority", DEFAULT_PRIORITY)), task_id=task_id)

@@ -84,6 +84,17 @@ def test_a_change_another_writer_made_is_not_ingest_s(mock_db: Any) -> None:
     assert status_history.of_run(mock_db, run_id) == []
 
 
+def _first_try_dies(db: Any, monkeypatch: Any, owner: Any, name: str, broken: Any, events: list[Any]) -> Any:
+    """Ingest `events` with `owner.name` replaced by `broken` (which raises, as a database dying
+    mid-batch would), then put it back; the run as the failed try left it."""
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, broken)
+    with pytest.raises(AutoReconnect):
+        apply(db, events)
+    monkeypatch.setattr(owner, name, real)
+    return db.runs.find_one({"_id": events[0]["data"]["run_id"]})
+
+
 def test_a_change_applied_but_not_recorded_is_recorded_by_the_resend(mock_db: Any, monkeypatch: Any) -> None:
     """The database fails between a batch's status update and its history entry: the resend
     finds the change made, and its entry starts where the history ends."""
@@ -91,16 +102,11 @@ def test_a_change_applied_but_not_recorded_is_recorded_by_the_resend(mock_db: An
     status_history.record(mock_db, run_id, "c1", before="SCHEDULED", after="STARTING", by="worker", attempt=1,
                           reason="claimed", at=utcnow())
     events = full_run(Worker(run_id))
-    real = status_history.record
 
     def down(*_: Any, **__: Any) -> None:
         raise AutoReconnect("connection refused")
 
-    monkeypatch.setattr(status_history, "record", down)
-    with pytest.raises(AutoReconnect):
-        apply(mock_db, events)
-    assert mock_db.runs.find_one({"_id": run_id})["status"] == "AWAITING_HUMAN"
-    monkeypatch.setattr(status_history, "record", real)
+    assert _first_try_dies(mock_db, monkeypatch, status_history, "record", down, events)["status"] == "AWAITING_HUMAN"
     apply(mock_db, events)
     changes = status_history.of_run(mock_db, run_id)
     assert [(c["from"], c["to"], c["by"]) for c in changes] == [
@@ -131,11 +137,8 @@ def test_a_batch_half_applied_when_the_database_died_is_recorded_whole_by_the_re
         real(db, collection, updates[:cut], per_command)
         raise AutoReconnect("connection closed")
 
-    monkeypatch.setattr(engine, "_update_all", dies_after_the_second_status_update)
-    with pytest.raises(AutoReconnect):
-        apply(mock_db, batch)
-    assert mock_db.runs.find_one({"_id": run_id})["status"] == "AUTO_VALIDATING"
-    monkeypatch.setattr(engine, "_update_all", real)
+    first_try = _first_try_dies(mock_db, monkeypatch, engine, "_update_all", dies_after_the_second_status_update, batch)
+    assert first_try["status"] == "AUTO_VALIDATING"
     apply(mock_db, batch)
     assert [(c["from"], c["to"]) for c in status_history.of_run(mock_db, run_id)] == [
         ("STARTING", "RUNNING"), ("RUNNING", "AUTO_VALIDATING"), ("AUTO_VALIDATING", "AWAITING_HUMAN")]
