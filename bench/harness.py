@@ -26,7 +26,8 @@ from orchestrator import db as dbmod
 
 log = logging.getLogger("bench")
 
-TOKEN = "bench-ingest-token"
+TOKEN = "bench-worker-Hq3Zr8Lm1Vx6Kt9Pw2Nb5Jd7Fs4"
+READER_TOKEN = "bench-reader-Gp2Yw7Kc4Rm9Tx1Lb6Nq3Vd8Hj5"
 #: gunicorn workers of the ingest app: "a few", as the Procfile's WEB_CONCURRENCY (4) on a 2-core box;
 #: fewer on FerretDB (see `ingest_workers`).
 INGEST_WORKERS = 3
@@ -102,9 +103,11 @@ class Harness:
         return db
 
     def env(self, database: str, **extra: str) -> dict[str, str]:
-        """The environment of our processes: deployment defaults, except where named here."""
+        """The environment of our processes: deployment defaults, except where named here (the
+        bench floods ingest from one address on purpose, so RATE_LIMIT is off)."""
         return process_env(
-            MONGODB_URL=self.server.url(database), INGEST_TOKEN=TOKEN, ARTIFACT_DIR=str(self.tmp / "artifacts"),
+            MONGODB_URL=self.server.url(database), INGEST_TOKEN=TOKEN, READER_TOKEN=READER_TOKEN, RATE_LIMIT="off",
+            ARTIFACT_DIR=str(self.tmp / "artifacts"),
             PIPELINE_MODULES="tests.pipelines_for_tests", SPOOL_DIR=str(self.tmp / f"spool-{uuid.uuid4().hex[:6]}"),
             WORK_DIR=str(self.tmp / "work"), **extra,
         )

@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from bench import workload
-from bench.harness import BATCH_HEADERS, TOKEN, Harness, Ingest, warm_up
+from bench.harness import BATCH_HEADERS, READER_TOKEN, TOKEN, Harness, Ingest, warm_up
 from bench.load import Load
 from bench.procs import BenchError
 from bench.report import Document, Row, Target
@@ -130,6 +130,7 @@ def _series(h: Harness, ingest: Ingest, run_id: str, count: int, tag: str) -> li
         if not emitter.flush(120):
             raise BenchError("the visibility probe's first event was not delivered in 120 s")
         with requests.Session() as reader:
+            reader.headers["Authorization"] = f"Bearer {READER_TOKEN}"
             for i in range(count):
                 value = round((i + 1) / (count + 2), 6)
                 began = time.monotonic()

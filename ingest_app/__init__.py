@@ -13,15 +13,18 @@ import sys
 import time
 
 from flask import Flask, Response, g, request
+from flask_cors import CORS
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ingest_app import api, auth, probes, routes_ingest
-from ingest_app.metrics import IngestMetrics
+from ingest_app import api, auth, limiter, probes, routes_ingest
+from ingest_app.metrics import IngestMetrics, method_label
 from ingest_app.problem import database_down, problem
 from ingest_app.state import AppState, app_state
 from orchestrator import db as dbmod
+from orchestrator.credentials import OPERATOR, READER, WORKER, Keyring
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import storage_from_settings
@@ -33,9 +36,9 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
     """Build the app. Refuses to start (SettingsError) without INGEST_TOKEN unless
-    INGEST_AUTH=disabled. A MongoDB that is down at start does not stop it: indexes are then
-    created on the first ingest request (which answers 503 until they exist), and /readyz
-    reports the outage meanwhile."""
+    INGEST_AUTH=disabled (`ingest_app.auth` has who may call what). A MongoDB that is down at
+    start does not stop it: indexes are then created on the first ingest request (which answers
+    503 until they exist), and /readyz reports the outage meanwhile."""
     settings = settings if settings is not None else Settings.from_env()
     _configure_logging()
     _check_auth_settings(settings)
@@ -46,6 +49,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         metrics=IngestMetrics(),
         storage=storage_from_settings(settings),
         webhook=auth.make_verifier(settings),
+        keyring=Keyring(settings.credentials),
     )
     try:
         state.prepare()
@@ -57,7 +61,22 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     for blueprint in (routes_ingest.bp, api.bp, probes.bp):
         app.register_blueprint(blueprint)
     _install_hooks(app)
+    app.before_request(auth.authenticate)  # before the limiter's hook: the credential keys its limit
+    state.sign_ins = limiter.install(app, state.db, settings, exempt=probes.bp)
+    _install_network(app, settings)
     return app
+
+
+def _install_network(app: Flask, settings: Settings) -> None:
+    """The client address from X-Forwarded-For only behind TRUSTED_PROXIES proxies (anyone can
+    send the header, so trusting it by default would let a client pick the address its failed
+    sign-ins are counted against); CORS only for the origins CORS_ORIGINS names."""
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)  # type: ignore[method-assign]
+    if settings.cors_origins:
+        CORS(app, resources={r"/api/*": {"origins": list(settings.cors_origins)}},
+             allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After"],
+             supports_credentials=False, max_age=600)
 
 
 def _configure_logging() -> None:
@@ -79,12 +98,15 @@ def _check_auth_settings(settings: Settings) -> None:
             "Use this open mode for local development only; set INGEST_TOKEN and remove INGEST_AUTH elsewhere."
         )
         return
-    if not settings.ingest_token:
+    roles = {credential.role for credential in settings.credentials}
+    if WORKER not in roles:
         raise SettingsError(
             "INGEST_TOKEN is not set, and the ingest app does not start without a credential. Set "
-            "INGEST_TOKEN to the token the workers send (Authorization: Bearer ...), or set "
-            "INGEST_AUTH=disabled for an open development mode."
+            "INGEST_TOKEN to the token the workers send (Authorization: Bearer ...; `manage-runs token` "
+            "makes one), or set INGEST_AUTH=disabled for an open development mode."
         )
+    if not roles & {READER, OPERATOR}:
+        log.warning("neither OPERATOR_TOKEN nor READER_TOKEN is set: the read and write API answers 401 to everyone")
 
 
 def _install_hooks(app: Flask) -> None:
@@ -100,9 +122,8 @@ def _install_hooks(app: Flask) -> None:
             started = g.get("_started")
             if started is not None:
                 endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-                app_state().metrics.request_latency.labels(endpoint, request.method, str(response.status_code)).observe(
-                    time.perf_counter() - started
-                )
+                labels = (endpoint, method_label(request.method), str(response.status_code))
+                app_state().metrics.request_latency.labels(*labels).observe(time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - a metrics failure must never fail the request
             log.exception("recording request latency failed")
         return response

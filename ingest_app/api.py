@@ -1,12 +1,9 @@
 """The read API for the frontend and operators: runs, one run in full, its event history, new
 hypotheses, cancel, retry and artifact downloads. Every error body is problem+json.
 
-Auth: reads (GET) are open, because the frontend polls them and they expose nothing a worker
-could not already write; the routes that change state (POST hypotheses, cancel, retry) take the
-same credential as ingest (`ingest_app.auth`: `Authorization: Bearer <INGEST_TOKEN>`, or a
-Standard Webhooks signature when INGEST_WEBHOOK_SECRET is set; 401 without, 403 when wrong),
-unless `INGEST_AUTH=disabled` (the open development mode). Put the read routes behind the
-frontend's own auth proxy where runs are not public.
+Auth (`ingest_app.auth`): reads take a reader or operator token, the routes that change state
+(POST hypotheses, cancel, retry) an operator token; a worker's token is refused here. A change
+is recorded as made `by` the credential's name ("api" for an unnamed one).
 
 Pagination: `GET /api/runs` is newest first, by (createdAt desc, _id desc) so ties on a
 millisecond still have one order. `nextCursor` is opaque to clients: URL-safe base64 of the JSON
@@ -59,8 +56,6 @@ MAX_RUNS_LIMIT = 200
 #: the maximum lets a client catch up a long run in a few requests.
 DEFAULT_EVENTS_LIMIT = 200
 MAX_EVENTS_LIMIT = 1000
-#: Methods that only read; every other method needs the ingest credential.
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _STATUSES = frozenset(status.value for status in RunStatus)
 _RUN_SORT = [("createdAt", -1), ("_id", -1)]
 
@@ -80,14 +75,6 @@ class _BadParameter(OrchestratorError):
 
 def _db() -> Database:
     return app_state().db
-
-
-@bp.before_request
-def _credential_for_writes() -> Response | None:
-    """Routes that change state take the ingest credential; reads pass."""
-    if request.method in _READ_METHODS:
-        return None
-    return auth.require_credential()
 
 
 @bp.errorhandler(errors.NotFound)
@@ -331,7 +318,9 @@ class HypothesisRequest(Schema):
 
 
 class ActionRequest(Schema):
-    """Optional body of POST /api/runs/<id>/cancel: who asked and why, kept on the run."""
+    """Optional body of POST /api/runs/<id>/cancel and retry: who asked and why, kept on the run.
+    `by` counts only for an unnamed credential (a frontend relaying its user); a named one is
+    recorded by its name, so a credential cannot speak for another."""
 
     class Meta:
         unknown = RAISE
@@ -342,6 +331,11 @@ class ActionRequest(Schema):
 
 _HYPOTHESIS = HypothesisRequest()
 _ACTION = ActionRequest()
+
+
+def _by(body: dict[str, Any]) -> str:
+    named = auth.actor()
+    return body["by"] if named == auth.DEFAULT_ACTOR and body["by"] else named
 
 
 @bp.post("/hypotheses")
@@ -361,14 +355,14 @@ def create_hypothesis() -> tuple[Response, int, dict[str, str]]:
 def cancel_run(run_id: str) -> Response:
     """Cancel now (QUEUED, SCHEDULED) or ask the worker to stop (active); 409 once ended."""
     body = _ACTION.load(_json_body(required=False))
-    return jsonify(jsonable(runs.cancel_run(_db(), run_id, by=body["by"], reason=body["reason"])))
+    return jsonify(jsonable(runs.cancel_run(_db(), run_id, by=_by(body), reason=body["reason"])))
 
 
 @bp.post("/runs/<run_id>/retry")
 def retry_run(run_id: str) -> Response:
     """FAILED or CANCELED back to QUEUED; 409 for any other status. Optional `{by, reason}`."""
     body = _ACTION.load(_json_body(required=False))
-    return jsonify(jsonable(runs.retry_run(_db(), run_id, by=body["by"], reason=body["reason"])))
+    return jsonify(jsonable(runs.retry_run(_db(), run_id, by=_by(body), reason=body["reason"])))
 
 
 # --- routes: downloads ------------------------------------------------------------------------

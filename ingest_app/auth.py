@@ -1,86 +1,178 @@
-"""Who may post events: a bearer token, or a Standard Webhooks signature. Ingest routes only.
+"""Who may call what: every request but the probes shows a credential whose role allows it.
 
-- `Authorization: Bearer <INGEST_TOKEN>`, compared in constant time. No credential: 401; a
-  wrong one: 403. Both carry `WWW-Authenticate: Bearer`.
-- When `INGEST_WEBHOOK_SECRET` is set, a request carrying a `webhook-signature` header is judged
-  by its signature alone (HMAC-SHA256 over `{webhook-id}.{webhook-timestamp}.{raw body}`,
-  verified by the `standardwebhooks` library, which refuses timestamps more than 5 minutes from
-  now). A valid signature needs no bearer token; an invalid one is 403 even with a good token,
-  so a tampered body is never let through on the strength of another header. A replay inside
-  the 5 minutes carries the same events, which dedup answers as duplicates.
-- `INGEST_AUTH=disabled` (the open development mode) skips all of it; `create_app` warns.
+- Roles (`orchestrator.credentials`): the ingest routes take a `worker` credential and nothing
+  else; reads (GET) take a `reader` or an `operator`; every other API call an `operator`.
+  `/healthz` and `/readyz` are open; `/metrics` takes METRICS_TOKEN when one is set. An endpoint
+  not named here needs an operator, so a new route is closed until someone opens it.
+- `Authorization: Bearer <token>`, compared in constant time against every configured token.
+  None: 401; unknown: 403; a known token of the wrong role: 403 naming the role needed. Both
+  carry `WWW-Authenticate: Bearer`.
+- A Standard Webhooks signature (INGEST_WEBHOOK_SECRET) is a worker credential on the ingest
+  routes only. It covers the body alone, so it is refused in binary mode, where the event's
+  type, id and seq travel in `ce-*` headers it does not sign; and each `webhook-id` is accepted
+  once (remembered in the database for as long as its timestamp could verify), so a captured
+  request cannot be sent again.
+- Failed authentications are counted per client address (`ingest_app.limiter`); past
+  AUTH_FAILURE_LIMIT the address gets 429 until its window ends. INGEST_ALLOW_CIDRS limits the
+  ingest routes to the pods' networks.
+- `INGEST_AUTH=disabled` (the open development mode) lets everything through; `create_app` warns.
 
-Neither the token nor the secret nor a presented credential is ever logged.
+Neither a token nor the secret nor a presented credential is ever logged; a credential is named
+in logs by `Credential.label` (its name, or its role and last four characters).
 """
 
 from __future__ import annotations
 
-import hmac
+import base64
+import ipaddress
 import logging
+from typing import Any
 
-from flask import Response, request
+from flask import Response, g, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from ingest_app.limiter import retry_after
 from ingest_app.parsing import read_body
 from ingest_app.problem import problem
-from ingest_app.state import app_state
+from ingest_app.state import AppState, app_state
+from orchestrator import expiring
+from orchestrator.credentials import METRICS, OPERATOR, READER, WORKER, Credential
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_SIGNATURE_HEADER = "webhook-signature"
 _WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+#: Shortest webhook secret, in bytes after decoding (the Standard Webhooks recommendation).
+MIN_SECRET_BYTES = 24
+#: How long a webhook-id is remembered: the library accepts timestamps 5 minutes either side of
+#: now, so a signature verifies for up to 10 minutes after it is first seen.
+WEBHOOK_ID_KEEP_S = 11 * 60
+_OPEN = frozenset({"probes.healthz", "probes.readyz"})
+_READ_METHODS = frozenset({"GET", "HEAD"})
+_ROLE_NAMES = {WORKER: "a worker (INGEST_TOKEN)", READER: "a reader (READER_TOKEN)",
+               OPERATOR: "an operator (OPERATOR_TOKEN)", METRICS: "METRICS_TOKEN"}
+#: Who `by` is for a change made in the open development mode or by an unnamed credential.
+DEFAULT_ACTOR = "api"
+_SIGNED = Credential(WORKER, "webhook-signature", "")
 
 
 def make_verifier(settings: Settings) -> Webhook | None:
     """The signature verifier for INGEST_WEBHOOK_SECRET, checked at start-up (not per request),
-    so a malformed secret stops the app at boot with a message that does not echo it."""
-    if not settings.ingest_webhook_secret:
+    so a malformed or short secret stops the app at boot with a message that does not echo it."""
+    secret = settings.ingest_webhook_secret
+    if not secret:
         return None
+    fix = f"use 'whsec_' followed by base64 of at least {MIN_SECRET_BYTES} random bytes"
     try:
-        return Webhook(settings.ingest_webhook_secret)
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        verifier = Webhook(secret)
     except Exception:  # noqa: BLE001 - the library raises several types; none may print the secret
-        raise SettingsError(
-            "INGEST_WEBHOOK_SECRET is not a valid Standard Webhooks secret; use 'whsec_' followed by "
-            "base64 of at least 24 random bytes."
-        ) from None
+        raise SettingsError(f"INGEST_WEBHOOK_SECRET is not a valid Standard Webhooks secret; {fix}.") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise SettingsError(f"INGEST_WEBHOOK_SECRET decodes to {len(key)} bytes; {fix}.")
+    return verifier
 
 
-def require_credential() -> Response | None:
-    """`before_request` of the ingest blueprint: None lets the request through."""
+def roles_for(endpoint: str, method: str, state: AppState) -> frozenset[str] | None:
+    """The roles that may call `endpoint` with `method`; None when it is open to all."""
+    if endpoint in _OPEN or method == "OPTIONS":
+        return None  # a CORS preflight carries no credential, and the answer holds no data
+    if endpoint == "probes.metrics":
+        return frozenset({METRICS}) if METRICS in state.keyring.roles() else None
+    if endpoint.startswith("ingest."):
+        return frozenset({WORKER})
+    if method in _READ_METHODS and endpoint.startswith("api."):
+        return frozenset({READER, OPERATOR})
+    return frozenset({OPERATOR})
+
+
+def authenticate() -> Response | None:
+    """The app's first `before_request` after timing: None lets the request through, with the
+    credential in `g.credential` (None in the open mode)."""
+    g.credential = None
     state = app_state()
-    if state.settings.ingest_auth == "disabled":
+    if request.endpoint is None or state.settings.ingest_auth == "disabled":
+        return None  # no such route (404/405 follow), or the open development mode
+    roles = roles_for(request.endpoint, request.method, state)
+    if roles is None:
         return None
-    verifier: Webhook | None = state.webhook
-    if verifier is not None and _SIGNATURE_HEADER in request.headers:
-        return _check_signature(verifier, state.settings)
-    return _check_bearer(state.settings.ingest_token)
-
-
-def _check_signature(verifier: Webhook, settings: Settings) -> Response | None:
-    headers = {name: request.headers.get(name, "") for name in _WEBHOOK_HEADERS}
-    try:
-        verifier.verify(read_body(settings), headers, json_parse=False)
-    except (WebhookVerificationError, ValueError) as exc:
-        # The library's messages name only the failed check ("No matching signature found").
-        log.info("ingest from %s refused: webhook signature: %s", request.remote_addr, exc)
-        return _refused(403, f"The webhook signature does not verify: {exc}.", 'error="invalid_token"')
+    address = request.remote_addr or "unknown"
+    if WORKER in roles and not _address_allowed(address, state.settings):
+        log.info("%s %s from %s refused: not in INGEST_ALLOW_CIDRS", request.method, request.path, address)
+        return problem(403, "Forbidden", "This address may not post events (INGEST_ALLOW_CIDRS).")
+    wait = state.sign_ins.wait_s(address) if state.sign_ins is not None else 0.0
+    if wait > 0:
+        return problem(429, "Too Many Requests", f"Too many failed sign-ins from this address; retry in {retry_after(wait)} s.",
+                       headers={"Retry-After": retry_after(wait)})
+    credential, refusal = _identify(state, roles)
+    if refusal is not None:
+        if refusal.status_code == 403 and state.sign_ins is not None:
+            state.sign_ins.record(address)
+        return refusal
+    assert credential is not None
+    if credential.role not in roles:
+        log.info("%s %s refused: %s credential %s", request.method, request.path, credential.role, credential.label)
+        needed = " or ".join(_ROLE_NAMES[role] for role in sorted(roles))
+        return _refused(403, f"A {credential.role} credential may not do this; it needs {needed}.", 'error="insufficient_scope"')
+    g.credential = credential
     return None
 
 
-def _check_bearer(token: str | None) -> Response | None:
+def actor() -> str:
+    """Who the history names for a change this request makes: the credential's name, else "api"."""
+    credential: Credential | None = g.get("credential")
+    return credential.name if credential is not None and credential.name else DEFAULT_ACTOR
+
+
+def _identify(state: AppState, roles: frozenset[str]) -> tuple[Credential | None, Response | None]:
+    if "webhook-signature" in request.headers and state.webhook is not None and WORKER in roles:
+        return _check_signature(state)
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        return _refused(401, "Send Authorization: Bearer <INGEST_TOKEN>.", None)
-    if token is None or not hmac.compare_digest(presented.strip().encode(), token.encode()):
-        log.info("ingest from %s refused: wrong bearer token", request.remote_addr)
-        return _refused(403, "The bearer token is not the ingest token.", 'error="invalid_token"')
-    return None
+        return None, _refused(401, "Send Authorization: Bearer <token>.", None)
+    credential = state.keyring.find(presented.strip())
+    if credential is None:
+        log.info("%s %s from %s refused: unknown bearer token", request.method, request.path, request.remote_addr)
+        return None, _refused(403, "The bearer token is not one this server accepts.", 'error="invalid_token"')
+    return credential, None
 
 
-def _refused(status: int, detail: str, error: str | None) -> Response:
+def _check_signature(state: AppState) -> tuple[Credential | None, Response | None]:
+    """A signed request: structured or batch mode only, a valid signature, a new webhook-id."""
+    if "ce-specversion" in request.headers:
+        return None, _refused(
+            401, "A webhook signature covers the body only, and binary mode carries the event's attributes in "
+            "ce-* headers it does not sign; send the event in structured mode (application/cloudevents+json) "
+            "or with the bearer token.", None)
+    headers = {name: request.headers.get(name, "") for name in _WEBHOOK_HEADERS}
+    assert state.webhook is not None
+    try:
+        state.webhook.verify(read_body(state.settings), headers, json_parse=False)
+    except (WebhookVerificationError, ValueError) as exc:
+        # The library's messages name only the failed check ("No matching signature found").
+        log.info("ingest from %s refused: webhook signature: %s", request.remote_addr, exc)
+        return None, _refused(403, f"The webhook signature does not verify: {exc}.", 'error="invalid_token"')
+    if not expiring.first_time(state.db, f"webhook:{headers['webhook-id']}", WEBHOOK_ID_KEEP_S):
+        log.info("ingest from %s refused: webhook-id replayed", request.remote_addr)
+        return None, _refused(
+            403, "This webhook-id was already accepted; a signed request is accepted once. Sign each send "
+            "afresh, with a new webhook-id.", 'error="invalid_token"')
+    return _SIGNED, None
+
+
+def _address_allowed(address: str, settings: Settings) -> bool:
+    if not settings.ingest_allow_cidrs:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network) for network in settings.ingest_allow_cidrs)
+
+
+def _refused(status: int, detail: str, error: str | None, **extra: Any) -> Response:
     challenge = "Bearer" + (f" {error}" if error else "")
     title = "Unauthorized" if status == 401 else "Forbidden"
-    return problem(status, title, detail, headers={"WWW-Authenticate": challenge})
+    return problem(status, title, detail, headers={"WWW-Authenticate": challenge}, **extra)

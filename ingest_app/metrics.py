@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+#: The methods a label may name; any other (a client can send any token as its method) is
+#: "other", so made-up methods cannot grow /metrics without limit. Endpoints are the app's
+#: route rules or "unmatched", a fixed set too.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
 
 @dataclass
 class IngestMetrics:

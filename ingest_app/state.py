@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ingest_app.metrics import IngestMetrics
 from orchestrator import db as dbmod
+from orchestrator.credentials import Keyring
 from orchestrator.settings import Settings
 
 
@@ -26,6 +27,10 @@ class AppState:
     storage: Any = None
     #: The Standard Webhooks verifier when INGEST_WEBHOOK_SECRET is set.
     webhook: Webhook | None = None
+    #: The tokens this app accepts, with their roles.
+    keyring: Keyring = field(default_factory=lambda: Keyring(()))
+    #: Failed sign-ins per client address (`ingest_app.limiter.FailedSignIns`).
+    sign_ins: Any = None
     #: What the server can do; known once `prepare` has run.
     features: dbmod.ServerFeatures | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from ops.live import follow, run_view
 from orchestrator import queries
+from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
 from orchestrator.errors import NotFound, SettingsError, TransitionError
 from orchestrator.runs import cancel_run, create_hypothesis_and_run, retry_run
@@ -228,6 +229,20 @@ def prune_seen(obj: Ctx, days: int) -> None:
     """Delete dedup records older than DAYS, where the server has no TTL expiry (FerretDB)."""
     deleted = obj.db.events_seen.delete_many({"processedAt": {"$lt": utcnow() - timedelta(days=days)}}).deleted_count
     obj.out({"deleted": deleted}, lambda: f"deleted {deleted} dedup records older than {days} days")
+
+
+@main.command()
+@click.option("--name", default=None, help="Who will hold it: printed as NAME:TOKEN, and NAME becomes `by` on what it changes.")
+@click.pass_obj
+def token(obj: Ctx, name: str | None) -> None:
+    """Print a fresh random token for INGEST_TOKEN, READER_TOKEN, OPERATOR_TOKEN or METRICS_TOKEN.
+
+    Needs no database and no settings. To rotate a token, append the new one to the variable's
+    comma-separated list, move the clients over, then remove the old one."""
+    fresh = new_token()
+    entry = f"{name}:{fresh}" if name else fresh
+    parse("--name", OPERATOR, entry)  # the same check the servers make at start
+    obj.out({"token": entry}, lambda: entry)
 
 
 @main.command()

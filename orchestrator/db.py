@@ -157,6 +157,8 @@ def _indexes() -> dict[str, list[IndexModel]]:
         "validations": [IndexModel([("runId", ASCENDING), ("createdAt", DESCENDING)], name="runId_createdAt")],
         "status_history": [IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at")],
         "dispatches": [IndexModel([("runId", ASCENDING)], name="runId")],
+        "rate_counters": [IndexModel([("key", ASCENDING), ("expiresAt", DESCENDING)], name="key_expiresAt")],
+        "seen_once": [IndexModel([("expiresAt", ASCENDING)], name="expiresAt")],
     }
 
 

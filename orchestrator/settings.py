@@ -6,17 +6,23 @@ its value and what would be accepted, so a pod fails at boot and not an hour int
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
+from orchestrator import credentials
+from orchestrator.credentials import Credential
 from orchestrator.errors import SettingsError
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
 #: executes code an LLM wrote), which needs only its model keys.
-SECRET_VARIABLES = ("MONGODB_URL", "INGEST_TOKEN", "INGEST_WEBHOOK_SECRET", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+SECRET_VARIABLES = (
+    "MONGODB_URL", *credentials.VARIABLES.values(), "INGEST_WEBHOOK_SECRET", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
+)
 DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
 
 #: Defaults of a new run, here once for the API, the CLI, the dispatcher and the worker.
@@ -104,6 +110,48 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return url.rstrip("/")
 
 
+_RATE = re.compile(r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$")
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate in the `limits` notation ("100/second", "5/minute;1000/day"), or "" for "off"."""
+    value = _text(env, name, default) or default
+    if value.lower() == "off":
+        return ""
+    if not all(_RATE.match(part.strip()) for part in value.split(";")):
+        raise SettingsError(f"{name}={value!r} is not a rate; write e.g. {default} or 100/second;5000/hour, or off.")
+    return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of networks (10.0.0.0/8, 2001:db8::/32, or one address)."""
+    found = []
+    for entry in (_text(env, name, "") or "").split(","):
+        if entry.strip():
+            try:
+                found.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise SettingsError(f"{name}: {entry.strip()!r} is not an address or network such as 10.0.0.0/8.") from None
+    return tuple(found)
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Browser origins (scheme://host[:port]) allowed to call the API from another site."""
+    found = []
+    for entry in (_text(env, name, "") or "").split(","):
+        origin = entry.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise SettingsError(
+                f"{name}: {origin!r} is not an origin; give scheme://host[:port] such as https://lab.example.org "
+                "(no '*': name each site that may call the API)."
+            )
+        found.append(origin)
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every tunable of every process. Units are in the names: _s seconds, _bytes bytes."""
@@ -112,8 +160,10 @@ class Settings:
     database: str
     #: Base URL of the ingest app; the worker posts events to {ingest_url}/api/ingest/events.
     ingest_url: str
-    #: Bearer token the worker sends and the ingest app requires. Never logged.
+    #: The token the worker sends: the first entry of INGEST_TOKEN. Never logged.
     ingest_token: str | None
+    #: Every credential the API accepts, with its role and name (`orchestrator.credentials`).
+    credentials: tuple[Credential, ...]
     #: "required" (default) or "disabled" for an open development mode.
     ingest_auth: str
     #: Optional Standard Webhooks secret (whsec_...); when set, ingest also accepts signed requests.
@@ -161,12 +211,24 @@ class Settings:
     max_body_bytes: int
     max_batch_events: int
     max_line_bytes: int
+    #: Requests per credential (and, without one, per client address), in the `limits` notation
+    #: ("100/second", "5000/hour;100/second"); RATE_LIMIT, empty to turn it off.
+    rate_limit: str
+    #: Failed authentications per client address before it gets 429 (AUTH_FAILURE_LIMIT).
+    auth_failure_limit: str
+    #: Proxies in front of the app whose X-Forwarded-For is trusted (0: use the peer address).
+    trusted_proxies: int
+    #: Networks the worker routes accept requests from (none given: any).
+    ingest_allow_cidrs: tuple[str, ...]
+    #: Browser origins allowed to call the API across sites (CORS); none by default.
+    cors_origins: tuple[str, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise `SettingsError` on the first bad one."""
         env = os.environ if env is None else env
         url, database = _mongodb_url(env)
+        found = credentials.from_env(env)
         auth = (_text(env, "INGEST_AUTH", "required") or "required").lower()
         if auth not in ("required", "disabled"):
             raise SettingsError(f"INGEST_AUTH={auth!r} must be 'required' or 'disabled'.")
@@ -174,7 +236,8 @@ class Settings:
             mongodb_url=url,
             database=database,
             ingest_url=_http_url(env, "INGEST_URL", "http://127.0.0.1:8000"),
-            ingest_token=_text(env, "INGEST_TOKEN", None),
+            ingest_token=_worker_token(found),
+            credentials=found,
             ingest_auth=auth,
             ingest_webhook_secret=_text(env, "INGEST_WEBHOOK_SECRET", None),
             minio_endpoint=_text(env, "MINIO_ENDPOINT", None),
@@ -201,6 +264,11 @@ class Settings:
             max_body_bytes=_integer(env, "INGEST_MAX_BODY_BYTES", 5 * 1024 * 1024),
             max_batch_events=_integer(env, "INGEST_MAX_BATCH_EVENTS", 1000),
             max_line_bytes=_integer(env, "INGEST_MAX_LINE_BYTES", 256 * 1024),
+            rate_limit=_rate(env, "RATE_LIMIT", "100/second"),
+            auth_failure_limit=_rate(env, "AUTH_FAILURE_LIMIT", "20/minute"),
+            trusted_proxies=_integer(env, "TRUSTED_PROXIES", 0, minimum=0),
+            ingest_allow_cidrs=_networks(env, "INGEST_ALLOW_CIDRS"),
+            cors_origins=_origins(env, "CORS_ORIGINS"),
         )
         settings._check_consistency()
         return settings
@@ -235,8 +303,14 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = "***" if f.name in secret and value else value
+        out["credentials"] = [f"{c.role}:{c.label}" for c in self.credentials]
         out["mongodb_url"] = _without_password(self.mongodb_url)
         return out
+
+
+def _worker_token(found: tuple[Credential, ...]) -> str | None:
+    worker = next((c for c in found if c.role == credentials.WORKER), None)
+    return worker.token if worker is not None else None
 
 
 def _without_password(url: str) -> str:

@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from ingest_app import create_app
 from orchestrator.runs import new_run_document
 from orchestrator.settings import Settings
-from tests.helpers import make_settings
+from tests.helpers import OPERATOR_TOKEN, READER_TOKEN, bearer, make_settings
 
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = bearer(OPERATOR_TOKEN)
 
 
 PROBLEM = "application/problem+json"
@@ -23,10 +23,21 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
 
 
+class ReaderClient(FlaskClient):
+    """A test client that reads as a reader unless a request names its own Authorization: the
+    read tests are about what the API returns; who may call it is test_roles.py's subject."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {READER_TOKEN}"
+
+
 def build_app(db: Any, *, storage: Any = None, settings: Settings | None = None) -> Flask:
-    """The ingest app over `db`, with `storage` wired in for download links."""
+    """The ingest app over `db`, with `storage` wired in for download links; its test client
+    reads as a reader (writes send `AUTH`, an operator's)."""
     app = create_app(settings or make_settings(), db=db)
     app.extensions["orchestrator"].storage = storage
+    app.test_client_class = ReaderClient
     return app
 
 

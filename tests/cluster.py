@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import requests
 
+from tests.helpers import READER_TOKEN, WORKER_TOKEN, bearer
 from tests.servers import PYTHON, Child, MongoServer, free_port, process_env, wait_until
 
-TOKEN = "process-test-token"
+TOKEN = WORKER_TOKEN
 
 
 class Cluster:
@@ -20,7 +21,7 @@ class Cluster:
         self.tmp = tmp
         self.port = free_port()
         self.base_env = {
-            "MONGODB_URL": server.url(database), "INGEST_URL": f"http://127.0.0.1:{self.port}", "INGEST_TOKEN": TOKEN,
+            "MONGODB_URL": server.url(database), "INGEST_URL": f"http://127.0.0.1:{self.port}", "INGEST_TOKEN": TOKEN, "READER_TOKEN": READER_TOKEN,
             "ARTIFACT_DIR": str(tmp / "artifacts"), "PIPELINE_MODULES": "tests.pipelines_for_tests",
             "HEARTBEAT_INTERVAL_S": "0.5", "LEASE_S": "3", "CANCEL_GRACE_S": "1", "SCHEDULE_TIMEOUT_S": "20",
             "DISPATCH_INTERVAL": "0.1", "SWEEP_INTERVAL_S": "0.5", "MONGODB_TIMEOUT_S": "2",
@@ -65,7 +66,7 @@ class Cluster:
             pytest.fail(f"run is {run and run.get('status')} (error {run and run.get('error')})\n{self.logs()}")
 
     def api(self, path: str, **kw: Any) -> Any:
-        response = requests.get(f"http://127.0.0.1:{self.port}{path}", timeout=5, **kw)
+        response = requests.get(f"http://127.0.0.1:{self.port}{path}", headers=bearer(READER_TOKEN), timeout=5, **kw)
         response.raise_for_status()
         return response.json()
 

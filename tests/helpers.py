@@ -8,12 +8,23 @@ from typing import Any
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.settings import DEFAULT_PRIORITY, Settings
 
+#: One token per role, as a deployment has (`orchestrator.credentials`).
+WORKER_TOKEN = "worker-Qx7Lm2Vb9Rt4Kp8Zs3Nd6Hf1Jc5Wy0"
+READER_TOKEN = "reader-Ab3Cd5Ef7Gh9Ij2Kl4Mn6Op8Qr0St"
+OPERATOR_TOKEN = "operator-Zy9Xw7Vu5Ts3Rq1Po8Nm6Lk4Ji2"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
 
 def make_settings(**env: str) -> Settings:
     """Settings for a test: embedded database and short intervals unless overridden."""
     base = {
         "MONGODB_URL": f"mongomock://localhost/test_{uuid.uuid4().hex[:8]}",
-        "INGEST_TOKEN": "test-token",
+        "INGEST_TOKEN": WORKER_TOKEN,
+        "READER_TOKEN": READER_TOKEN,
+        "OPERATOR_TOKEN": OPERATOR_TOKEN,
         "POD_ID": "pod-test",
         "HEARTBEAT_INTERVAL_S": "0.2",
         "LEASE_S": "2",

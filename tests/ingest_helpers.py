@@ -21,9 +21,9 @@ from orchestrator.events import make_event, seq_for
 from orchestrator.ingest import Item, Outcome, fast_path_pays, ingest, updates_per_command
 from orchestrator.runs import new_run_document
 from orchestrator.settings import Settings
-from tests.helpers import make_settings
+from tests.helpers import WORKER_TOKEN, make_settings
 
-TOKEN = "test-token"
+TOKEN = WORKER_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STRUCTURED = {**AUTH, "Content-Type": "application/cloudevents+json"}
 NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}

@@ -11,6 +11,7 @@ import uuid
 import pytest
 from kombu import Connection, Exchange, Queue
 
+from tests.helpers import WORKER_TOKEN
 from tests.servers import PYTHON, Child, process_env, wait_until
 
 
@@ -36,7 +37,7 @@ def test_kombu_round_trips_messages_in_priority_order(real_server, real_db):
 
 @pytest.fixture
 def gpu_worker(real_server, real_db, tmp_path):
-    env = process_env(MONGODB_URL=real_server.url(real_db.name), INGEST_TOKEN="t", POD_ID="probe-pod",
+    env = process_env(MONGODB_URL=real_server.url(real_db.name), INGEST_TOKEN=WORKER_TOKEN, POD_ID="probe-pod",
                       SPOOL_DIR=str(tmp_path / "spool"), WORK_DIR=str(tmp_path / "work"), ARTIFACT_DIR=str(tmp_path / "art"))
     worker = Child("celery-worker", [PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--pool", "solo",
                                      "--without-mingle", "--without-gossip", "--loglevel", "INFO"], env)

@@ -24,7 +24,7 @@ from orchestrator.retry import Backoff
 from tasks.pod.emitter import Emitter, EmitterConfig, retry_after_s
 from tasks.pod.spool import DEAD_LETTERS
 from tests.fakes import FakeIngest, answer, results
-from tests.helpers import make_settings
+from tests.helpers import WORKER_TOKEN, make_settings
 from tests.servers import free_port, process_env, wait_until
 
 #: Short times so the lane stays fast: linger 0.1 s, poll every 10 ms, retries within 50 ms.
@@ -66,7 +66,7 @@ def test_events_go_out_as_ndjson_batches_of_at_most_50_with_the_bearer_token(ing
     assert max(len(r.events) for r in ingest.received) <= 50 and len(ingest.received) >= 3
     headers = ingest.received[0].headers
     assert headers["Content-Type"] == "application/x-ndjson"
-    assert headers["Authorization"] == "Bearer test-token"
+    assert headers["Authorization"] == f"Bearer {WORKER_TOKEN}"
     assert emitter.stats().sent == 120 and emitter.stats().backlog == 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from tests.helpers import WORKER_TOKEN
 from tests.servers import PYTHON, Child, free_port, process_env, wait_until
 
 USER, PASSWORD = "operator", "flower-test-secret"
@@ -99,7 +100,7 @@ def stack(real_server, real_db, sender, tmp_path_factory) -> Iterator[Stack]:
     worker has run a ping, i.e. its event loop has polled."""
     url = real_server.url(real_db.name)
     tmp: Path = tmp_path_factory.mktemp("flower")
-    env = process_env(MONGODB_URL=url, INGEST_TOKEN="t", POD_ID="flower-pod", SPOOL_DIR=str(tmp / "spool"),
+    env = process_env(MONGODB_URL=url, INGEST_TOKEN=WORKER_TOKEN, POD_ID="flower-pod", SPOOL_DIR=str(tmp / "spool"),
                       WORK_DIR=str(tmp / "work"), ARTIFACT_DIR=str(tmp / "art"))
     port = free_port()
     worker = Child("celery-worker", [PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "-n", WORKER,

@@ -14,7 +14,7 @@ from ingest_app.metrics import IngestMetrics
 from ingest_app.state import AppState
 from orchestrator import db as dbmod
 from orchestrator.storage import LocalStorage
-from tests.helpers import make_settings
+from tests.helpers import WORKER_TOKEN, make_settings
 from tests.ingest_helpers import NDJSON, PROBLEM, Worker, ingest_app, insert_run, post_ndjson
 
 
@@ -32,7 +32,7 @@ def test_create_app_stores_the_shared_state_and_registers_every_blueprint(mock_d
 
 def test_create_app_reads_the_environment_and_opens_the_database_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONGODB_URL", "mongomock://localhost/from_env")
-    monkeypatch.setenv("INGEST_TOKEN", "t")
+    monkeypatch.setenv("INGEST_TOKEN", WORKER_TOKEN)
     try:
         app = create_app()
         db = app.extensions["orchestrator"].db
@@ -67,8 +67,9 @@ def test_a_database_down_at_start_defers_the_indexes_to_the_first_ingest(
 
 def test_start_up_logs_the_settings_redacted(mock_db: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="ingest_app"):
-        ingest_app(mock_db, make_settings(INGEST_TOKEN="very-secret-token"))
-    assert "'ingest_token': '***'" in caplog.text and "very-secret-token" not in caplog.text
+        ingest_app(mock_db, make_settings(INGEST_TOKEN="pod-a:very-secret-token-Qx7Lm2Vb9Rt4Kp8Zs3Nd6"))
+    assert "'ingest_token': '***'" in caplog.text and "very-secret" not in caplog.text
+    assert "worker:pod-a" in caplog.text
 
 
 def test_request_latency_and_event_counts_reach_the_metrics(mock_db: Any) -> None:

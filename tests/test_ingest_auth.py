@@ -121,7 +121,7 @@ def test_open_development_mode_skips_auth_and_warns_on_every_start(
 
 
 def test_neither_the_token_nor_the_secret_is_ever_logged(mock_db: Any, caplog: pytest.LogCaptureFixture) -> None:
-    token, secret = "s3cret-token-value", SECRET
+    token, secret = "s3cret-token-value-Qx7Lm2Vb9Rt4Kp8Zs3Nd6", SECRET
     run_id = insert_run(mock_db)
     with caplog.at_level(logging.DEBUG):
         client = ingest_app(mock_db, make_settings(INGEST_TOKEN=token, INGEST_WEBHOOK_SECRET=secret)).test_client()
@@ -133,3 +133,47 @@ def test_neither_the_token_nor_the_secret_is_ever_logged(mock_db: Any, caplog: p
     assert "ingest app starting" in text
     for value in (token, secret, secret.removeprefix("whsec_"), "wrong-but-secret-too", TOKEN):
         assert value not in text
+
+
+def test_a_signed_request_is_accepted_once(mock_db: Any) -> None:
+    run_id = insert_run(mock_db)
+    app = ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=SECRET))
+    body = _body(run_id)
+    headers = {**CT, **_signed(body, msg_id="msg_once")}
+    assert app.test_client().post("/api/ingest/events", data=body, headers=headers).status_code == 200
+    # The same request again, from this or another app on the same database (another replica).
+    replay = ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=SECRET)).test_client()
+    again = replay.post("/api/ingest/events", data=body, headers=headers)
+    assert again.status_code == 403 and "already accepted" in again.json["detail"]
+    fresh = {**CT, **_signed(body, msg_id="msg_twice")}
+    assert replay.post("/api/ingest/events", data=body, headers=fresh).json["duplicate"] == 1
+
+
+def test_a_signature_does_not_cover_binary_mode_headers_so_it_is_refused_there(mock_db: Any) -> None:
+    """A signed log line must not become a signed cancel by rewriting its ce-type header."""
+    run_id = insert_run(mock_db)
+    client = ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=SECRET)).test_client()
+    data = json.dumps({"run_id": run_id, "by": "x"}).encode()
+    binary = {"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "worker://p",
+              "ce-type": "ai.run.canceled", "ce-subject": f"run/{run_id}", "ce-time": "2026-01-01T00:00:00Z",
+              "ce-seq": "1000000001"}
+    response = client.post("/api/ingest/event", data=data, headers={**binary, **_signed(data)})
+    assert response.status_code == 401 and "binary mode" in response.json["detail"]
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "STARTING"
+    bearer_ok = client.post("/api/ingest/event", data=data, headers={**binary, "Authorization": f"Bearer {TOKEN}"})
+    assert bearer_ok.status_code in (200, 201)
+
+
+def test_a_signature_is_not_a_credential_on_the_api(mock_db: Any) -> None:
+    client = ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=SECRET)).test_client()
+    body = json.dumps({"title": "t", "idea": "i"}).encode()
+    response = client.post("/api/hypotheses", data=body, headers={"Content-Type": "application/json", **_signed(body)})
+    assert response.status_code == 401 and mock_db.hypotheses.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("raw", [b"x", b"0123456789abcdef0123456"])
+def test_a_webhook_secret_shorter_than_24_bytes_stops_the_app(mock_db: Any, raw: bytes) -> None:
+    secret = "whsec_" + base64.b64encode(raw).decode()
+    with pytest.raises(SettingsError, match="decodes to .* bytes.*at least 24") as caught:
+        ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=secret))
+    assert secret not in str(caught.value)

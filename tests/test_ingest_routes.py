@@ -386,7 +386,7 @@ def test_an_integer_beyond_64_bits_is_invalid_not_a_server_error(client, mock_db
     mock_db.runs.insert_one({"_id": run_id, "status": "RUNNING", "attempt": 1, "maxAttempts": 3})
     event = make_event("ai.run.stage_completed", run_id, 1_000_000_001, "worker://p",
                        {"stage": "Stage_1", "summary": {"data_seed": 2**64 - 1}})
-    response = client.post("/api/ingest/event", json=event, headers={"Authorization": "Bearer test-token"},
+    response = client.post("/api/ingest/event", json=event, headers=AUTH,
                            content_type="application/cloudevents+json")
     assert response.status_code == 422
     assert "data.summary.data_seed" in response.json["errors"]

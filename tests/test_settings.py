@@ -47,7 +47,7 @@ def test_broker_url_bounds_server_selection_so_a_down_server_fails_fast():
 
 def test_redacted_settings_hide_every_secret():
     settings = Settings.from_env({
-        "MONGODB_URL": "mongodb://user:hunter2@h/db", "INGEST_TOKEN": "tok-secret",
+        "MONGODB_URL": "mongodb://user:hunter2@h/db", "INGEST_TOKEN": "tok-secret-" + "Qx7Lm2Vb9Rt4Kp8Zs3Nd6Hf1Jc5Wy0",
         "MINIO_ENDPOINT": "m:9000", "MINIO_ACCESS_KEY": "ak", "MINIO_SECRET_KEY": "sk-secret",
     })
     text = repr(settings.redacted())

@@ -1,0 +1,130 @@
+"""Rate limits: Flask-Limiter over counters in our own database, shared by every process.
+
+Flask-Limiter's own MongoDB storage needs TTL indexes and pipeline updates, which FerretDB v1
+lacks, so it gets `CounterStorage`: the `limits` storage interface over `orchestrator.expiring`,
+which needs only unique inserts and `$inc`. Two limits use it:
+
+- `RATE_LIMIT` per credential, across all routes (a worker credential per credential and client
+  address, so pods that share one token do not take each other's budget); 429 with Retry-After.
+- `AUTH_FAILURE_LIMIT` per client address: wrong tokens and bad signatures. Past it, the address
+  gets 429 with Retry-After until its window ends, whatever it sends, so a token cannot be
+  guessed faster than the limit allows.
+
+The probes are exempt: a scraper or a kubelet must never be throttled off.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, g, request
+from flask_limiter import Limiter
+from limits import parse_many
+from limits.storage import Storage
+from limits.strategies import FixedWindowRateLimiter
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from orchestrator import credentials, expiring
+from orchestrator.errors import SettingsError
+from orchestrator.settings import Settings
+
+SCHEME = "orchestrator-counters"
+
+
+class CounterStorage(Storage):
+    """The `limits` storage interface over `orchestrator.expiring` (the database given as the
+    `db` option). Windows are fixed and aligned, which is what the fixed-window strategy needs."""
+
+    STORAGE_SCHEME = [SCHEME]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any):
+        super().__init__(uri, wrap_exceptions)
+        self._db: Database = options["db"]
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return PyMongoError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return expiring.count(self._db, key, expiry, amount)
+
+    def get(self, key: str) -> int:
+        return expiring.current(self._db, key)[0]
+
+    def get_expiry(self, key: str) -> float:
+        ends = expiring.current(self._db, key)[1]
+        return ends.timestamp() if ends is not None else time.time()
+
+    def check(self) -> bool:
+        try:
+            self._db.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    def reset(self) -> int | None:
+        return expiring.clear_all(self._db)
+
+    def clear(self, key: str) -> None:
+        expiring.clear(self._db, key)
+
+
+class FailedSignIns:
+    """Failed authentications per client address, over the same counters."""
+
+    def __init__(self, storage: CounterStorage, limit: str):
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._items = _parse("AUTH_FAILURE_LIMIT", limit)
+
+    def wait_s(self, address: str) -> float:
+        """Seconds `address` must wait before it may try again (0: it may now)."""
+        waits = [
+            self._limiter.get_window_stats(item, "auth-failures", address).reset_time - time.time()
+            for item in self._items if not self._limiter.test(item, "auth-failures", address)
+        ]
+        return max(waits, default=0.0)
+
+    def record(self, address: str) -> None:
+        for item in self._items:
+            self._limiter.hit(item, "auth-failures", address)
+
+
+def install(app: Flask, db: Database, settings: Settings, exempt: Blueprint) -> FailedSignIns:
+    """Attach Flask-Limiter with RATE_LIMIT to `app` (after the authentication hook, whose
+    credential keys the limit), `exempt` (the probes) left out, and return the failed sign-in
+    counter for that hook."""
+    rates = ";".join(str(item) for item in _parse("RATE_LIMIT", settings.rate_limit)) if settings.rate_limit else ""
+    limiter = Limiter(
+        key_func=_key, app=app, application_limits=[rates] if rates else [], strategy="fixed-window",
+        storage_uri=f"{SCHEME}://", storage_options={"db": db},  # type: ignore[dict-item]
+        headers_enabled=True, retry_after="delta-seconds", key_prefix="rate",
+    )
+    limiter.exempt(exempt)
+    storage = limiter.storage
+    assert isinstance(storage, CounterStorage)
+    return FailedSignIns(storage, settings.auth_failure_limit or "1000000/second")
+
+
+def _key() -> str:
+    """A credential's own budget; a worker's per credential and address; no credential (open
+    mode, or a request refused before one is known): the client address."""
+    credential = g.get("credential")
+    if credential is None:
+        return f"addr:{request.remote_addr}"
+    if credential.role == credentials.WORKER:
+        return f"cred:{credential.key}:{request.remote_addr}"
+    return f"cred:{credential.key}"
+
+
+def _parse(variable: str, value: str) -> list[Any]:
+    try:
+        return list(parse_many(value))
+    except ValueError:
+        raise SettingsError(f"{variable}={value!r} is not a rate such as 100/second.") from None
+
+
+def retry_after(seconds: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, int(seconds + 0.999)))
