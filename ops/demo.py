@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +23,7 @@ from werkzeug.serving import make_server
 
 from ingest_app import create_app
 from ops.live import follow
+from orchestrator.credentials import new_token
 from orchestrator.db import get_db
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.runs import create_hypothesis_and_run
@@ -122,7 +122,7 @@ def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, 
     _embedded_defaults(out)
     with ExitStack() as stack:
         if not os.environ.get("INGEST_URL"):
-            os.environ.setdefault("INGEST_TOKEN", secrets.token_urlsafe(24))
+            os.environ.setdefault("INGEST_TOKEN", new_token())
             ingest_url = stack.enter_context(_ingest_server(Settings.from_env()))
             os.environ["INGEST_URL"] = ingest_url
         settings = Settings.from_env()

@@ -18,6 +18,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure, PyMongoError
 
+from orchestrator import schema
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def _indexes() -> dict[str, list[IndexModel]]:
         "events": [
             IndexModel([("runId", ASCENDING), ("seq", ASCENDING)], name="runId_seq"),
             IndexModel([("type", ASCENDING), ("receivedAt", DESCENDING)], name="type_receivedAt"),
+            IndexModel([("eventId", ASCENDING)], name="eventId"),
         ],
         "events_seen": [
             IndexModel([("source", ASCENDING), ("eventId", ASCENDING)], name="source_eventId", unique=True),
@@ -199,13 +201,15 @@ def prepare_database(settings: Settings) -> list[str]:
 
 
 def ensure_indexes(db: Database) -> list[str]:
-    """Create every index; safe to call from every process at every start.
+    """Check the schema version (`orchestrator.schema`: SchemaError on a database newer than this
+    release) and create every index; safe to call from every process at every start.
 
     Returns the warnings for features the server lacks (each is also logged), instead of
     crashing: FerretDB v1 answers a TTL index with NotImplemented, so there events_seen is
     not expired and the warning says how to prune it.
     """
     warnings: list[str] = []
+    schema.check(db)
     _ensure_broadcast(db)
     for collection, models in _indexes().items():
         for model in models:

@@ -11,6 +11,7 @@ is not used.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from datetime import UTC, datetime
@@ -381,12 +382,21 @@ def event_time(event: dict[str, Any]) -> datetime:
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
+def record_id(source: str, event_id: str) -> str:
+    """The `_id` of a record an event makes (history, artifact, validation): its id and a digest
+    of its source, so the same id from two sources is two records, as dedup's key (source, id)
+    says, and the id stays readable and fit for a URL path segment."""
+    return f"{event_id}~{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+
+
 def history_record(event: dict[str, Any], *, received_at: datetime) -> dict[str, Any]:
-    """The `events` document of an event: the run's history. Keyed on the event id, so a repeat
-    is inserted once. Ingest stores the workers' events with it, and `orchestrator.runs` the
+    """The `events` document of an event: the run's history. Keyed on (source, id)
+    (`record_id`), so a repeat is inserted once and the same id from another source is
+    its own record. Ingest stores the workers' events with it, and `orchestrator.runs` the
     control plane's decisions."""
     record: dict[str, Any] = {
-        "_id": event["id"], "source": event["source"], "runId": event["data"]["run_id"], "type": event["type"],
+        "_id": record_id(event["source"], event["id"]), "eventId": event["id"], "source": event["source"],
+        "runId": event["data"]["run_id"], "type": event["type"],
         "seq": event["seq"], "time": event_time(event), "data": event["data"], "receivedAt": received_at,
     }
     for name in ("traceparent", "tracestate"):

@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator import retry
-from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record
+from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record, record_id
 from orchestrator.runs import event_status_update
 from orchestrator.statuses import RunStatus, StageStatus
 
@@ -91,6 +91,15 @@ class _Event:
     @property
     def id(self) -> str:
         return self.event["id"]
+
+    @property
+    def record_id(self) -> str:
+        """The `_id` of a record this event makes (`events.record_id`)."""
+        return record_id(self.event["source"], self.id)
+
+    def record_key(self) -> dict[str, str]:
+        """The keying fields of such a record: `_id`, `source` and `eventId`."""
+        return {"_id": self.record_id, "source": self.event["source"], "eventId": self.id}
 
     @property
     def data(self) -> dict[str, Any]:
@@ -322,20 +331,20 @@ def _validation_model(ev: _Event) -> Update | None:
     patches the verdict later (`_auto_started`); `modelSeq` makes both paths agree."""
     own = ev.data.get("model")
     if isinstance(own, str) and own:
-        return _facet("validations", ev.id, "modelSeq", ev.seq, {"model": own})
+        return _facet("validations", ev.record_id, "modelSeq", ev.seq, {"model": own})
     started, started_seq = ev.run.get("validation"), ev.run.get("validationSeq")
     if (
         isinstance(started, dict) and isinstance(started.get("model"), str) and isinstance(started_seq, int)
         and attempt_of(started_seq) == ev.attempt and started_seq < ev.seq
     ):
-        return _facet("validations", ev.id, "modelSeq", started_seq, {"model": started["model"]})
+        return _facet("validations", ev.record_id, "modelSeq", started_seq, {"model": started["model"]})
     return None
 
 
 def _auto_completed(ev: _Event) -> list[Write]:
     d = ev.data
     record = {
-        "_id": ev.id, "runId": ev.run_id, "kind": "auto", "verdict": d["verdict"], "scores": d.get("scores"),
+        **ev.record_key(), "runId": ev.run_id, "kind": "auto", "verdict": d["verdict"], "scores": d.get("scores"),
         "notes": d.get("notes"), "model": None, "attempt": ev.attempt, "seq": ev.seq, "createdAt": ev.time,
     }
     writes: list[Write] = [
@@ -356,7 +365,7 @@ def _completed(ev: _Event) -> list[Write]:
 def _artifact_registered(ev: _Event) -> list[Write]:
     d = ev.data
     return [Create("artifacts", {
-        "_id": ev.id, "runId": ev.run_id, "key": d["key"], "bucket": ev.bucket, "status": "registered",
+        **ev.record_key(), "runId": ev.run_id, "key": d["key"], "bucket": ev.bucket, "status": "registered",
         "bytes": d["bytes"], "sha256": d["sha256"], "contentType": d["content_type"], "kind": d["kind"],
         "createdAt": ev.time,
     })]
@@ -365,7 +374,7 @@ def _artifact_registered(ev: _Event) -> list[Write]:
 def _artifact_failed(ev: _Event) -> list[Write]:
     d = ev.data
     return [Create("artifacts", {
-        "_id": ev.id, "runId": ev.run_id, "key": d["key"], "bucket": ev.bucket, "status": "failed",
+        **ev.record_key(), "runId": ev.run_id, "key": d["key"], "bucket": ev.bucket, "status": "failed",
         "code": d["code"], "message": d["message"], "createdAt": ev.time,
     })]
 

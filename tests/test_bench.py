@@ -96,7 +96,7 @@ def test_the_stored_documents_are_the_history_records_ingest_writes():
     wl = workload.build(pods=2, runs_per_pod=1, seed=6)
     [document] = workload.stored_documents(wl.events[:1])
     event = wl.events[0]
-    assert document["_id"] == event["id"] and document["runId"] == event["data"]["run_id"]
+    assert document["eventId"] == event["id"] and document["runId"] == event["data"]["run_id"]
     assert set(document) >= {"source", "type", "seq", "time", "data", "receivedAt"}
 
 

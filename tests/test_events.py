@@ -18,6 +18,7 @@ from orchestrator.events import (
     history_record,
     make_event,
     parse_time,
+    record_id,
     seq_for,
     validate_event,
 )
@@ -95,7 +96,8 @@ def test_the_history_record_keeps_the_event_and_its_trace_context() -> None:
     event = {**_event(), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
     received = datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
     record = history_record(validate_event(event), received_at=received)
-    assert record["_id"] == event["id"] and record["runId"] == RUN and record["seq"] == seq_for(1, 1)
+    assert record["eventId"] == event["id"] and record["runId"] == RUN and record["seq"] == seq_for(1, 1)
+    assert record["_id"] == record_id(event["source"], event["id"]) != record_id("worker://other", event["id"])
     assert record["time"] == datetime(2026, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
     assert record["receivedAt"] == received and record["traceparent"] == event["traceparent"]
     assert record["data"] == event["data"] and record["type"] == event["type"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator import mappers
-from orchestrator.events import EVENT_TYPES, STAGE_INDEX, seq_for, validate_event
+from orchestrator.events import EVENT_TYPES, STAGE_INDEX, record_id, seq_for, validate_event
 from orchestrator.ingest import ACCEPTED
 from tests.ingest_helpers import BUCKET, SHA, T0, Worker, apply, documents, full_run, insert_run
 
@@ -48,7 +48,7 @@ def test_every_accepted_event_lands_in_the_history_with_time_and_trace(mock_db: 
     event = Worker(run_id).event("ai.run.log", level="info", message="hello", kv={"a": 1})
     event["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     assert apply(mock_db, [event])[0].status == ACCEPTED
-    record = mock_db.events.find_one({"_id": event["id"]})
+    record = mock_db.events.find_one({"eventId": event["id"]})
     assert record["source"] == "worker://pod-a" and record["runId"] == run_id and record["type"] == "ai.run.log"
     assert record["seq"] == seq_for(1, 1) and record["time"] == T0 + timedelta(hours=1, seconds=1)
     assert record["data"] == {"run_id": run_id, "level": "info", "message": "hello", "kv": {"a": 1}}
@@ -221,7 +221,7 @@ def test_auto_validation_moves_the_run_and_records_the_verdict_with_its_model(mo
     apply(mock_db, [completed])
     run = _run(mock_db, run_id)
     assert run["status"] == "AWAITING_HUMAN" and run["verdict"] == "fail"
-    record = mock_db.validations.find_one({"_id": completed["id"]})
+    record = mock_db.validations.find_one({"eventId": completed["id"]})
     assert {k: record[k] for k in ("runId", "kind", "verdict", "scores", "notes", "model", "createdAt")} == {
         "runId": run_id, "kind": "auto", "verdict": "fail", "scores": {"soundness": 2.0}, "notes": "weak",
         "model": "reviewer-1", "createdAt": _time(w, 2),
@@ -234,9 +234,9 @@ def test_a_verdict_that_arrives_before_its_auto_started_gets_the_model_later(moc
     started = w.event("ai.validation.auto_started", model="reviewer-1")
     completed = w.event("ai.validation.auto_completed", verdict="pass")
     apply(mock_db, [completed])
-    assert mock_db.validations.find_one({"_id": completed["id"]})["model"] is None
+    assert mock_db.validations.find_one({"eventId": completed["id"]})["model"] is None
     apply(mock_db, [started])
-    assert mock_db.validations.find_one({"_id": completed["id"]})["model"] == "reviewer-1"
+    assert mock_db.validations.find_one({"eventId": completed["id"]})["model"] == "reviewer-1"
     assert _run(mock_db, run_id)["status"] == "AWAITING_HUMAN"
 
 
@@ -247,7 +247,8 @@ def test_artifact_registered_is_stored_under_exactly_the_uploaded_key(mock_db: A
                     content_type="image/png", kind="figure")
     apply(mock_db, [event, event])
     assert list(mock_db.artifacts.find({"runId": run_id})) == [{
-        "_id": event["id"], "runId": run_id, "key": "runs/r/a b/fig-1.png", "bucket": BUCKET, "status": "registered",
+        "_id": record_id(event["source"], event["id"]), "source": event["source"], "eventId": event["id"],
+        "runId": run_id, "key": "runs/r/a b/fig-1.png", "bucket": BUCKET, "status": "registered",
         "bytes": 2048, "sha256": SHA, "contentType": "image/png", "kind": "figure", "createdAt": _time(w, 1),
     }]
 
@@ -256,7 +257,7 @@ def test_artifact_failed_is_recorded_as_a_failed_artifact(mock_db: Any) -> None:
     run_id = insert_run(mock_db)
     event = Worker(run_id).event("ai.artifact.failed", key="runs/r/x.pdf", code="UploadFailed", message="503 from S3")
     apply(mock_db, [event])
-    record = mock_db.artifacts.find_one({"_id": event["id"]})
+    record = mock_db.artifacts.find_one({"eventId": event["id"]})
     assert (record["status"], record["key"]) == ("failed", "runs/r/x.pdf")
     assert (record["code"], record["message"]) == ("UploadFailed", "503 from S3")
 

@@ -78,7 +78,7 @@ def test_binary_mode_takes_attributes_from_ce_headers_and_data_from_the_body(
     }
     response = client.post("/api/ingest/event", data=json.dumps(event["data"]), headers=headers)
     assert response.status_code == 201, response.json
-    record = mock_db.events.find_one({"_id": event["id"]})
+    record = mock_db.events.find_one({"eventId": event["id"]})
     assert record["source"] == "worker://pod-a" and record["seq"] == event["seq"]
     assert record["traceparent"].startswith("00-0af7")
     assert mock_db.stages.find_one({"_id": f"{run_id}:Stage_1"})["progress"] == 0.5
