@@ -26,7 +26,7 @@ from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import storage_from_settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "require_credential"]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,13 @@ def _check_auth_settings(settings: Settings) -> None:
             "INGEST_AUTH=disabled: ingest accepts events from ANYONE who can reach this port. "
             "Use this open mode for local development only; set INGEST_TOKEN and remove INGEST_AUTH elsewhere."
         )
-        return
-    if not settings.ingest_token:
+    require_credential(settings)
+
+
+def require_credential(settings: Settings) -> None:
+    """Raise SettingsError when ingest would start open without INGEST_AUTH=disabled saying so;
+    also checked by gunicorn's master before it starts workers (`ingest_app.gunicorn_conf`)."""
+    if settings.ingest_auth != "disabled" and not settings.ingest_token:
         raise SettingsError(
             "INGEST_TOKEN is not set, and the ingest app does not start without a credential. Set "
             "INGEST_TOKEN to the token the workers send (Authorization: Bearer ...), or set "
