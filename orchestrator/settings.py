@@ -15,9 +15,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from pymongo.errors import PyMongoError
-from pymongo.uri_parser_shared import _validate_uri
-
 from orchestrator.errors import SettingsError
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
@@ -114,6 +111,10 @@ def _parse_mongodb_url(url: str, shown: str) -> dict[str, Any]:
     `MongoClient()` itself runs (`_validate_uri`): the public `parse_uri` does the same and then
     resolves a mongodb+srv:// name in DNS, which reading settings must not wait for. A
     mongomock:// URL is checked as the mongodb:// URL it imitates."""
+    # Imported here: the pipeline package reads this module's defaults and must not load pymongo.
+    from pymongo.errors import PyMongoError
+    from pymongo.uri_parser_shared import _validate_uri
+
     checked = "mongodb://" + url.partition("://")[2] if url.startswith("mongomock://") else url
     try:
         return _validate_uri(checked, warn=True, normalize=False)
