@@ -11,9 +11,11 @@ Why these settings (docs/architecture.md, "The broker is not the record", says m
   forever (it has no expiry). `task_ignore_result` keeps Celery from trying to store results.
 """
 
-from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
+from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE
+from orchestrator.startup import settings_or_exit
 
-_settings = Settings.from_env()
+#: A bad setting stops `celery -A tasks worker` here with one line and status 2, not a traceback.
+_settings = settings_or_exit()
 
 #: MongoDB is the broker: kombu's transport, same database as the state (collections
 #: `messages`, `messages.routing`, `messages.broadcast`). mongomock:// is the embedded demo.

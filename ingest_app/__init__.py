@@ -29,7 +29,7 @@ from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import storage_from_settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "require_credential"]
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,20 @@ def _check_auth_settings(settings: Settings) -> None:
             "Use this open mode for local development only; set INGEST_TOKEN and remove INGEST_AUTH elsewhere."
         )
         return
-    roles = {credential.role for credential in settings.credentials}
-    if WORKER not in roles:
+    require_credential(settings)
+    if not {credential.role for credential in settings.credentials} & {READER, OPERATOR}:
+        log.warning("neither OPERATOR_TOKEN nor READER_TOKEN is set: the read and write API answers 401 to everyone")
+
+
+def require_credential(settings: Settings) -> None:
+    """Raise SettingsError when ingest would start open without INGEST_AUTH=disabled saying so;
+    also checked by gunicorn's master before it starts workers (`ingest_app.gunicorn_conf`)."""
+    if settings.ingest_auth != "disabled" and not any(c.role == WORKER for c in settings.credentials):
         raise SettingsError(
             "INGEST_TOKEN is not set, and the ingest app does not start without a credential. Set "
             "INGEST_TOKEN to the token the workers send (Authorization: Bearer ...; `manage-runs token` "
             "makes one), or set INGEST_AUTH=disabled for an open development mode."
         )
-    if not roles & {READER, OPERATOR}:
-        log.warning("neither OPERATOR_TOKEN nor READER_TOKEN is set: the read and write API answers 401 to everyone")
 
 
 def _install_hooks(app: Flask) -> None:

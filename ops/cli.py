@@ -17,8 +17,10 @@ import click
 from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ops.live import follow, run_view
+from ops.terminal import shown
 from orchestrator import queries
 from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
@@ -65,7 +67,7 @@ class Ctx:
 
 
 def _fail(message: str, code: int) -> None:
-    errors.print(f"[red]error:[/red] {message}")
+    errors.print(Text.assemble(("error:", "red"), " ", shown(message)))
     sys.exit(code)
 
 
@@ -112,12 +114,17 @@ def list_runs(obj: Ctx, status: str | None, limit: int) -> None:
             t.add_column(column)
         for run in runs:
             stage = run.get("currentStage") or {}
-            t.add_row(run["_id"], run["status"], str(run.get("attempt", 0)),
-                      f"{stage.get('name', '')} {stage.get('progress', 0):.0%}" if stage else "",
-                      str(run.get("claimedBy") or ""), str(jsonable(run.get("createdAt"))))
+            t.add_row(shown(run["_id"]), shown(run["status"]), shown(run.get("attempt", 0)),
+                      shown(f"{stage.get('name', '')} {_percent(stage.get('progress'))}" if stage else ""),
+                      shown(run.get("claimedBy") or ""), shown(jsonable(run.get("createdAt"))))
         return t
 
     obj.out(runs, table)
+
+
+def _percent(progress: Any) -> str:
+    """A stage's progress as 42%; a value that is no number (bad data) as it is."""
+    return f"{progress or 0:.0%}" if isinstance(progress, (int, float)) else str(progress)
 
 
 @main.command()
@@ -169,7 +176,7 @@ def enqueue(obj: Ctx, title: str, idea: str, priority: int, pipeline: str, queue
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--timeout/--step-timeout") from None
-    obj.out({"hypothesisId": hypothesis_id, "runId": run_id}, lambda: f"queued run {run_id} (hypothesis {hypothesis_id})")
+    obj.out({"hypothesisId": hypothesis_id, "runId": run_id}, lambda: shown(f"queued run {run_id} (hypothesis {hypothesis_id})"))
 
 
 @main.command()
@@ -180,7 +187,7 @@ def cancel(obj: Ctx, run_id: str, reason: str | None) -> None:
     """Cancel now if not started; else ask the worker to stop at its next checkpoint."""
     run = cancel_run(obj.db, run_id, by="manage-runs", reason=reason)
     message = "canceled" if run["status"] == "CANCELED" else "cancel requested; the worker stops at its next checkpoint"
-    obj.out(run, lambda: f"run {run_id}: {message}")
+    obj.out(run, lambda: shown(f"run {run_id}: {message}"))
 
 
 @main.command()
@@ -189,7 +196,7 @@ def cancel(obj: Ctx, run_id: str, reason: str | None) -> None:
 def retry(obj: Ctx, run_id: str) -> None:
     """FAILED or CANCELED -> QUEUED (the dispatcher sends the next attempt)."""
     run = retry_run(obj.db, run_id, by="manage-runs")
-    obj.out(run, lambda: f"run {run_id} queued again (next attempt {int(run.get('attempt', 0)) + 1})")
+    obj.out(run, lambda: shown(f"run {run_id} queued again (next attempt {int(run.get('attempt', 0)) + 1})"))
 
 
 @main.command("stats")
@@ -203,11 +210,11 @@ def show_stats(obj: Ctx) -> None:
         t.add_column("what")
         t.add_column("value", justify="right")
         for status, n in data["runsByStatus"].items():
-            t.add_row(f"runs {status}", str(n))
+            t.add_row(Text("runs ") + shown(status), shown(n))
         for queue, n in sorted(data["queueDepth"].items()):
-            t.add_row(f"messages in queue {queue}", str(n))
+            t.add_row(Text("messages in queue ") + shown(queue), shown(n))
         t.add_row("oldest queued run (s)", str(data["oldestQueuedAgeS"] if data["oldestQueuedAgeS"] is not None else "-"))
-        t.add_row("pods seen in the last minute", ", ".join(data["podsSeenLastMinute"]) or "-")
+        t.add_row("pods seen in the last minute", shown(", ".join(map(str, data["podsSeenLastMinute"])) or "-"))
         return t
 
     obj.out(data, table)

@@ -19,10 +19,12 @@ from typing import Any
 from celery.contrib.testing.worker import start_worker
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from werkzeug.serving import make_server
 
 from ingest_app import create_app
-from ops.live import follow
+from ops.live import follow, number
+from ops.terminal import shown
 from orchestrator.credentials import new_token
 from orchestrator.db import get_db
 from orchestrator.dispatcher import Dispatcher
@@ -100,16 +102,16 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     validation = run.get("validation") or {}
-    table.add_row("run", run["_id"])
-    table.add_row("status", run["status"])
-    table.add_row("verdict", str(validation.get("verdict", "-")))
+    table.add_row("run", shown(run["_id"]))
+    table.add_row("status", shown(run["status"]))
+    table.add_row("verdict", shown(validation.get("verdict", "-")))
     for name, score in sorted((validation.get("scores") or {}).items()):
-        table.add_row(f"  score {name}", f"{score:.3g}")
+        table.add_row(shown(f"  score {name}"), shown(number(score)))
     for name, value in sorted((run.get("metrics") or {}).items()):
-        table.add_row(f"  metric {name}", f"{value:.6g}")
+        table.add_row(shown(f"  metric {name}"), shown(number(value)))
     for artifact in run.get("artifacts") or []:
         where = (Path(settings.artifact_dir) / artifact["key"]) if not settings.minio_endpoint else f"s3://{artifact.get('bucket')}/{artifact['key']}"
-        table.add_row(f"  {artifact.get('kind')}", str(where))
+        table.add_row(shown(f"  {artifact.get('kind')}"), shown(where))
     return table
 
 
@@ -127,8 +129,9 @@ def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, 
             os.environ["INGEST_URL"] = ingest_url
         settings = Settings.from_env()
         db = get_db(settings)
-        console.print(f"[bold]demo[/bold]: database {settings.redacted()['mongodb_url']}, ingest {settings.ingest_url}, "
-                      f"artifacts {settings.minio_endpoint or settings.artifact_dir}")
+        where = (f": database {settings.redacted()['mongodb_url']}, ingest {settings.ingest_url}, "
+                 f"artifacts {settings.minio_endpoint or settings.artifact_dir}")
+        console.print(Text("demo", "bold") + shown(where))
         stack.enter_context(_worker())
         stack.enter_context(_dispatcher(db, settings))
         _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=pipeline,

@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from orchestrator.db import ensure_indexes, get_db, probe_features
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.settings import Settings
+from orchestrator.startup import settings_or_exit
 from orchestrator.sweeper import Sweeper
 from tasks.sender import celery_sender
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def main() -> None:
     """Run until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env()
+    settings = settings_or_exit()  # a bad setting: one line, exit status 2
     db = get_db(settings)
     ensure_indexes(db)
     features = probe_features(db)

@@ -14,6 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ops.terminal import shown
 from orchestrator import queries
 from orchestrator.events import STAGES
 from orchestrator.serialize import jsonable, to_rfc3339
@@ -39,20 +40,20 @@ def header(run: dict[str, Any]) -> Table:
     hypothesis = run.get("hypothesis") or {}
     status = str(run.get("status"))
     rows = [
-        ("run", run["_id"]),
-        ("hypothesis", hypothesis.get("title") or run.get("hypothesisId") or ""),
-        ("status", Text(status, style=_STATUS_STYLE.get(status, ""))),
-        ("attempt", f"{run.get('attempt', 0)} of {run.get('maxAttempts', '?')}"),
-        ("pipeline", str(run.get("pipeline"))),
-        ("pod", (run.get("pod") or {}).get("id") or run.get("claimedBy") or "-"),
-        ("last heartbeat", _when(run.get("lastHeartbeat")) or "-"),
+        ("run", shown(run["_id"])),
+        ("hypothesis", shown(hypothesis.get("title") or run.get("hypothesisId") or "")),
+        ("status", shown(status, _STATUS_STYLE.get(status, ""))),
+        ("attempt", shown(f"{run.get('attempt', 0)} of {run.get('maxAttempts', '?')}")),
+        ("pipeline", shown(run.get("pipeline"))),
+        ("pod", shown((run.get("pod") or {}).get("id") or run.get("claimedBy") or "-")),
+        ("last heartbeat", shown(_when(run.get("lastHeartbeat")) or "-")),
     ]
     if run.get("error"):
         error = run["error"]
-        rows.append(("error", Text(f"{error.get('code')}: {error.get('message')} (stage {error.get('stage') or '-'}, "
-                                   f"retryable={error.get('retryable')})", style="red")))
+        rows.append(("error", shown(f"{error.get('code')}: {error.get('message')} (stage {error.get('stage') or '-'}, "
+                                    f"retryable={error.get('retryable')})", "red")))
     if run.get("verdict"):
-        rows.append(("verdict", str(run["verdict"])))
+        rows.append(("verdict", shown(run["verdict"])))
     if run.get("deadLetters"):
         rows.append(("dead letters", Text(f"{run['deadLetters']} event(s) kept on the pod (its SPOOL_DIR/dead-letters.jsonl); "
                                           "see the warnings in the history", style="yellow")))
@@ -72,9 +73,14 @@ def stages_table(run: dict[str, Any]) -> Table:
         status = stage.get("status", "PENDING")
         progress = float(stage.get("progress") or 0.0)
         duration = f"{stage['durationS']:.1f}s" if stage.get("durationS") is not None else ""
-        table.add_row(f"{name} {desc}", Text(status, style=_STATUS_STYLE.get(status, "")),
+        table.add_row(f"{name} {desc}", shown(status, _STATUS_STYLE.get(status, "")),
                       Group(ProgressBar(total=1.0, completed=progress, width=24), Text(f"{progress:4.0%}")), duration)
     return table
+
+
+def number(value: Any) -> str:
+    """A metric or score as six significant digits; anything else as it came (then `shown`)."""
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def metrics_table(run: dict[str, Any]) -> Table:
@@ -82,7 +88,7 @@ def metrics_table(run: dict[str, Any]) -> Table:
     table.add_column("name")
     table.add_column("value", justify="right")
     for name, value in sorted((run.get("metrics") or {}).items()):
-        table.add_row(name, f"{value:.6g}" if isinstance(value, (int, float)) else str(value))
+        table.add_row(shown(name), shown(number(value)))
     return table
 
 
@@ -91,8 +97,8 @@ def artifacts_table(run: dict[str, Any]) -> Table:
     for column in ("kind", "key", "bytes", "sha256"):
         table.add_column(column)
     for artifact in run.get("artifacts") or []:
-        table.add_row(str(artifact.get("kind") or artifact.get("status")), str(artifact.get("key")),
-                      str(artifact.get("bytes", "")), str(artifact.get("sha256", ""))[:12])
+        table.add_row(shown(artifact.get("kind") or artifact.get("status")), shown(artifact.get("key")),
+                      shown(artifact.get("bytes", "")), shown(str(artifact.get("sha256", ""))[:12]))
     return table
 
 
@@ -102,7 +108,8 @@ def events_table(events: list[dict[str, Any]]) -> Table:
         table.add_column(column, overflow="fold")
     for event in events:
         data = {k: v for k, v in (event.get("data") or {}).items() if k not in ("run_id", "traceback", "summary")}
-        table.add_row(str(event.get("seq")), _when(event.get("time")), str(event.get("type")), str(data)[:120])
+        table.add_row(shown(event.get("seq")), shown(_when(event.get("time"))), shown(event.get("type")),
+                      shown(str(data)[:120]))
     return table
 
 
@@ -111,8 +118,8 @@ def history_table(changes: list[dict[str, Any]]) -> Table:
     for column in ("at", "from -> to", "attempt", "by", "reason"):
         table.add_column(column, overflow="fold")
     for change in changes[-20:]:
-        table.add_row(_when(change.get("at")), f"{change.get('from')} -> {change.get('to')}", str(change.get("attempt")),
-                      str(change.get("by")), str(change.get("reason") or "")[:160])
+        table.add_row(shown(_when(change.get("at"))), shown(f"{change.get('from')} -> {change.get('to')}"),
+                      shown(change.get("attempt")), shown(change.get("by")), shown(str(change.get("reason") or "")[:160]))
     return table
 
 

@@ -7,11 +7,13 @@ its value and what would be accepted, so a pod fails at boot and not an hour int
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator import credentials
@@ -51,8 +53,10 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number; set it to a number such as {default}.") from None
+    if not math.isfinite(value):  # nan passes every comparison below and inf never ends a wait
+        raise SettingsError(f"{name}={raw!r} is not a finite number; set it to a number such as {default}.")
     if value < minimum:
-        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}.")
+        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}; set it to at least {minimum}.")
     return value
 
 
@@ -65,7 +69,7 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}.") from None
     if value < minimum:
-        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}.")
+        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}; set it to at least {minimum}.")
     return value
 
 
@@ -82,23 +86,50 @@ def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _mongodb_url(env: Mapping[str, str]) -> tuple[str, str]:
-    """Return the URL and its database name (the URL's path)."""
+    """Return the URL and its database name (the URL's path). Every message shows the URL with
+    its password masked: these messages end up in terminals, pod logs and CI output."""
     url = _text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
     assert url is not None
-    parts = urlsplit(url)
-    if parts.scheme not in ("mongodb", "mongodb+srv", "mongomock"):
+    shown = _without_password(url)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("mongodb", "mongodb+srv", "mongomock"):
         raise SettingsError(
-            f"MONGODB_URL={url!r} must start with mongodb://, mongodb+srv:// or mongomock:// "
+            f"MONGODB_URL={shown!r} must start with mongodb://, mongodb+srv:// or mongomock:// "
             "(mongomock:// is the in-process embedded database for the demo and unit tests)."
         )
-    database = parts.path.lstrip("/")
+    parsed = _parse_mongodb_url(url, shown)
+    database = parsed["database"] or ""
     if not database:
         raise SettingsError(
-            f"MONGODB_URL={url!r} names no database; add it as the path, e.g. {DEFAULT_MONGODB_URL}."
+            f"MONGODB_URL={shown!r} names no database; add it as the path, e.g. {DEFAULT_MONGODB_URL}."
         )
-    if "/" in database or "." in database or " " in database:
-        raise SettingsError(f"MONGODB_URL={url!r}: {database!r} is not a valid database name.")
+    if parsed["collection"] or " " in database:
+        raise SettingsError(f"MONGODB_URL={shown!r}: the path is not a valid database name "
+                            "(no '.', '/' or spaces); use e.g. ai_scientist.")
     return url, database
+
+
+def _parse_mongodb_url(url: str, shown: str) -> dict[str, Any]:
+    """pymongo's own checks of the URL (hosts, ports, escaping, options), run here so a bad URL
+    fails at start as a SettingsError instead of as pymongo's InvalidURI, ConfigurationError or
+    ValueError, which name no variable, when the first client is made. This is the check
+    `MongoClient()` itself runs (`_validate_uri`): the public `parse_uri` does the same and then
+    resolves a mongodb+srv:// name in DNS, which reading settings must not wait for. A
+    mongomock:// URL is checked as the mongodb:// URL it imitates."""
+    # Imported here: the pipeline package reads this module's defaults and must not load pymongo.
+    from pymongo.errors import PyMongoError
+    from pymongo.uri_parser_shared import _validate_uri
+
+    checked = "mongodb://" + url.partition("://")[2] if url.startswith("mongomock://") else url
+    try:
+        return _validate_uri(checked, warn=True, normalize=False)
+    except (PyMongoError, ValueError) as exc:
+        _, password, _ = _split_password(url)
+        reason = (str(exc).replace(password, "***") if password else str(exc)).rstrip(".")
+        raise SettingsError(
+            f"MONGODB_URL={shown!r} is not a valid MongoDB URL: {reason}; fix it, e.g. {DEFAULT_MONGODB_URL} "
+            "(escape '@', ':' and '/' in the user name and password as %40, %3A and %2F)."
+        ) from None
 
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -313,10 +344,31 @@ def _worker_token(found: tuple[Credential, ...]) -> str | None:
     return worker.token if worker is not None else None
 
 
+#: URL options whose values are credentials, masked like the password.
+_SECRET_OPTIONS = re.compile(r"(?i)([?&](?:tlsCertificateKeyFilePassword|authMechanismProperties)=)[^&]*")
+
+
 def _without_password(url: str) -> str:
-    """mongodb://user:secret@host/db -> mongodb://user:***@host/db."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """mongodb://user:secret@host/db -> mongodb://user:***@host/db, for any text, parseable or
+    not: the messages about an unparseable URL need the mask most."""
+    before, password, after = _split_password(url)
+    masked = url if password is None else f"{before}***{after}"
+    return _SECRET_OPTIONS.sub(r"\1***", masked)
+
+
+def _split_password(url: str) -> tuple[str, str | None, str]:
+    """(text before the password, the password or None, text after it). The user part ends at
+    the last '@' before the options, as pymongo reads it; a password with an unescaped '?' is
+    cut at the last '@' of all, which may mask more than the password but never less."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    userinfo, at, hosts = rest.partition("?")[0].rpartition("@")
+    if not at:
+        userinfo, at, hosts = rest.rpartition("@")
+    else:
+        hosts = rest[len(userinfo) + 1:]
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon:
+        return url, None, ""
+    return f"{head}{sep}{user}:", password, f"@{hosts}"

@@ -11,14 +11,17 @@ after the last try, or at once for a permanent one, `StorageError` names the key
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import mimetypes
 import os
 import shutil
+import stat
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -128,11 +131,40 @@ class LocalStorage(Storage):
         return True
 
     def _put(self, path: Path, key: str, content_type: str, sha256: str) -> None:
-        target = self.path_of(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(path, partial)
-        os.replace(partial, target)  # readers never see half a file
+        """Write through directory descriptors opened with O_NOFOLLOW, so a symbolic link
+        anywhere under the root (a folder or a file linked outside it) can never make the write
+        land outside ARTIFACT_DIR: such a key is refused with StorageError, not followed."""
+        *folders, name = check_key(key).split("/")
+        self.root.mkdir(parents=True, exist_ok=True)
+        parent = self._open_folders(folders, key)
+        try:
+            if _is_link(name, parent):
+                raise _link_refused(key, name)
+            partial = f".{name}.partial"
+            with _no_link(key, partial, parent):
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=parent)
+            with open(path, "rb") as source, os.fdopen(fd, "wb") as target:
+                shutil.copyfileobj(source, target, _CHUNK_BYTES)
+            os.replace(partial, name, src_dir_fd=parent, dst_dir_fd=parent)  # readers never see half a file
+        finally:
+            os.close(parent)
+
+    def _open_folders(self, folders: list[str], key: str) -> int:
+        """A descriptor of the key's folder under the root, each folder made if missing and
+        opened without following a link, relative to the one before."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for folder in folders:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, dir_fd=fd)
+                with _no_link(key, folder, fd):
+                    inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _url(self, key: str, expires_s: int) -> str:
         return self.path_of(key).as_uri()
@@ -216,6 +248,30 @@ def _size_and_sha256(path: Path, key: str) -> tuple[int, str]:
     except OSError as exc:
         raise StorageError(f"cannot upload {path} to {key!r}: {_describe(exc)}") from exc
     return size, digest.hexdigest()
+
+
+def _is_link(name: str, folder_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=folder_fd).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def _no_link(key: str, name: str, folder_fd: int) -> Iterator[None]:
+    """Turn O_NOFOLLOW's refusal of `name` as a symbolic link (ELOOP; ENOTDIR with O_DIRECTORY)
+    into a StorageError, which is not retried: the link will still be there in a second."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not _is_link(name, folder_fd):
+            raise
+        raise _link_refused(key, name) from exc
+
+
+def _link_refused(key: str, name: str) -> StorageError:
+    return StorageError(f"artifact key {key!r}: {name!r} in ARTIFACT_DIR is a symbolic link; "
+                        "refusing to write through it (remove the link)")
 
 
 def _describe(exc: BaseException) -> str:

@@ -53,3 +53,69 @@ def test_redacted_settings_hide_every_secret():
     text = repr(settings.redacted())
     assert "hunter2" not in text and "tok-secret" not in text and "sk-secret" not in text
     assert "mongodb://user:***@h/db" in text
+
+
+#: A password that must never appear in a message or a log line.
+PASSWORD = "hunter2-secret"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (f"mongodb://u:{PASSWORD}@host:99999/db", "Port must be an integer"),
+        (f"mongodb://u:{PASSWORD}@[::1/db", "IPv6"),
+        (f"mongodb://u:{PASSWORD}@/db", "Empty host"),
+        ("mongodb:///db", "Empty host"),
+        ("mongomock:///db", "Empty host"),
+        (f"mongodb://u:{PASSWORD}@h:abc/db", "Port contains non-digit"),
+        (f"mongodb://u:{PASSWORD}@h/db?tlsInsecure=true&tlsAllowInvalidCertificates=true", "cannot be specified"),
+        (f"mongodb+srv://u:{PASSWORD}@c.example.com:27017/db", "must not include a port"),
+        (f"redis://u:{PASSWORD}@h/db", "must start with mongodb://"),
+        (f"mongodb://u:{PASSWORD}@h", "names no database"),
+        (f"mongodb://u:{PASSWORD}@h/db.coll", "not a valid database name"),
+    ],
+)
+def test_a_bad_mongodb_url_is_a_settings_error_with_the_password_masked(url, reason):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MONGODB_URL": url})
+    message = str(caught.value)
+    assert message.startswith("MONGODB_URL=") and reason in message, message
+    assert PASSWORD not in message
+    assert "***@" in message or "u:" not in url
+
+
+def test_urls_pymongo_accepts_stay_accepted_without_a_dns_lookup():
+    for url, database in [("mongomock://localhost/demo", "demo"), (f"mongomock://u:{PASSWORD}@localhost/d", "d"),
+                          ("mongodb://h1:1,h2:2/db?replicaSet=rs&w=majority", "db"),
+                          ("mongodb://[::1]:27017/db", "db"), ("mongodb+srv://u:p@cluster.invalid/db?srvMaxHosts=2", "db")]:
+        assert Settings.from_env({"MONGODB_URL": url}).database == database
+
+
+@pytest.mark.parametrize("name", ["MONGODB_TIMEOUT_S", "LEASE_S", "HEARTBEAT_INTERVAL_S", "CANCEL_GRACE_S", "CLOCK_SKEW_S"])
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e999"])
+def test_a_non_finite_number_is_refused(name, raw):
+    with pytest.raises(SettingsError, match=f"{name}='{raw}' is not a finite number; set it to a number such as"):
+        Settings.from_env({name: raw})
+
+
+def test_a_number_below_its_minimum_names_the_minimum_to_use():
+    with pytest.raises(SettingsError, match=r"MONGODB_TIMEOUT_S='-1' is below the minimum 0.1; set it to at least 0.1"):
+        Settings.from_env({"MONGODB_TIMEOUT_S": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("mongodb://user:secret@host/db", "mongodb://user:***@host/db"),
+        ("mongodb://u:se@cret@h1,h2/db", "mongodb://u:***@h1,h2/db"),
+        ("mongodb://u:se?cret@h/db", "mongodb://u:***@h/db"),
+        ("mongodb://u:pw@h/db?appName=a@b", "mongodb://u:***@h/db?appName=a@b"),
+        ("mongodb://u:pw@[::1/db", "mongodb://u:***@[::1/db"),
+        ("mongodb://h/db?tlsCertificateKeyFilePassword=secret&w=1", "mongodb://h/db?tlsCertificateKeyFilePassword=***&w=1"),
+        ("mongodb://user@h/db", "mongodb://user@h/db"),
+    ],
+)
+def test_redacted_masks_the_password_of_any_url_even_an_unparseable_one(url, masked):
+    from orchestrator.settings import _without_password
+
+    assert _without_password(url) == masked

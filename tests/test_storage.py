@@ -159,3 +159,36 @@ def test_an_unreachable_server_is_retried_then_reported_naming_key_and_cause(art
     message = str(caught.value)
     assert "runs/r/1/loss.png" in message and "after 3 tries" in message and "Connection refused" in message
     assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize("linked", ["runs", "runs/run-1/1", "runs/run-1/1/figures"])
+def test_local_storage_refuses_a_folder_link_under_its_root(artifact: Path, tmp_path: Path, linked: str) -> None:
+    root, outside = tmp_path / "artifacts", tmp_path / "outside"
+    outside.mkdir()
+    (root / linked).parent.mkdir(parents=True, exist_ok=True)
+    (root / linked).symlink_to(outside, target_is_directory=True)
+    key = artifact_key("run-1", 1, "figures/loss.png")
+    with pytest.raises(StorageError, match=rf"artifact key '{key}': '{Path(linked).name}' in ARTIFACT_DIR is a symbolic link"):
+        LocalStorage(root, QUICK).upload(artifact, key)
+    assert list(outside.rglob("*")) == [], "nothing written outside ARTIFACT_DIR"
+
+
+@pytest.mark.parametrize("name", ["loss.png", ".loss.png.partial"])
+def test_local_storage_refuses_a_file_link_under_its_root(artifact: Path, tmp_path: Path, name: str) -> None:
+    root, outside = tmp_path / "artifacts", tmp_path / "outside.txt"
+    outside.write_bytes(b"keep me")
+    key = artifact_key("run-1", 1, "figures/loss.png")
+    (root / "runs/run-1/1/figures").mkdir(parents=True)
+    (root / "runs/run-1/1/figures" / name).symlink_to(outside)
+    with pytest.raises(StorageError, match=rf"'{key}': '{name}' in ARTIFACT_DIR is a symbolic link"):
+        LocalStorage(root, QUICK).upload(artifact, key)
+    assert outside.read_bytes() == b"keep me"
+
+
+def test_local_storage_still_replaces_a_file_it_stored_before(artifact: Path, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "artifacts", QUICK)
+    key = artifact_key("run-1", 1, "figures/loss.png")
+    storage.upload(artifact, key)
+    artifact.write_bytes(b"second")
+    assert storage.upload(artifact, key).bytes == 6 and storage.path_of(key).read_bytes() == b"second"
+    assert sorted(p.name for p in storage.path_of(key).parent.iterdir()) == ["loss.png"], "no partial file left"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,26 +73,53 @@ class WorkerContext(RunContext):
         self._emit("ai.run.log", level=level, message=message, kv=kv or None)
 
     def key_for(self, path: Path) -> str:
-        """The storage key of a file under the workdir: runs/{run_id}/{attempt}/{relative path}."""
-        return artifact_key(self.run_id, self.attempt, Path(path).resolve().relative_to(self.workdir.resolve()))
+        """The storage key of a file under the workdir: runs/{run_id}/{attempt}/{relative path}.
+        Raises StorageError for a path outside the workdir once links are followed: a pipeline
+        (LLM-written code in AI-Scientist-v2) must not upload the pod's other files."""
+        resolved = Path(path).resolve()
+        try:
+            relative = resolved.relative_to(self.workdir.resolve())
+        except ValueError:
+            raise StorageError(f"{str(path)!r} is outside the run's work dir {str(self.workdir)!r} (it is, or links "
+                               f"to, {str(resolved)!r}); save only files under the work dir") from None
+        return artifact_key(self.run_id, self.attempt, relative)
 
     def save_artifact(self, path: Path, kind: str, content_type: str | None = None) -> str:
-        """Upload now and register the exact key uploaded. A failed upload is reported as
-        `ai.artifact.failed` and the run goes on, except for the paper (see `report_paper`)."""
-        key = self.key_for(path)
+        """Upload now and register the exact key uploaded. A refused or failed upload is
+        reported as `ai.artifact.failed` and the run goes on, except for the paper (see
+        `report_paper`)."""
+        try:
+            key = self.key_for(path)
+        except StorageError as exc:
+            return self._artifact_failed(self._reported_key(path), "BadArtifactPath", exc, kind)
         content_type = content_type or mimetypes.guess_type(str(path))[0] or "application/octet-stream"
         try:
             stored = self._storage.upload(Path(path), key, content_type)
         except StorageError as exc:
-            self._emit("ai.artifact.failed", key=key, code="UploadFailed", message=str(exc))
-            if kind == "paper":
-                raise
-            return key
+            return self._artifact_failed(key, "UploadFailed", exc, kind)
         self._emit(
             "ai.artifact.registered", key=stored.key, bytes=stored.bytes, sha256=stored.sha256,
             content_type=stored.content_type, kind=kind,
         )
         return stored.key
+
+    def _artifact_failed(self, key: str, code: str, exc: StorageError, kind: str) -> str:
+        """Report the artifact as failed; the paper's failure also fails the step (raised)."""
+        self._emit("ai.artifact.failed", key=key, code=code, message=str(exc))
+        if kind == "paper":
+            raise exc
+        return key
+
+    def _reported_key(self, path: Path) -> str:
+        """The key a refused file is reported under: where it sits in the work dir as written
+        (a link's own name, links not followed), else its file name."""
+        written = Path(os.path.normpath(Path(path).absolute()))
+        work = Path(os.path.normpath(self.workdir.absolute()))
+        relative = written.relative_to(work) if written.is_relative_to(work) and written != work else written.name
+        try:
+            return artifact_key(self.run_id, self.attempt, relative or "unnamed")
+        except StorageError:
+            return artifact_key(self.run_id, self.attempt, "unnamed")
 
     def checkpoint(self) -> None:
         self._checkpoint()
