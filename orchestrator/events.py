@@ -291,7 +291,7 @@ class Envelope(Schema):
     id = _text(required=True, max=200)
     source = _text(required=True, max=500)
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES, error="Unknown event type; known types: {choices}."))
-    subject = fields.String(required=True, validate=validate.Regexp(r"^run/.+$", error="Must be 'run/{run_id}'."))
+    subject = fields.String(required=True, validate=validate.Regexp(r"^run/.+$", error="Must be 'run/{{run_id}}'."))
     time = fields.String(required=True, validate=_rfc3339)
     datacontenttype = fields.String(validate=validate.Equal(DATA_CONTENT_TYPE, error="Must be 'application/json'."))
     dataschema = fields.String()

@@ -64,6 +64,7 @@ HOSTILE: list[tuple[str, Callable[[Worker], Event], str]] = [
     ("a huge step", lambda w: w.event("ai.run.stage_metric", stage="Stage_1", name="l", value=1.0, step=10**30), "data.step"),
     ("specversion a number", _set(specversion=1.0), "specversion"),
     ("subject of another run", _set(subject="run/other"), "subject"),
+    ("subject not run/...", _set(subject="x"), "subject"),
     ("an artifact of another run", lambda w: _artifact(w, "runs/other-run/1/a.txt"), "data.key"),
     ("an artifact key climbing out", lambda w: _artifact(w, f"runs/{w.run_id}/../x"), "data.key"),
     ("an artifact key ../x", lambda w: _artifact(w, "../x"), "data.key"),
