@@ -166,7 +166,7 @@ def _json_body(*, required: bool) -> dict[str, Any]:
     if not request.is_json:
         raise _BadParameter("body", f"Content-Type {request.mimetype or '(none)'!r} is not application/json", 415)
     try:
-        body = safe_json.loads(raw.decode("utf-8"))
+        body = safe_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadParameter("body", f"not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -203,7 +203,7 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
     """(createdAt, _id) from a cursor this API returned; a 400 naming `cursor` otherwise."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+        created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()))
         when = datetime.fromisoformat(created) if created is not None else None
         if when is not None:
             when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -48,6 +48,8 @@ _CE_PREFIX = "ce-"
 #: Tracing extension attributes travel as plain W3C headers in binary mode.
 _TRACE_HEADERS = ("traceparent", "tracestate")
 _INTEGER = re.compile(r"^-?\d{1,19}$")
+#: Bytes per read of the body: large enough for few calls, small next to the body limit.
+_READ_CHUNK = 256 * 1024
 #: A line with something on it: NDJSON blank lines are not events.
 _NON_BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*[^ \t\r\n\x0b\x0c]", re.M)
 
@@ -72,11 +74,25 @@ def read_body(settings: Settings) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(f"the body is {declared} bytes", limit)
-    body = request.stream.read(limit + 1)
+    body = _read_at_most(limit + 1 if declared is None else declared + 1)
     if len(body) > limit:
         raise _too_large("the body is larger", limit)
     g._ingest_body = body
     return body
+
+
+def _read_at_most(size: int) -> bytes:
+    """Up to `size` bytes of the body, in chunks: one `read(size)` allocates `size` bytes up front
+    (werkzeug's stream is an `io.RawIOBase`), 5 MB for every request however small its body."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = request.stream.read(min(left, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_single(settings: Settings) -> Item:
@@ -95,7 +111,9 @@ def parse_batch(settings: Settings) -> list[Item]:
     if mimetype == NDJSON:
         return _ndjson_items(body, settings)
     try:
-        values = safe_json.load_array(_decode(body, "the batch"), settings.max_batch_events)
+        values = safe_json.load_array(body, settings.max_batch_events)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8("the batch", exc) from None
     except safe_json.TooManyItems:
         raise _too_many(f"more than {settings.max_batch_events}", settings) from None
     except safe_json.JsonInputError as exc:
@@ -140,11 +158,8 @@ def _too_many(count: str, settings: Settings) -> RequestRejected:
     )
 
 
-def _decode(body: bytes, what: str) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RequestRejected(400, "Bad Request", f"{what} is not UTF-8: byte {exc.start} is invalid.") from None
+def _not_utf8(what: str, exc: UnicodeDecodeError) -> RequestRejected:
+    return RequestRejected(400, "Bad Request", f"{what} is not UTF-8: byte {exc.start} is invalid.")
 
 
 def _not_json(what: str, exc: safe_json.JsonInputError) -> RequestRejected:
@@ -160,7 +175,9 @@ def _not_json(what: str, exc: safe_json.JsonInputError) -> RequestRejected:
 def _parse_json(body: bytes, what: str) -> Any:
     """Decode a whole JSON body or raise a 400 naming the line and column."""
     try:
-        return safe_json.loads(_decode(body, what))
+        return safe_json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(what, exc) from None
     except safe_json.JsonInputError as exc:
         raise _not_json(what, exc) from None
 
@@ -189,7 +206,7 @@ def _ndjson_item(index: int, line: int, raw: bytes, max_line_bytes: int) -> Item
         reason = f"Line {line} is {len(raw)} bytes; the limit is {max_line_bytes} (INGEST_MAX_LINE_BYTES)."
         return Item(index, errors={"event": [reason]}, line=line)
     try:
-        return Item(index, safe_json.loads(raw.decode("utf-8")), line=line)
+        return Item(index, safe_json.loads(raw), line=line)
     except UnicodeDecodeError as exc:
         reason = f"Line {line} is not UTF-8: byte {exc.start} is invalid."
     except safe_json.JsonInputError as exc:

@@ -78,23 +78,28 @@ def _finite(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
 
 
-def depth(text: str) -> int:
+def depth(text: str | bytes) -> int:
     """How deep arrays and objects nest in `text`, without recursing and without a Python loop
     per character (a 5 MB body takes a fraction of a second, a few copies of it at most).
 
     Escaped backslashes and quotes are cut first, so every quote left opens or closes a string;
     then only brackets and quotes are kept, a running XOR over the quotes says which brackets
     lie inside strings, and the running sum of the others' steps is the depth. A text that is
-    not JSON gets a number too; the parser then says what is wrong with it."""
-    skeleton = text.replace("\\\\", "").replace('\\"', "").encode("utf-8", "surrogatepass")
-    skeleton = skeleton.translate(None, _NOT_STRUCTURE)
+    not JSON gets a number too; the parser then says what is wrong with it. UTF-8 bytes are
+    scanned as they are (no multi-byte sequence holds an ASCII byte), which copies nothing."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    skeleton = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
     outside = map(operator.xor, accumulate(skeleton.translate(_QUOTES), operator.xor), repeat(1))
     steps = map(operator.sub, skeleton.translate(_STEPS), repeat(1))
     return max(accumulate(map(operator.mul, steps, outside)), default=0)
 
 
-def _check_depth(text: str) -> None:
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
+def _brackets(text: str | bytes) -> int:
+    return text.count("[") + text.count("{") if isinstance(text, str) else text.count(b"[") + text.count(b"{")
+
+
+def _check_depth(text: str | bytes) -> None:
+    if _brackets(text) <= MAX_DEPTH:
         return  # too few brackets to nest deeper, whatever the strings hold
     found = depth(text)
     if found > MAX_DEPTH:
@@ -118,9 +123,11 @@ def _decode(text: str, start: int) -> tuple[Any, int]:
         raise JsonInputError(str(exc)) from None
 
 
-def loads(text: str) -> Any:
-    """The JSON value of `text`, whole; JsonInputError (a ValueError) naming why and where."""
-    _check_depth(text)
+def loads(data: str | bytes) -> Any:
+    """The JSON value of `data`, whole; JsonInputError (a ValueError) naming why and where, or
+    UnicodeDecodeError when bytes are not UTF-8. Bytes are checked before they are decoded."""
+    _check_depth(data)
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
     value, end = _decode(text, _WHITESPACE.match(text).end())  # type: ignore[union-attr]
     end = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
     if end != len(text):
@@ -128,16 +135,18 @@ def loads(text: str) -> Any:
     return value
 
 
-def load_array(text: str, max_items: int) -> list[Any]:
+def load_array(data: str | bytes, max_items: int) -> list[Any]:
     """The items of a JSON array, built one at a time: TooManyItems as soon as there are more
     than `max_items`, before the rest cost any memory. An item nested too deep comes back as its
     JsonInputError, in its place, so a batch can refuse that item alone. JsonInputError when
-    `text` is not JSON; ValueError("not an array") when it is JSON but no array."""
+    `data` is not JSON; ValueError("not an array") when it is JSON but no array; UnicodeDecodeError
+    when bytes are not UTF-8."""
+    shallow = _brackets(data) <= MAX_DEPTH or depth(data) <= MAX_DEPTH
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
     at = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
     if not text.startswith("[", at):
         loads(text)  # a JSON error names its position; valid JSON is just not an array
         raise ValueError("not an array")
-    shallow = text.count("[") + text.count("{") <= MAX_DEPTH or depth(text) <= MAX_DEPTH
     decode = _decode if shallow else _decode_item
     items: list[Any] = []
     at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
