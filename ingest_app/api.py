@@ -37,7 +37,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ingest_app import auth, parsing
 from ingest_app.problem import problem
 from ingest_app.state import app_state
-from orchestrator import errors, queries, runs
+from orchestrator import errors, queries, runs, safe_json
 from orchestrator.errors import OrchestratorError
 from orchestrator.limits import parse_limits
 from orchestrator.serialize import jsonable
@@ -153,11 +153,14 @@ def _json_body(*, required: bool) -> dict[str, Any]:
     if not request.is_json:
         raise _BadParameter("body", f"Content-Type {request.mimetype or '(none)'!r} is not application/json", 415)
     try:
-        body = json.loads(raw)
+        body = safe_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadParameter("body", f"not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _BadParameter("body", "must be a JSON object")
+    unstorable = safe_json.storage_errors(body, "")
+    if unstorable:
+        raise ValidationError(unstorable)
     return body
 
 
@@ -187,12 +190,14 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
     """(createdAt, _id) from a cursor this API returned; a 400 naming `cursor` otherwise."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, run_id, kind = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()))
         when = datetime.fromisoformat(created) if created is not None else None
-        if when is not None and when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when, ObjectId(run_id) if kind == "oid" else str(run_id)
-    except (ValueError, TypeError, binascii.Error, InvalidId):
+        if when is not None:
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        if not isinstance(run_id, str) or safe_json.text_errors(run_id):
+            raise ValueError("the run id is not storable text")
+        return when, ObjectId(run_id) if kind == "oid" else run_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, InvalidId):
         raise _BadParameter("cursor", "not a cursor this API returned; start again without it") from None
 
 
@@ -265,7 +270,7 @@ def run_events(run_id: str) -> Response:
     """History after `after_seq` (default: from the start), for a live tail. The run's status is
     read before the events, so a tail that sees a final status and no `hasMore` has every event
     stored by then."""
-    after_seq = _int_arg("after_seq", -1)
+    after_seq = _int_arg("after_seq", -1, minimum=-1, maximum=safe_json.MAX_INT)
     limit = _int_arg("limit", DEFAULT_EVENTS_LIMIT, minimum=1, maximum=MAX_EVENTS_LIMIT)
     db = _db()
     run = db.runs.find_one({"_id": run_id}, {"status": 1})
@@ -299,6 +304,13 @@ def _limits(value: dict[str, Any]) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def _free_form(value: dict[str, Any]) -> None:
+    errors = safe_json.free_form_errors(value, "")
+    if errors:
+        raise ValidationError([f"{path}: {' '.join(reasons)}" if path else " ".join(reasons)
+                               for path, reasons in sorted(errors.items())])
+
+
 class HypothesisRequest(Schema):
     """Body of POST /api/hypotheses. Unknown fields are refused so a typo ("maxAttempt") is an
     error, not a silently ignored option."""
@@ -308,7 +320,8 @@ class HypothesisRequest(Schema):
 
     title = fields.String(required=True, validate=[validate.Length(max=500), _not_blank])
     idea = fields.String(required=True, validate=[validate.Length(max=200_000), _not_blank])
-    ideaJson = fields.Dict(load_default=None, allow_none=True)
+    #: Free-form: anything the database stores as given, within `safe_json.MAX_FREE_FORM_BYTES`.
+    ideaJson = fields.Dict(load_default=None, allow_none=True, validate=_free_form)
     priority = fields.Integer(strict=True, load_default=DEFAULT_PRIORITY, validate=validate.Range(0, 9))
     pipeline = fields.String(load_default=DEFAULT_PIPELINE, validate=_NAME)
     queue = fields.String(load_default=DEFAULT_QUEUE, validate=_NAME)

@@ -25,13 +25,14 @@ trustworthy boundaries at all: 400 naming the line and column, and nothing is ap
 
 from __future__ import annotations
 
-import json
 import re
+from itertools import islice
 from typing import Any
 from urllib.parse import unquote
 
 from flask import g, request
 
+from orchestrator import safe_json
 from orchestrator.errors import OrchestratorError
 from orchestrator.ingest import Item
 from orchestrator.settings import Settings
@@ -47,6 +48,10 @@ _CE_PREFIX = "ce-"
 #: Tracing extension attributes travel as plain W3C headers in binary mode.
 _TRACE_HEADERS = ("traceparent", "tracestate")
 _INTEGER = re.compile(r"^-?\d{1,19}$")
+#: Bytes per read of the body: large enough for few calls, small next to the body limit.
+_READ_CHUNK = 256 * 1024
+#: A line with something on it: NDJSON blank lines are not events.
+_NON_BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*[^ \t\r\n\x0b\x0c]", re.M)
 
 
 class RequestRejected(OrchestratorError):
@@ -69,11 +74,25 @@ def read_body(settings: Settings) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(f"the body is {declared} bytes", limit)
-    body = request.stream.read(limit + 1)
+    body = _read_at_most(limit + 1 if declared is None else declared + 1)
     if len(body) > limit:
         raise _too_large("the body is larger", limit)
     g._ingest_body = body
     return body
+
+
+def _read_at_most(size: int) -> bytes:
+    """Up to `size` bytes of the body, in chunks: one `read(size)` allocates `size` bytes up front
+    (werkzeug's stream is an `io.RawIOBase`), 5 MB for every request however small its body."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = request.stream.read(min(left, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_single(settings: Settings) -> Item:
@@ -91,11 +110,25 @@ def parse_batch(settings: Settings) -> list[Item]:
     body = read_body(settings)
     if mimetype == NDJSON:
         return _ndjson_items(body, settings)
-    events = _parse_json(body, "the batch")
-    if not isinstance(events, list):
-        raise RequestRejected(400, "Bad Request", f"{BATCH_JSON} must be a JSON array of events.")
-    _check_batch_size(len(events), settings)
-    return [Item(index, event) for index, event in enumerate(events)]
+    try:
+        values = safe_json.load_array(body, settings.max_batch_events)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8("the batch", exc) from None
+    except safe_json.TooManyItems:
+        raise _too_many(f"more than {settings.max_batch_events}", settings) from None
+    except safe_json.JsonInputError as exc:
+        raise _not_json("the batch", exc) from None
+    except ValueError:
+        raise RequestRejected(400, "Bad Request", f"{BATCH_JSON} must be a JSON array of events.") from None
+    return [_array_item(index, value) for index, value in enumerate(values)]
+
+
+def _array_item(index: int, value: Any) -> Item:
+    """An item of a JSON array batch: its event, or invalid when it alone could not be parsed
+    (nested too deep; its neighbours are still applied)."""
+    if isinstance(value, safe_json.JsonInputError):
+        return Item(index, errors={"event": [f"Item {index} is not valid JSON: {value.reason}."]})
+    return Item(index, value)
 
 
 def _content_type(accepted: tuple[str, ...], hint: str) -> str:
@@ -117,45 +150,54 @@ def _too_large(what: str, limit: int) -> RequestRejected:
     )
 
 
-def _check_batch_size(count: int, settings: Settings) -> None:
-    if count > settings.max_batch_events:
-        raise RequestRejected(
-            413, "Content Too Large",
-            f"the batch holds {count} events; the limit is {settings.max_batch_events} "
-            "(INGEST_MAX_BATCH_EVENTS). Split it; nothing of this batch was applied.",
-        )
+def _too_many(count: str, settings: Settings) -> RequestRejected:
+    return RequestRejected(
+        413, "Content Too Large",
+        f"the batch holds {count} events; the limit is {settings.max_batch_events} "
+        "(INGEST_MAX_BATCH_EVENTS). Split it; nothing of this batch was applied.",
+    )
 
 
-def _reject_constant(name: str) -> None:
-    """NaN and Infinity are not JSON, though Python's parser takes them."""
-    raise ValueError(f"{name} is not valid JSON")
+def _not_utf8(what: str, exc: UnicodeDecodeError) -> RequestRejected:
+    return RequestRejected(400, "Bad Request", f"{what} is not UTF-8: byte {exc.start} is invalid.")
 
 
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+def _not_json(what: str, exc: safe_json.JsonInputError) -> RequestRejected:
+    """A 400 naming the line and column when the parser knows them."""
+    if exc.line is None:
+        return RequestRejected(400, "Bad Request", f"{what} is not valid JSON: {exc.reason}.")
+    return RequestRejected(
+        400, "Bad Request", f"{what} is not valid JSON: line {exc.line} column {exc.column}: {exc.reason}.",
+        line=exc.line, column=exc.column,
+    )
 
 
 def _parse_json(body: bytes, what: str) -> Any:
     """Decode a whole JSON body or raise a 400 naming the line and column."""
     try:
-        text = body.decode("utf-8")
+        return safe_json.loads(body)
     except UnicodeDecodeError as exc:
-        raise RequestRejected(400, "Bad Request", f"{what} is not UTF-8: byte {exc.start} is invalid.") from None
-    try:
-        return _loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestRejected(
-            400, "Bad Request", f"{what} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}.",
-            line=exc.lineno, column=exc.colno,
-        ) from None
-    except ValueError as exc:
-        raise RequestRejected(400, "Bad Request", f"{what} is not valid JSON: {exc}.") from None
+        raise _not_utf8(what, exc) from None
+    except safe_json.JsonInputError as exc:
+        raise _not_json(what, exc) from None
 
 
 def _ndjson_items(body: bytes, settings: Settings) -> list[Item]:
-    lines = [(number, raw) for number, raw in enumerate(body.split(b"\n"), start=1) if raw.strip()]
-    _check_batch_size(len(lines), settings)
-    return [_ndjson_item(index, number, raw, settings.max_line_bytes) for index, (number, raw) in enumerate(lines)]
+    """Counted before any line is decoded: a body of many small lines over the limit is refused
+    at the cost of one scan, not of a parsed object per line."""
+    limit = settings.max_batch_events
+    if sum(1 for _ in islice(_NON_BLANK_LINE.finditer(body), limit + 1)) > limit:
+        raise _too_many(f"more than {limit}", settings)
+    items: list[Item] = []
+    line, counted_to = 1, 0
+    for match in _NON_BLANK_LINE.finditer(body):
+        start = match.start()
+        line += body.count(b"\n", counted_to, start)
+        counted_to = start
+        end = body.find(b"\n", start)
+        raw = body[start:end if end >= 0 else len(body)]
+        items.append(_ndjson_item(len(items), line, raw, settings.max_line_bytes))
+    return items
 
 
 def _ndjson_item(index: int, line: int, raw: bytes, max_line_bytes: int) -> Item:
@@ -164,13 +206,12 @@ def _ndjson_item(index: int, line: int, raw: bytes, max_line_bytes: int) -> Item
         reason = f"Line {line} is {len(raw)} bytes; the limit is {max_line_bytes} (INGEST_MAX_LINE_BYTES)."
         return Item(index, errors={"event": [reason]}, line=line)
     try:
-        return Item(index, _loads(raw.decode("utf-8")), line=line)
+        return Item(index, safe_json.loads(raw), line=line)
     except UnicodeDecodeError as exc:
         reason = f"Line {line} is not UTF-8: byte {exc.start} is invalid."
-    except json.JSONDecodeError as exc:
-        reason = f"Line {line} is not valid JSON: column {exc.colno}: {exc.msg}."
-    except ValueError as exc:
-        reason = f"Line {line} is not valid JSON: {exc}."
+    except safe_json.JsonInputError as exc:
+        where = f"column {exc.column}: " if exc.column is not None else ""
+        reason = f"Line {line} is not valid JSON: {where}{exc.reason}."
     return Item(index, errors={"event": [reason]}, line=line)
 
 

@@ -20,7 +20,9 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from ulid import ULID
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.artifact_keys import check_key
+from orchestrator.errors import OrchestratorError, StorageError
+from orchestrator.safe_json import MAX_INT, storage_errors
 
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
@@ -274,7 +276,10 @@ def parse_time(value: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
     except ValueError as exc:
         raise ValidationError(f"Not a valid date or time: {exc}.") from None
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("Must lie within the years 1 to 9999 once converted to UTC.") from None
 
 
 class Envelope(Schema):
@@ -287,11 +292,11 @@ class Envelope(Schema):
     id = _text(required=True, max=200)
     source = _text(required=True, max=500)
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES, error="Unknown event type; known types: {choices}."))
-    subject = fields.String(required=True, validate=validate.Regexp(r"^run/.+$", error="Must be 'run/{run_id}'."))
+    subject = fields.String(required=True, validate=validate.Regexp(r"^run/.+$", error="Must be 'run/{{run_id}}'."))
     time = fields.String(required=True, validate=_rfc3339)
     datacontenttype = fields.String(validate=validate.Equal(DATA_CONTENT_TYPE, error="Must be 'application/json'."))
     dataschema = fields.String()
-    seq = _StrictInt(required=True, validate=validate.Range(min=1))
+    seq = _StrictInt(required=True, validate=validate.Range(1, MAX_INT))
     traceparent = fields.String(validate=validate.Regexp(_TRACEPARENT, error="Must be a W3C traceparent."))
     tracestate = fields.String()
     data = fields.Dict(required=True)
@@ -314,29 +319,42 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "event": [str(messages)]}
 
 
-def storage_errors(value: Any, path: str) -> dict[str, list[str]]:
-    """Reasons `value` cannot be stored as is, by path: what FerretDB v1 refuses (seen), so an
-    event every supported server can store is valid and one that would fail half-way through a
-    bulk write is rejected up front instead (MongoDB 5+ would take dotted keys; FerretDB answers
-    "invalid key", refuses arrays directly inside arrays, and drops the connection on NaN)."""
+#: type -> the `data` field holding an artifact key, which must lie in the event's own run.
+_ARTIFACT_KEY_FIELDS = {"ai.artifact.registered": "key", "ai.artifact.failed": "key", "ai.paper.generated": "artifact_key"}
+
+
+def _artifact_key_errors(event_type: Any, data: dict[str, Any]) -> dict[str, list[str]]:
+    """A key must be canonical (`artifact_keys.check_key`) and under `runs/{run_id}/`: a worker
+    of one run registers nothing in another's folder, nor outside the bucket's runs."""
+    name = _ARTIFACT_KEY_FIELDS.get(event_type) if isinstance(event_type, str) else None
+    if name is None or not isinstance(data.get(name), str):
+        return {}
+    key, prefix = data[name], f"runs/{data['run_id']}/"
+    try:
+        check_key(key)
+    except StorageError:
+        return {f"data.{name}": ["Must be a relative path of plain segments (no leading '/', no '.', '..' or "
+                                 "empty segments, no backslashes)."]}
+    if not key.startswith(prefix) or key == prefix:
+        return {f"data.{name}": [f"Must lie under {prefix!r}, the folder of the event's own run."]}
+    return {}
+
+
+def _attribute_errors(envelope: dict[str, Any]) -> dict[str, list[str]]:
+    """Extension attributes: names as CloudEvents allows them, values of its scalar types; and
+    nothing in any attribute the database cannot store (checked whole, as it is stored)."""
     errors: dict[str, list[str]] = {}
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or "." in key or key.startswith("$"):
-                errors.setdefault(path, []).append(f"Key {key!r} must be a string with no '.' and no leading '$'.")
-                continue
-            errors.update(storage_errors(item, f"{path}.{key}"))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            if isinstance(item, (list, tuple)):
-                errors.setdefault(f"{path}.{index}", []).append(
-                    "Arrays directly inside arrays cannot be stored; wrap the inner one in an object.")
-            else:
-                errors.update(storage_errors(item, f"{path}.{index}"))
-    elif isinstance(value, float) and not math.isfinite(value):
-        errors[path] = ["Must be a finite number."]
-    elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-        errors[path] = ["Integers must fit in 64 bits (BSON's int64)."]
+    for name, value in envelope.items():
+        if name in _KNOWN_ATTRIBUTES:
+            continue
+        if not isinstance(name, str) or not _EXTENSION_NAME.match(name):
+            errors[str(name)] = ["Extension attribute names are 1-20 lowercase letters or digits."]
+        elif not isinstance(value, (str, int)) or isinstance(value, int) and not isinstance(value, bool) \
+                and not -MAX_INT - 1 <= value <= MAX_INT:
+            errors[name] = ["Extension attribute values are strings, booleans or 64-bit integers."]
+    for name, value in envelope.items():
+        if name not in errors and isinstance(name, str):
+            errors.update(storage_errors(value, name))
     return errors
 
 
@@ -354,21 +372,20 @@ def validate_event(event: Any) -> dict[str, Any]:
     except ValidationError as exc:
         errors.update(_flatten(exc.messages))
         envelope = dict(event)
-    for name in envelope:
-        if name not in _KNOWN_ATTRIBUTES and not _EXTENSION_NAME.match(str(name)):
-            errors[name] = ["Extension attribute names are 1-20 lowercase letters or digits."]
-    schema = CATALOGUE.get(str(envelope.get("type")))
+    schema = CATALOGUE.get(envelope["type"]) if isinstance(envelope.get("type"), str) else None
     data: dict[str, Any] = {}
     if schema is not None and isinstance(envelope.get("data"), dict):
         try:
             data = schema.load(envelope["data"])
         except ValidationError as exc:
             errors.update(_flatten(exc.messages, "data"))
-    if not errors:
-        errors.update(storage_errors(data, "data"))
+    errors.update({path: reasons for path, reasons in _attribute_errors({**envelope, "data": data}).items()
+                   if path not in errors})
     run_id = data.get("run_id")
     if run_id and "subject" not in errors and envelope.get("subject") != f"run/{run_id}":
         errors["subject"] = [f"Must be 'run/{run_id}' to match data.run_id."]
+    if not errors:
+        errors.update(_artifact_key_errors(envelope["type"], data))
     if errors:
         raise EventError(errors)
     envelope["data"] = data

@@ -155,8 +155,8 @@ def full_run(worker: Worker, *, outcome: str = "success") -> list[dict[str, Any]
         w.event("ai.run.stage_metric", stage="Stage_1", name="val_loss", value=0.7, step=1),
         w.event("ai.run.stage_metric", stage="Stage_1", name="val_loss", value=0.4, step=2),
         w.event("ai.run.log", level="info", message="halfway", kv={"k": 1}),
-        w.event("ai.artifact.registered", key="runs/x/fig.png", bytes=10, sha256=SHA, content_type="image/png", kind="figure"),
-        w.event("ai.artifact.failed", key="runs/x/bad.png", code="UploadFailed", message="boom"),
+        w.event("ai.artifact.registered", key=f"runs/{w.run_id}/{w.attempt}/fig.png", bytes=10, sha256=SHA, content_type="image/png", kind="figure"),
+        w.event("ai.artifact.failed", key=f"runs/{w.run_id}/{w.attempt}/bad.png", code="UploadFailed", message="boom"),
     ]
     if outcome == "failure":
         return events + [w.event("ai.run.failed", stage="Stage_1", code="CudaOutOfMemory", message="oom",
@@ -166,7 +166,7 @@ def full_run(worker: Worker, *, outcome: str = "success") -> list[dict[str, Any]
     return events + [
         w.event("ai.run.stage_completed", stage="Stage_1", duration_s=3.0, summary={"curve": {"loss": [0.7, 0.4]}}),
         w.event("ai.run.stage_started", stage="paper"),
-        w.event("ai.paper.generated", artifact_key="runs/x/paper.pdf", word_count=1200),
+        w.event("ai.paper.generated", artifact_key=f"runs/{w.run_id}/{w.attempt}/paper.pdf", word_count=1200),
         w.event("ai.run.stage_completed", stage="paper", duration_s=2.0, summary={"key": "runs/x/paper.pdf"}),
         w.event("ai.run.stage_started", stage="auto_validation"),
         w.event("ai.validation.auto_started", model="reviewer-1", rubric_version="v2"),

@@ -44,8 +44,13 @@ class Scenario:
         out: list[dict[str, Any]] = []
         for attempt, steps in enumerate(self.attempts, start=1):
             worker = Worker(run_id, attempt=attempt, source=f"worker://pod-{attempt}")
-            out += [worker.event(event_type, **data) for event_type, data in steps]
+            out += [worker.event(event_type, **_in_run(data, run_id)) for event_type, data in steps]
         return out
+
+
+def _in_run(data: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Artifact keys are drawn as `runs/{run}/...`: an event's key lies in its own run's folder."""
+    return {k: v.format(run=run_id) if k in ("key", "artifact_key") else v for k, v in data.items()}
 
 
 
@@ -61,18 +66,18 @@ def _stage_steps(draw: st.DrawFn, stage: str, *, complete: bool) -> list[Step]:
         extras.append(("ai.run.heartbeat", {"gpu_util": draw(st.floats(0, 100)), "mem_gb": 8.0, "temp_c": 60.0}))
     if draw(st.booleans()):
         extras.append(("ai.artifact.registered", {
-            "key": f"runs/x/{stage}-{len(extras)}.png", "bytes": draw(st.integers(0, 10**6)),
+            "key": f"runs/{{run}}/{stage}-{len(extras)}.png", "bytes": draw(st.integers(0, 10**6)),
             "sha256": SHA, "content_type": "image/png", "kind": "figure",
         }))
     if draw(st.booleans()):
-        extras.append(("ai.artifact.failed", {"key": f"runs/x/{stage}.bin", "code": "UploadFailed", "message": "503"}))
+        extras.append(("ai.artifact.failed", {"key": f"runs/{{run}}/{stage}.bin", "code": "UploadFailed", "message": "503"}))
     if draw(st.booleans()):
         extras.append(("ai.run.log", {"level": "info", "message": f"in {stage}", "kv": {"n": len(extras)}}))
     steps += draw(st.permutations(extras))
     if stage == "ideation":
         steps.append(("ai.ideation.generated", {"count": draw(st.integers(0, 20)), "top_k": 3}))
     if stage == "paper" and complete:
-        steps.append(("ai.paper.generated", {"artifact_key": "runs/x/paper.pdf", "word_count": draw(st.integers(0, 5000))}))
+        steps.append(("ai.paper.generated", {"artifact_key": "runs/{run}/paper.pdf", "word_count": draw(st.integers(0, 5000))}))
     if stage == "auto_validation" and complete:
         steps.append(("ai.validation.auto_started", {"model": "reviewer-1", "rubric_version": "v1"}))
         steps.append(("ai.validation.auto_completed", {"verdict": draw(st.sampled_from(["pass", "fail"])),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import workload
+from bench import memory, workload
 from bench.profile import write_counts
 from bench.report import Document, Machine, Row, Target, number, render_table
 from bench.stats import Summary, percentile, rate
@@ -106,3 +106,16 @@ def test_write_counts_are_per_event_and_coalescing_never_adds_updates():
     assert counts.events == 150
     assert counts.creates["events"] == 150, "one history record per event"
     assert 0 < counts.coalesced_per_event <= counts.updates_per_event
+
+
+def test_the_memory_cases_are_the_largest_bodies_the_limits_let_in():
+    cases = memory.cases()
+    assert all(memory.BODY_BYTES - 64 * 1024 < len(c.body) <= memory.BODY_BYTES for c in cases)
+    assert {c.path for c in cases} == {"/api/ingest/events", "/api/ingest/event"}
+    assert any(c.body.count(b"\n") == memory.BATCH_EVENTS for c in cases)  # 1,001 lines
+
+
+def test_memory_measures_one_request_as_the_app_serves_it():
+    status, peak = memory.measure(memory.Case("tiny lines", "/api/ingest/events", "application/x-ndjson", b"{}\n" * 2000))
+    assert status == 413
+    assert 0 < peak < 50 * 6000  # refused before any line is parsed: a small multiple of the body

@@ -205,8 +205,9 @@ def test_ideation_sets_the_count_on_the_hypothesis_and_the_run(mock_db: Any) -> 
 
 def test_paper_generated_records_the_key_and_word_count(mock_db: Any) -> None:
     run_id = insert_run(mock_db)
-    apply(mock_db, [Worker(run_id).event("ai.paper.generated", artifact_key="runs/r/paper.pdf", word_count=900)])
-    assert _run(mock_db, run_id)["paper"] == {"artifactKey": "runs/r/paper.pdf", "wordCount": 900}
+    key = f"runs/{run_id}/1/paper.pdf"
+    apply(mock_db, [Worker(run_id).event("ai.paper.generated", artifact_key=key, word_count=900)])
+    assert _run(mock_db, run_id)["paper"] == {"artifactKey": key, "wordCount": 900}
 
 
 def test_auto_validation_moves_the_run_and_records_the_verdict_with_its_model(mock_db: Any) -> None:
@@ -243,22 +244,22 @@ def test_a_verdict_that_arrives_before_its_auto_started_gets_the_model_later(moc
 def test_artifact_registered_is_stored_under_exactly_the_uploaded_key(mock_db: Any) -> None:
     run_id = insert_run(mock_db)
     w = Worker(run_id)
-    event = w.event("ai.artifact.registered", key="runs/r/a b/fig-1.png", bytes=2048, sha256=SHA,
+    event = w.event("ai.artifact.registered", key=f"runs/{run_id}/1/a b/fig-1.png", bytes=2048, sha256=SHA,
                     content_type="image/png", kind="figure")
     apply(mock_db, [event, event])
     assert list(mock_db.artifacts.find({"runId": run_id})) == [{
         "_id": record_id(event["source"], event["id"]), "source": event["source"], "eventId": event["id"],
-        "runId": run_id, "key": "runs/r/a b/fig-1.png", "bucket": BUCKET, "status": "registered",
+        "runId": run_id, "key": f"runs/{run_id}/1/a b/fig-1.png", "bucket": BUCKET, "status": "registered",
         "bytes": 2048, "sha256": SHA, "contentType": "image/png", "kind": "figure", "createdAt": _time(w, 1),
     }]
 
 
 def test_artifact_failed_is_recorded_as_a_failed_artifact(mock_db: Any) -> None:
     run_id = insert_run(mock_db)
-    event = Worker(run_id).event("ai.artifact.failed", key="runs/r/x.pdf", code="UploadFailed", message="503 from S3")
+    event = Worker(run_id).event("ai.artifact.failed", key=f"runs/{run_id}/1/x.pdf", code="UploadFailed", message="503 from S3")
     apply(mock_db, [event])
     record = mock_db.artifacts.find_one({"eventId": event["id"]})
-    assert (record["status"], record["key"]) == ("failed", "runs/r/x.pdf")
+    assert (record["status"], record["key"]) == ("failed", f"runs/{run_id}/1/x.pdf")
     assert (record["code"], record["message"]) == ("UploadFailed", "503 from S3")
 
 
@@ -266,7 +267,7 @@ def test_a_late_artifact_registration_is_never_dropped(mock_db: Any) -> None:
     """The old seq gate dropped anything at or below lastEventSeq; additive facts must survive."""
     run_id = insert_run(mock_db)
     w = Worker(run_id)
-    artifact = w.event("ai.artifact.registered", key="k", bytes=1, sha256=SHA, content_type="text/plain", kind="log")
+    artifact = w.event("ai.artifact.registered", key=f"runs/{run_id}/1/k", bytes=1, sha256=SHA, content_type="text/plain", kind="log")
     later = [w.event("ai.run.log", level="info", message=str(i)) for i in range(3)]
     apply(mock_db, later)
     assert apply(mock_db, [artifact])[0].status == ACCEPTED

@@ -76,7 +76,7 @@ def _long_run(worker: Worker, per_stage: int = 40) -> list[dict[str, Any]]:
         for step in range(per_stage):
             events.append(worker.event("ai.run.stage_metric", stage=stage, name="loss", value=1.0 / (step + 1), step=step))
             events.append(worker.event("ai.run.stage_progress", stage=stage, progress=step / per_stage))
-        events.append(worker.event("ai.artifact.registered", key=f"runs/x/{stage}.json", bytes=5, sha256=SHA,
+        events.append(worker.event("ai.artifact.registered", key=f"runs/{worker.run_id}/1/{stage}.json", bytes=5, sha256=SHA,
                                    content_type="application/json", kind="results"))
         events.append(worker.event("ai.run.stage_completed", stage=stage, duration_s=1.0, summary={"stage": stage}))
     events.append(worker.event("ai.run.failed", code="CudaOutOfMemory", message="oom", retryable=True))
