@@ -15,6 +15,7 @@ The probes are exempt: a scraper or a kubelet must never be throttled off.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 
 SCHEME = "orchestrator-counters"
+log = logging.getLogger(__name__)
 
 
 class CounterStorage(Storage):
@@ -51,11 +53,22 @@ class CounterStorage(Storage):
         return expiring.count(self._db, key, expiry, amount)
 
     def get(self, key: str) -> int:
-        return expiring.current(self._db, key)[0]
+        return self._current(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        ends = expiring.current(self._db, key)[1]
+        ends = self._current(key)[1]
         return ends.timestamp() if ends is not None else time.time()
+
+    def _current(self, key: str) -> tuple[int, Any]:
+        """The count and window end, or (0, None) while the database is unreachable: reads run in
+        the check and again after the response (Flask-Limiter's headers), where an exception would
+        turn the route's 503 into a 500. The route itself still answers the outage, and a hit
+        (`incr`) still raises, so nothing is let past a limit that was counted."""
+        try:
+            return expiring.current(self._db, key)
+        except PyMongoError as exc:
+            log.warning("rate limit counters unreadable (%s); not limiting this request", type(exc).__name__)
+            return 0, None
 
     def check(self) -> bool:
         try:

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from ops.live import follow, run_view
 from ops.terminal import shown
-from orchestrator import queries
+from orchestrator import queries, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
 from orchestrator.errors import NotFound, SettingsError, TransitionError
@@ -236,6 +236,25 @@ def prune_seen(obj: Ctx, days: int) -> None:
     """Delete dedup records older than DAYS, where the server has no TTL expiry (FerretDB)."""
     deleted = obj.db.events_seen.delete_many({"processedAt": {"$lt": utcnow() - timedelta(days=days)}}).deleted_count
     obj.out({"deleted": deleted}, lambda: f"deleted {deleted} dedup records older than {days} days")
+
+
+@main.command()
+@click.pass_obj
+def migrate(obj: Ctx) -> None:
+    """Bring the database's documents to this release's schema (docs/operations.md, "Upgrading").
+
+    Safe to run while the system works, to interrupt and to run again: each record is copied
+    under its new key before the old one is deleted, and the version is stamped at the end."""
+    before = schema.stored_version(obj.db)
+
+    def progress(collection: str, moved: int) -> None:
+        if not obj.as_json:
+            errors.print(f"  {collection}: {moved} records moved", highlight=False)
+
+    moved = schema.migrate(obj.db, progress)
+    result = {"from": before, "to": schema.SCHEMA_VERSION, "moved": moved}
+    obj.out(result, lambda: f"schema {before or 1} -> {schema.SCHEMA_VERSION}: moved "
+                            + ", ".join(f"{count} {name}" for name, count in moved.items()))
 
 
 @main.command()

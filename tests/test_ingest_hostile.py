@@ -12,10 +12,8 @@ from flask.testing import FlaskClient
 
 from orchestrator.safe_json import MAX_DEPTH
 from tests.helpers import make_settings
-from tests.ingest_helpers import AUTH, BATCH_JSON, NDJSON, PROBLEM, SHA, STRUCTURED, Worker, ingest_app, insert_run
-
-Event = dict[str, Any]
-DEEP = "[" * 1000 + "]" * 1000
+from tests.hostile import DEEP, HOSTILE, Event, log_event
+from tests.ingest_helpers import AUTH, BATCH_JSON, NDJSON, PROBLEM, STRUCTURED, Worker, ingest_app, insert_run
 
 
 @pytest.fixture
@@ -26,54 +24,6 @@ def client(mock_db: Any) -> Iterator[FlaskClient]:
 @pytest.fixture
 def worker(mock_db: Any) -> Worker:
     return Worker(insert_run(mock_db))
-
-
-def _log(w: Worker, **data: Any) -> Event:
-    return w.event("ai.run.log", level="info", message="m", **data)
-
-
-def _artifact(w: Worker, key: str) -> Event:
-    return w.event("ai.artifact.registered", key=key, bytes=1, sha256=SHA, content_type="text/plain", kind="log")
-
-
-def _set(**attributes: Any) -> Callable[[Worker], Event]:
-    return lambda w: {**_log(w), **attributes}
-
-
-#: (what, event builder, the field its error names). Each answered 500 before.
-HOSTILE: list[tuple[str, Callable[[Worker], Event], str]] = [
-    ("type an array", _set(type=["ai.run.log"]), "type"),
-    ("type an object", _set(type={"a": 1}), "type"),
-    ("time before year 1 in UTC", _set(time="0001-01-01T00:00:00+01:00"), "time"),
-    ("time after year 9999 in UTC", _set(time="9999-12-31T23:59:59-01:00"), "time"),
-    ("seq 2**64", _set(seq=2**64), "seq"),
-    ("seq 2**63", _set(seq=2**63), "seq"),
-    ("NUL in a data key", lambda w: _log(w, kv={"a\x00b": 1}), "data.kv"),
-    ("NUL in a data string", lambda w: {**_log(w), "data": {**_log(w)["data"], "message": "a\x00"}}, "data.message"),
-    ("NUL in a metric name", lambda w: w.event("ai.run.stage_metric", stage="Stage_1", name="loss\x00", value=1.0), "data.name"),
-    ("NUL in an artifact key", lambda w: _artifact(w, f"runs/{w.run_id}/1/a\x00.txt"), "data.key"),
-    ("NUL in the id", _set(id="a\x00b"), "id"),
-    ("NUL in the source", _set(source="worker://\x00"), "source"),
-    ("a lone surrogate in the id", _set(id="\ud800"), "id"),
-    ("a lone surrogate in a data string", lambda w: _log(w, kv={"k": "\udfff"}), "data.kv.k"),
-    ("a lone surrogate in an extension", _set(foo="\ud800"), "foo"),
-    ("an object as an extension value", _set(foo={"$a": 1}), "foo"),
-    ("a huge integer as an extension value", _set(foo=2**70), "foo"),
-    ("a huge bytes count", lambda w: {**_artifact(w, f"runs/{w.run_id}/1/a"), "data": {
-        **_artifact(w, f"runs/{w.run_id}/1/a")["data"], "bytes": 2**64}}, "data.bytes"),
-    ("a huge step", lambda w: w.event("ai.run.stage_metric", stage="Stage_1", name="l", value=1.0, step=10**30), "data.step"),
-    ("specversion a number", _set(specversion=1.0), "specversion"),
-    ("subject of another run", _set(subject="run/other"), "subject"),
-    ("subject not run/...", _set(subject="x"), "subject"),
-    ("an artifact of another run", lambda w: _artifact(w, "runs/other-run/1/a.txt"), "data.key"),
-    ("an artifact key climbing out", lambda w: _artifact(w, f"runs/{w.run_id}/../x"), "data.key"),
-    ("an artifact key ../x", lambda w: _artifact(w, "../x"), "data.key"),
-    ("an absolute artifact key", lambda w: _artifact(w, f"/runs/{w.run_id}/1/a"), "data.key"),
-    ("the run folder itself", lambda w: _artifact(w, f"runs/{w.run_id}/"), "data.key"),
-    ("a failed artifact of another run", lambda w: w.event("ai.artifact.failed", key="runs/b/x", code="E", message="m"),
-     "data.key"),
-    ("a paper of another run", lambda w: w.event("ai.paper.generated", artifact_key="runs/b/1/paper.pdf"), "data.artifact_key"),
-]
 
 
 def _post(client: FlaskClient, body: str, headers: dict[str, str] = STRUCTURED) -> Any:
@@ -98,7 +48,7 @@ def test_a_hostile_event_is_a_422_naming_its_field(client: FlaskClient, worker: 
 def test_in_a_batch_a_hostile_event_is_only_its_own_item_invalid(
     client: FlaskClient, worker: Worker, mock_db: Any, batch: str, what: str, build: Callable[[Worker], Event], field: str,
 ) -> None:
-    events = [_dumps(_log(worker)), _dumps(build(worker)), _dumps(_log(worker))]
+    events = [_dumps(log_event(worker)), _dumps(build(worker)), _dumps(log_event(worker))]
     response = _post_batch(client, batch, events)
     assert response.status_code == 200, response.json
     assert [r["status"] for r in response.json["results"]] == ["accepted", "invalid", "accepted"], what
@@ -135,7 +85,7 @@ def test_a_deep_body_in_binary_mode_names_the_data(client: FlaskClient, worker: 
 ])
 def test_binary_mode_headers_are_checked_like_attributes(client: FlaskClient, worker: Worker,
                                                         header: str, value: str, field: str) -> None:
-    event = _log(worker)
+    event = log_event(worker)
     headers = {**AUTH, "Content-Type": "application/json",
                **{f"ce-{k}": str(v) for k, v in event.items() if k not in ("data", "datacontenttype")}, header: value}
     response = client.post("/api/ingest/event", data=json.dumps(event["data"]), headers=headers)
@@ -148,7 +98,7 @@ def test_binary_mode_headers_are_checked_like_attributes(client: FlaskClient, wo
 @pytest.mark.parametrize("batch", ["ndjson", "array"])
 def test_a_line_or_item_nested_too_deep_is_only_its_own_result(client: FlaskClient, worker: Worker, mock_db: Any,
                                                                 batch: str) -> None:
-    response = _post_batch(client, batch, [_dumps(_log(worker)), DEEP, _dumps(_log(worker))])
+    response = _post_batch(client, batch, [_dumps(log_event(worker)), DEEP, _dumps(log_event(worker))])
     results = response.json["results"]
     assert [r["status"] for r in results] == ["accepted", "invalid", "accepted"]
     assert "nested 1000 levels deep" in results[1]["error"] and "event" in results[1]["errors"]
@@ -158,7 +108,7 @@ def test_a_line_or_item_nested_too_deep_is_only_its_own_result(client: FlaskClie
 @pytest.mark.parametrize("line", ['{"a": NaN}', "[1e400]", "1" * 5000, "{" * 70])
 def test_an_ndjson_line_that_is_no_json_we_take_is_only_its_own_result(client: FlaskClient, worker: Worker,
                                                                        line: str) -> None:
-    response = _post_batch(client, "ndjson", [_dumps(_log(worker)), line])
+    response = _post_batch(client, "ndjson", [_dumps(log_event(worker)), line])
     assert [r["status"] for r in response.json["results"]] == ["accepted", "invalid"]
     assert "Line 2 is not valid JSON" in response.json["results"][1]["error"]
 
@@ -181,6 +131,6 @@ def test_too_many_events_are_refused_before_they_are_parsed(mock_db: Any, batch:
 
 def test_ndjson_blank_lines_do_not_count_and_lines_keep_their_numbers(mock_db: Any, worker: Worker) -> None:
     client = ingest_app(mock_db, make_settings(INGEST_MAX_BATCH_EVENTS="2")).test_client()
-    body = "\n \n\r\n" + _dumps(_log(worker)) + "\n\t\n" + "nope" + "\n\n"
+    body = "\n \n\r\n" + _dumps(log_event(worker)) + "\n\t\n" + "nope" + "\n\n"
     results = client.post("/api/ingest/events", data=body, headers=NDJSON).json["results"]
     assert [(r["line"], r["status"]) for r in results] == [(4, "accepted"), (6, "invalid")]

@@ -267,3 +267,22 @@ def test_made_up_methods_do_not_grow_the_metrics(mock_db: Any) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     methods = {line.split('method="')[1].split('"')[0] for line in text.splitlines() if 'method="' in line}
     assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"} and "other" in methods
+
+
+def test_counters_the_database_cannot_read_neither_block_nor_break_a_request(mock_db: Any, monkeypatch: Any) -> None:
+    """During an outage the limiter's reads (the check, and the headers after the response) must
+    not turn the route's answer into a 500; a hit it cannot count is the outage's 503."""
+    from pymongo.errors import AutoReconnect
+
+    from orchestrator import expiring
+
+    client = _app(mock_db, RATE_LIMIT="5/hour").test_client()
+
+    def down(*_: Any, **__: Any) -> Any:
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(expiring, "current", down)
+    assert client.get("/api/runs", headers=bearer(READER_TOKEN)).status_code == 200
+    monkeypatch.setattr(expiring, "count", down)
+    response = client.get("/api/runs", headers=bearer(READER_TOKEN))
+    assert response.status_code == 503 and response.headers["Retry-After"]

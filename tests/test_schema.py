@@ -1,0 +1,128 @@
+"""Records keyed by (source, id), the schema version, and `manage-runs migrate`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ops.cli import main as cli
+from orchestrator import schema
+from orchestrator.db import embedded_client, ensure_indexes
+from orchestrator.events import record_id
+from orchestrator.ingest import ACCEPTED
+from tests.api_helpers import build_app
+from tests.ingest_helpers import SHA, Worker, apply, insert_run
+
+
+def _same_ids_from_two_sources(run_id: str) -> list[dict[str, Any]]:
+    """An artifact, a verdict and a log line from pod-a, and events with the same ids from pod-b."""
+    a = Worker(run_id, source="worker://pod-a")
+    events = [
+        a.event("ai.artifact.registered", key=f"runs/{run_id}/1/fig.png", bytes=1, sha256=SHA, content_type="image/png",
+                kind="figure"),
+        a.event("ai.validation.auto_completed", verdict="pass", scores={"overall": 0.8}),
+        a.event("ai.run.log", level="info", message="from a"),
+    ]
+    twins = copy.deepcopy(events)
+    for twin in twins:
+        twin["source"] = "worker://pod-b"
+    return events + twins
+
+
+def test_the_same_event_id_from_two_sources_is_two_records_everywhere(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING")
+    outcomes = apply(mock_db, _same_ids_from_two_sources(run_id))
+    assert [o.status for o in outcomes] == [ACCEPTED] * 6
+    for collection in ("events", "artifacts", "validations"):
+        sources = sorted(doc["source"] for doc in mock_db[collection].find({"runId": run_id}))
+        assert sources == sorted(["worker://pod-a", "worker://pod-b"] * (1 if collection != "events" else 3)), collection
+    artifact = mock_db.artifacts.find_one({"source": "worker://pod-b"})
+    assert artifact["_id"] == record_id("worker://pod-b", artifact["eventId"])
+
+
+def _old_release_records(db: Any, run_id: str) -> list[dict[str, Any]]:
+    """What the previous release stored: each record keyed by the event id alone."""
+    events = _same_ids_from_two_sources(run_id)[:3]
+    apply(db, events)
+    for name in schema.RECORDS:
+        for doc in list(db[name].find({"runId": run_id})):
+            db[name].delete_one({"_id": doc["_id"]})
+            old = {k: v for k, v in doc.items() if k not in ("eventId",)}
+            old["_id"] = doc["eventId"]
+            if name != "events":
+                old.pop("source")
+            db[name].insert_one(old)
+    db[schema.META].delete_many({})
+    return events
+
+
+def test_a_database_of_the_previous_release_is_version_1_until_migrated(mock_db: Any, caplog: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING")
+    events = _old_release_records(mock_db, run_id)
+    with caplog.at_level(logging.WARNING):
+        assert schema.check(mock_db) == 1
+    assert "manage-runs migrate" in caplog.text
+    moved = schema.migrate(mock_db)
+    assert moved == {"events": 3, "artifacts": 1, "validations": 1}
+    assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION == schema.check(mock_db)
+    for name in schema.RECORDS:
+        for doc in mock_db[name].find({"runId": run_id}):
+            assert doc["source"] == "worker://pod-a" and doc["_id"] == record_id(doc["source"], doc["eventId"])
+    assert {doc["eventId"] for doc in mock_db.events.find({"runId": run_id})} == {e["id"] for e in events}
+    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0}
+
+
+def test_an_interrupted_migration_finishes_on_the_next_run(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING")
+    _old_release_records(mock_db, run_id)
+    old = mock_db.events.find_one({"eventId": {"$exists": False}})
+    # Killed between the copy and the delete of one record:
+    mock_db.events.insert_one({**old, "_id": record_id(old["source"], old["_id"]), "eventId": old["_id"]})
+    schema.migrate(mock_db)
+    assert mock_db.events.count_documents({"runId": run_id}) == 3
+    assert mock_db.events.count_documents({"eventId": {"$exists": False}}) == 0
+
+
+def test_a_migrated_artifact_downloads_by_its_new_id(mock_db: Any, tmp_path: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING")
+    _old_release_records(mock_db, run_id)
+    schema.migrate(mock_db)
+    detail = build_app(mock_db).test_client().get(f"/api/runs/{run_id}").json
+    [artifact] = detail["artifacts"]
+    assert artifact["_id"] == record_id("worker://pod-a", artifact["eventId"]) and "~" in artifact["downloadUrl"]
+
+
+def test_a_fresh_database_is_stamped_with_this_release(mock_db: Any) -> None:
+    assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION
+
+
+def test_every_process_refuses_a_database_newer_than_it_knows(mock_db: Any) -> None:
+    mock_db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": schema.SCHEMA_VERSION + 1}})
+    with pytest.raises(schema.SchemaError, match="newer than this release knows"):
+        ensure_indexes(mock_db)
+    with pytest.raises(schema.SchemaError):
+        build_app(mock_db)
+
+
+def test_manage_runs_migrate_and_a_newer_schema_on_the_command_line(monkeypatch: Any) -> None:
+    name = "cli_schema"
+    monkeypatch.setenv("MONGODB_URL", f"mongomock://localhost/{name}")
+    db = embedded_client()[name]
+    db.drop_collection(schema.META)
+    ensure_indexes(db)
+    run_id = insert_run(db, status="RUNNING")
+    _old_release_records(db, run_id)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--json", "migrate"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"from": None, "to": 2, "moved": {"events": 3, "artifacts": 1, "validations": 1}}
+    db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 99}})
+    refused = runner.invoke(cli, ["list"])
+    assert refused.exit_code == 2 and "newer than this release knows" in refused.output
+    assert "Traceback" not in refused.output
+    db.client.drop_database(name)
