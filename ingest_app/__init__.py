@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         app.register_blueprint(blueprint)
     _install_hooks(app)
     app.before_request(auth.authenticate)  # before the limiter's hook: the credential keys its limit
+    app.after_request(auth.forget_failed_signature)
     state.sign_ins = limiter.install(app, state.db, settings, exempt=probes.bp)
     _install_network(app, settings)
     return app

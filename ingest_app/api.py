@@ -347,8 +347,7 @@ _ACTION = ActionRequest()
 
 
 def _by(body: dict[str, Any]) -> str:
-    named = auth.actor()
-    return body["by"] if named == auth.DEFAULT_ACTOR and body["by"] else named
+    return auth.credential_name() or body["by"] or auth.DEFAULT_ACTOR
 
 
 @bp.post("/hypotheses")
@@ -411,7 +410,7 @@ def _send_local(url: str, artifact: dict[str, Any]) -> Response:
     )
 
 
-@bp.get("/runs/<run_id>/artifacts/<artifact_id>/download")
+@bp.get("/runs/<run_id>/artifacts/<path:artifact_id>/download")
 def download_artifact(run_id: str, artifact_id: str) -> WerkzeugResponse:
     """302 to a presigned URL, so the bytes never pass through this app; the local store of the
     embedded demo has no URL a browser can follow, so its files are served here."""

@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from flask import Response, g, request
+from pymongo.errors import PyMongoError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ingest_app.limiter import retry_after
@@ -101,7 +102,10 @@ def authenticate() -> Response | None:
     if WORKER in roles and not _address_allowed(address, state.settings):
         log.info("%s %s from %s refused: not in INGEST_ALLOW_CIDRS", request.method, request.path, address)
         return problem(403, "Forbidden", "This address may not post events (INGEST_ALLOW_CIDRS).")
-    wait = state.sign_ins.wait_s(address) if state.sign_ins is not None else 0.0
+    # The scraper is not locked out with its address: it sends one known token, and an outage
+    # of the metrics would hide the very attack.
+    locked = state.sign_ins is not None and request.endpoint != "probes.metrics"
+    wait = state.sign_ins.wait_s(address) if locked else 0.0
     if wait > 0:
         return problem(429, "Too Many Requests", f"Too many failed sign-ins from this address; retry in {retry_after(wait)} s.",
                        headers={"Retry-After": retry_after(wait)})
@@ -119,10 +123,11 @@ def authenticate() -> Response | None:
     return None
 
 
-def actor() -> str:
-    """Who the history names for a change this request makes: the credential's name, else "api"."""
+def credential_name() -> str | None:
+    """The name the request's credential carries (`alice:TOKEN`), which the history records as
+    `by` for the changes it makes; None for an unnamed one or the open mode."""
     credential: Credential | None = g.get("credential")
-    return credential.name if credential is not None and credential.name else DEFAULT_ACTOR
+    return credential.name if credential is not None else None
 
 
 def _identify(state: AppState, roles: frozenset[str]) -> tuple[Credential | None, Response | None]:
@@ -154,21 +159,39 @@ def _check_signature(state: AppState) -> tuple[Credential | None, Response | Non
         # The library's messages name only the failed check ("No matching signature found").
         log.info("ingest from %s refused: webhook signature: %s", request.remote_addr, exc)
         return None, _refused(403, f"The webhook signature does not verify: {exc}.", 'error="invalid_token"')
-    if not expiring.first_time(state.db, f"webhook:{headers['webhook-id']}", WEBHOOK_ID_KEEP_S):
+    record = f"webhook:{headers['webhook-id']}"
+    if not expiring.first_time(state.db, record, WEBHOOK_ID_KEEP_S):
         log.info("ingest from %s refused: webhook-id replayed", request.remote_addr)
         return None, _refused(
             403, "This webhook-id was already accepted; a signed request is accepted once. Sign each send "
             "afresh, with a new webhook-id.", 'error="invalid_token"')
+    g.webhook_record = record
     return _SIGNED, None
+
+
+def forget_failed_signature(response: Response) -> Response:
+    """`after_request`: a signed request that was not accepted (a 4xx, or 503 while the database is
+    down) leaves its webhook-id unused, so the sender's resend with the same id, which Standard
+    Webhooks prescribes, is judged afresh. If the database cannot be told either, the id stays
+    taken until it expires; the log says so."""
+    record = g.get("webhook_record")
+    if record is not None and not 200 <= response.status_code < 300:
+        try:
+            expiring.forget(app_state().db, record)
+        except PyMongoError as exc:
+            log.warning("webhook-id of a failed request not released (%s); a resend with it is refused until it expires",
+                        type(exc).__name__)
+    return response
 
 
 def _address_allowed(address: str, settings: Settings) -> bool:
     if not settings.ingest_allow_cidrs:
         return True
     try:
-        ip = ipaddress.ip_address(address)
+        given = ipaddress.ip_address(address)
     except ValueError:
         return False
+    ip = getattr(given, "ipv4_mapped", None) or given  # ::ffff:10.1.2.3 is 10.1.2.3 (a dual-stack bind)
     return any(ip in ipaddress.ip_network(network) for network in settings.ingest_allow_cidrs)
 
 

@@ -19,14 +19,16 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, g, request
+from flask import Blueprint, Flask, Response, g, request
 from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from limits import parse_many
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from ingest_app.problem import problem
 from orchestrator import credentials, expiring
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
@@ -109,12 +111,22 @@ def install(app: Flask, db: Database, settings: Settings, exempt: Blueprint) -> 
     credential keys the limit), `exempt` (the probes) left out, and return the failed sign-in
     counter for that hook."""
     rates = ";".join(str(item) for item in _parse("RATE_LIMIT", settings.rate_limit)) if settings.rate_limit else ""
+    # Flask-Limiter's own headers are off: it would set Retry-After on every response, a 503's
+    # included (truncating its 5 to 4), and read the counters again after each one.
     limiter = Limiter(
         key_func=_key, app=app, application_limits=[rates] if rates else [], strategy="fixed-window",
         storage_uri=f"{SCHEME}://", storage_options={"db": db},  # type: ignore[dict-item]
-        headers_enabled=True, retry_after="delta-seconds", key_prefix="rate",
+        headers_enabled=False, key_prefix="rate",
     )
     limiter.exempt(exempt)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _limited(exc: RateLimitExceeded) -> Response:
+        current = limiter.current_limit
+        wait = current.reset_at - time.time() if current is not None else 1.0
+        return problem(429, "Too Many Requests", f"More than {exc.description} for this credential (RATE_LIMIT); "
+                       f"retry in {retry_after(wait)} s.", headers={"Retry-After": retry_after(wait)})
+
     storage = limiter.storage
     assert isinstance(storage, CounterStorage)
     return FailedSignIns(storage, settings.auth_failure_limit or "1000000/second")

@@ -78,9 +78,10 @@ def parse(variable: str, role: str, raw: str | None) -> tuple[Credential, ...]:
             continue
         name, _, token = entry.partition(":") if ":" in entry else ("", "", entry)
         if name and not _NAME.match(name):
+            # Not echoed: an entry whose token holds a ':' would print part of the token.
             raise SettingsError(
-                f"{variable}: entry {position} has the name {name!r}; a name is 1-64 letters, digits or _.@+- "
-                "before the token, as in alice:TOKEN."
+                f"{variable}: entry {position} has a name that is not 1-64 letters, digits or _.@+- before a ':' "
+                "(as in alice:TOKEN), or a token with a ':' in it. Tokens from `manage-runs token` have none."
             )
         _check_token(variable, position, token)
         found.append(Credential(role, name or None, token))
@@ -95,8 +96,10 @@ def _check_token(variable: str, position: int, token: str) -> None:
     letters = "".join(ch for ch in token.lower() if ch.isalnum())
     if any(word in letters for word in _PLACEHOLDERS) or len(set(token)) < _MIN_DISTINCT_CHARS:
         raise SettingsError(f"{where} is a placeholder or not random. {fix}")
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise SettingsError(f"{where} contains spaces or control characters. {fix}")
+    if not token.isascii() or any(ch.isspace() or not ch.isprintable() or ch == ":" for ch in token):
+        # A header carries ASCII: a WSGI server hands other bytes over as latin-1, so such a
+        # token would pass this check and then never match a request.
+        raise SettingsError(f"{where} contains spaces, ':', control or non-ASCII characters. {fix}")
 
 
 def from_env(env: Mapping[str, str]) -> tuple[Credential, ...]:

@@ -94,6 +94,11 @@ def first_time(db: Database, record_id: str, keep_s: float, now: datetime | None
         return False
 
 
+def forget(db: Database, record_id: str) -> None:
+    """Undo `first_time` for a request that then failed, so its sender may send it again."""
+    db[ONCE].delete_one({"_id": record_id})
+
+
 def _prune_sometimes(db: Database, collection: str, now: datetime) -> None:
     key = f"{db.name}/{collection}"
     tick = time.monotonic()

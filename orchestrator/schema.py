@@ -32,6 +32,8 @@ META = "meta"
 _SCHEMA_DOC = "schema"
 #: The collections whose records an event makes, keyed by `record_id` since version 2.
 RECORDS = ("events", "artifacts", "validations")
+#: The source of a version-1 artifact or validation whose event is no longer in the history.
+UNKNOWN_SOURCE = "unknown://"
 #: Documents moved per round trip of the migration: bounds memory and the time of one step.
 BATCH = 500
 
@@ -80,44 +82,55 @@ def migrate(db: Database, progress: Callable[[str, int], None] | None = None) ->
         check(db)
     moved = {name: 0 for name in RECORDS}
     moved["events"] = _rekey(db, "events", _event_key, progress)
-    sources = _SourceOf(db)
-    moved["artifacts"] = _rekey(db, "artifacts", sources.key_for, progress)
-    moved["validations"] = _rekey(db, "validations", sources.key_for, progress)
+    moved["artifacts"] = _rekey(db, "artifacts", _SourceOf(db, "artifacts").key_for, progress)
+    moved["validations"] = _rekey(db, "validations", _SourceOf(db, "validations").key_for, progress)
     _stamp(db, SCHEMA_VERSION)
     return moved
 
 
-def _event_key(doc: dict[str, Any]) -> tuple[str, str] | None:
-    return (str(doc["source"]), str(doc["_id"])) if "source" in doc else None
+def _event_key(doc: dict[str, Any]) -> tuple[str, str]:
+    return str(doc.get("source") or UNKNOWN_SOURCE), str(doc["_id"])
 
 
 class _SourceOf:
-    """The source of an artifact's or validation's event, from the (migrated) event history."""
+    """The source of an artifact's or validation's event, from the (migrated) event history.
 
-    def __init__(self, db: Database):
+    The id alone may name events of several sources (a release already keying by source may have
+    stored a second one before the migration): the source chosen is one whose new key holds this
+    very record (the copy an interrupted run made, marked `migratedFrom`), else one whose key is
+    free, so no record replaces another, however alike their contents."""
+
+    def __init__(self, db: Database, collection: str):
         self._db = db
+        self._collection = db[collection]
 
-    def key_for(self, doc: dict[str, Any]) -> tuple[str, str] | None:
-        event = self._db.events.find_one({"eventId": str(doc["_id"]), "runId": doc.get("runId")}, {"source": 1})
-        return (str(event["source"]), str(doc["_id"])) if event else None
+    def key_for(self, doc: dict[str, Any]) -> tuple[str, str]:
+        event_id = str(doc["_id"])
+        sources = [str(e["source"]) for e in self._db.events.find({"eventId": event_id, "runId": doc.get("runId")},
+                                                                  {"source": 1})]
+        taken = {source: self._collection.find_one({"_id": record_id(source, event_id)}, {"migratedFrom": 1})
+                 for source in sources}
+        for source, found in taken.items():
+            if found is not None and found.get("migratedFrom") == doc["_id"]:
+                return source, event_id
+        for source, found in taken.items():
+            if found is None:
+                return source, event_id
+        log.warning("record %r: no free source in the history; keyed with source %s", doc["_id"], UNKNOWN_SOURCE)
+        return UNKNOWN_SOURCE, event_id
 
 
-def _rekey(db: Database, name: str, key_of: Callable[[dict[str, Any]], tuple[str, str] | None],
+
+def _rekey(db: Database, name: str, key_of: Callable[[dict[str, Any]], tuple[str, str]],
            progress: Callable[[str, int], None] | None) -> int:
     collection = db[name]
     moved = 0
-    skipped: list[Any] = []
     while True:
-        batch = list(collection.find({"eventId": {"$exists": False}, "_id": {"$nin": skipped}}).limit(BATCH))
+        batch = list(collection.find({"eventId": {"$exists": False}}).limit(BATCH))
         if not batch:
             return moved
         for doc in batch:
-            key = key_of(doc)
-            if key is None:
-                log.warning("%s %r: no source found; left as it is", name, doc["_id"])
-                skipped.append(doc["_id"])
-                continue
-            _move(collection, doc, key)
+            _move(collection, doc, key_of(doc))
             moved += 1
         if progress is not None:
             progress(name, moved)
@@ -125,7 +138,7 @@ def _rekey(db: Database, name: str, key_of: Callable[[dict[str, Any]], tuple[str
 
 def _move(collection: Any, doc: dict[str, Any], key: tuple[str, str]) -> None:
     source, event_id = key
-    copy = {**doc, "_id": record_id(source, event_id), "source": source, "eventId": event_id}
+    copy = {**doc, "_id": record_id(source, event_id), "source": source, "eventId": event_id, "migratedFrom": doc["_id"]}
     try:
         collection.insert_one(copy)
     except (DuplicateKeyError, BulkWriteError):

@@ -141,7 +141,7 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return url.rstrip("/")
 
 
-_RATE = re.compile(r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$")
+_RATE = re.compile(r"^[1-9]\d*\s*(/|per)\s*([1-9]\d*\s*)?(second|minute|hour|day)s?$")
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> str:
@@ -335,7 +335,9 @@ class Settings:
             value = getattr(self, f.name)
             out[f.name] = "***" if f.name in secret and value else value
         out["credentials"] = [f"{c.role}:{c.label}" for c in self.credentials]
-        out["mongodb_url"] = _without_password(self.mongodb_url)
+        for name in ("mongodb_url", "ingest_url", "minio_endpoint"):
+            if out[name]:
+                out[name] = _without_password(str(out[name]))  # a URL may carry user:password too
         return out
 
 

@@ -177,3 +177,34 @@ def test_a_webhook_secret_shorter_than_24_bytes_stops_the_app(mock_db: Any, raw:
     with pytest.raises(SettingsError, match="decodes to .* bytes.*at least 24") as caught:
         ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=secret))
     assert secret not in str(caught.value)
+
+
+def test_a_signed_request_that_was_not_accepted_may_be_sent_again_with_its_id(mock_db: Any, monkeypatch: Any) -> None:
+    """Standard Webhooks senders resend with the same webhook-id; a 503 or a 4xx used none of it."""
+    from pymongo.errors import AutoReconnect
+
+    from ingest_app import routes_ingest
+
+    run_id = insert_run(mock_db)
+    client = ingest_app(mock_db, make_settings(INGEST_WEBHOOK_SECRET=SECRET)).test_client()
+    body = _body(run_id)
+    headers = {**CT, **_signed(body, msg_id="msg_retry")}
+    real = routes_ingest.ingest
+    calls = {"n": 0}
+
+    def down_once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise AutoReconnect("connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routes_ingest, "ingest", down_once)
+    assert client.post("/api/ingest/events", data=body, headers=headers).status_code == 503
+    resent = client.post("/api/ingest/events", data=body, headers=headers)
+    assert resent.status_code == 200 and resent.json["accepted"] == 1
+    assert client.post("/api/ingest/events", data=body, headers=headers).status_code == 403
+    bad = b"not json"
+    bad_headers = {**_signed(bad, msg_id="msg_bad"), "Content-Type": "application/json"}
+    assert client.post("/api/ingest/event", data=bad, headers=bad_headers).status_code == 400
+    # Still judged on its content, not refused as a replay: a 4xx took nothing in.
+    assert client.post("/api/ingest/event", data=bad, headers=bad_headers).status_code == 400

@@ -286,3 +286,43 @@ def test_counters_the_database_cannot_read_neither_block_nor_break_a_request(moc
     monkeypatch.setattr(expiring, "count", down)
     response = client.get("/api/runs", headers=bearer(READER_TOKEN))
     assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def test_a_credential_named_api_cannot_pass_a_body_by_off_as_its_own(mock_db: Any) -> None:
+    client = _app(mock_db, OPERATOR_TOKEN=f"api:{OPERATOR_TOKEN}").test_client()
+    run_id = _run(mock_db, status="QUEUED")
+    client.post(f"/api/runs/{run_id}/cancel", json={"by": "mallory"}, headers=bearer(OPERATOR_TOKEN))
+    assert status_history.of_run(mock_db, run_id)[-1]["by"] == "api"
+
+
+@pytest.mark.parametrize(("value", "secret_part"), [
+    ("Zx9/Qw8+Er7Ty6Ui5Op4:As3Df2Gh1Jk0Lz9Xc8Vb7Nm6Qa5Ws4Ed3", "Zx9/Qw8+Er7Ty6Ui5Op4"),
+    ("alice:As3Df2Gh1Jk0Lz9Xc8:Vb7Nm6Qa5Ws4Ed3Rf2Tg1Yh0", "As3Df2Gh1Jk0Lz9Xc8"),
+    ("é" + WORKER_TOKEN, "é"),
+])
+def test_a_token_with_a_colon_or_beyond_ascii_is_refused_without_showing_it(value: str, secret_part: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        make_settings(INGEST_TOKEN=value)
+    assert secret_part not in str(caught.value) and "manage-runs token" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["0/second", "0 per minute", "5/0 second"])
+def test_a_rate_of_zero_is_a_settings_error(value: str) -> None:
+    with pytest.raises(SettingsError, match="RATE_LIMIT"):
+        make_settings(RATE_LIMIT=value)
+
+
+def test_the_scraper_is_not_locked_out_with_its_address(mock_db: Any) -> None:
+    client = _app(mock_db, AUTH_FAILURE_LIMIT="2/hour", METRICS_TOKEN=METRICS_TOKEN).test_client()
+    for _ in range(3):
+        client.get("/api/runs", headers=bearer("q" * 40 + "wrong-token"))
+    assert client.get("/api/runs", headers=bearer(READER_TOKEN)).status_code == 429
+    assert client.get("/metrics", headers=bearer(METRICS_TOKEN)).status_code == 200
+
+
+def test_an_ipv4_mapped_peer_address_is_matched_against_ipv4_networks(mock_db: Any) -> None:
+    client = _app(mock_db, INGEST_ALLOW_CIDRS="10.0.0.0/8").test_client()
+    method, path, kwargs = _calls(_run(mock_db))["ingest"]
+    answer = client.open(path, method=method, data=kwargs["data"], headers={**NDJSON, **bearer(WORKER_TOKEN)},
+                         environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"})
+    assert answer.status_code == 200

@@ -83,9 +83,14 @@ def test_an_interrupted_migration_finishes_on_the_next_run(mock_db: Any) -> None
     old = mock_db.events.find_one({"eventId": {"$exists": False}})
     # Killed between the copy and the delete of one record:
     mock_db.events.insert_one({**old, "_id": record_id(old["source"], old["_id"]), "eventId": old["_id"]})
+    artifact = mock_db.artifacts.find_one({"runId": run_id})
+    copied = {**artifact, "_id": record_id("worker://pod-a", artifact["_id"]), "source": "worker://pod-a",
+              "eventId": artifact["_id"], "migratedFrom": artifact["_id"]}
+    mock_db.artifacts.insert_one(copied)
     schema.migrate(mock_db)
     assert mock_db.events.count_documents({"runId": run_id}) == 3
     assert mock_db.events.count_documents({"eventId": {"$exists": False}}) == 0
+    assert list(mock_db.artifacts.find({"runId": run_id})) == [copied]
 
 
 def test_a_migrated_artifact_downloads_by_its_new_id(mock_db: Any, tmp_path: Any) -> None:
@@ -126,3 +131,18 @@ def test_manage_runs_migrate_and_a_newer_schema_on_the_command_line(monkeypatch:
     assert refused.exit_code == 2 and "newer than this release knows" in refused.output
     assert "Traceback" not in refused.output
     db.client.drop_database(name)
+
+
+def test_migration_never_lets_an_old_record_replace_one_of_another_source(mock_db: Any) -> None:
+    """Version 1 kept pod-a's artifact under the bare id; this release then stored pod-b's artifact
+    with the same id under its own key before the migration ran."""
+    run_id = insert_run(mock_db, status="RUNNING")
+    both = _same_ids_from_two_sources(run_id)
+    apply(mock_db, both)
+    for name in ("artifacts", "validations"):
+        doc = mock_db[name].find_one({"runId": run_id, "source": "worker://pod-a"})
+        mock_db[name].delete_one({"_id": doc["_id"]})
+        mock_db[name].insert_one({k: v for k, v in doc.items() if k not in ("source", "eventId")} | {"_id": doc["eventId"]})
+    schema.migrate(mock_db)
+    for name in ("artifacts", "validations"):
+        assert sorted(d["source"] for d in mock_db[name].find({"runId": run_id})) == ["worker://pod-a", "worker://pod-b"]

@@ -119,3 +119,10 @@ def test_redacted_masks_the_password_of_any_url_even_an_unparseable_one(url, mas
     from orchestrator.settings import _without_password
 
     assert _without_password(url) == masked
+
+
+def test_redacted_settings_mask_a_password_in_any_url():
+    settings = Settings.from_env({"MONGODB_URL": "mongomock://localhost/db", "INGEST_URL": "https://pod:s3cr3t@ingest.example",
+                                  "MINIO_ENDPOINT": "u:m1n10pw@minio:9000", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b"})
+    text = repr(settings.redacted())
+    assert "s3cr3t" not in text and "m1n10pw" not in text and "https://pod:***@ingest.example" in text
