@@ -216,17 +216,41 @@ def ensure_indexes(db: Database) -> list[str]:
             # One index per call: FerretDB v1.24 drops the connection (a Go panic, "slice bounds
             # out of range") when one createIndexes names two or more indexes that all exist,
             # i.e. on every start after the first (seen).
-            try:
-                db[collection].create_indexes([model])
-            except PyMongoError as exc:
-                raise type(exc)(f"creating indexes on {collection}: {exc}") from exc
+            _create_index(db, collection, model)
     try:
         db["events_seen"].create_indexes([_ttl_index()])
-    except (OperationFailure, NotImplementedError) as exc:
-        warning = (
-            f"server cannot expire events_seen (TTL index refused: {exc}); dedup records are kept "
-            "until pruned with `manage-runs prune-seen`"
-        )
-        log.warning(warning)
-        warnings.append(warning)
+    except OperationFailure as exc:
+        if exc.code != UNAUTHORIZED:
+            warnings.append(_no_ttl(exc))
+    except NotImplementedError as exc:
+        warnings.append(_no_ttl(exc))
     return warnings
+
+
+#: MongoDB's error code for a command the user's roles do not allow.
+UNAUTHORIZED = 13
+
+
+def _create_index(db: Database, collection: str, model: IndexModel) -> None:
+    """Create one index. A user whose role may not create indexes (docs/security.md: only the
+    bootstrap user may) goes on when the index exists, and is told what to run when it does not."""
+    try:
+        db[collection].create_indexes([model])
+    except OperationFailure as exc:
+        name = model.document["name"]
+        if exc.code == UNAUTHORIZED and name in db[collection].index_information():
+            return
+        hint = (" It is missing and this database user may not create it: run `manage-runs migrate` once as the "
+                "bootstrap user (docs/security.md).") if exc.code == UNAUTHORIZED else ""
+        raise OperationFailure(f"creating index {name} on {collection}: {exc}.{hint}", exc.code, exc.details) from exc
+    except PyMongoError as exc:
+        raise type(exc)(f"creating indexes on {collection}: {exc}") from exc
+
+
+def _no_ttl(exc: BaseException) -> str:
+    warning = (
+        f"server cannot expire events_seen (TTL index refused: {exc}); dedup records are kept "
+        "until pruned with `manage-runs prune-seen`"
+    )
+    log.warning(warning)
+    return warning
