@@ -81,6 +81,15 @@ def renew_lease(db: Database, run_id: str, attempt: int, pod_id: str, lease_s: f
     return result.matched_count == 1
 
 
+#: Release reasons the sweeper acts on (`orchestrator.sweeper`); any other (the attempt's
+#: outcome: "failed", "canceled", ...) means its events carry the outcome.
+#: The run left SCHEDULED between the claim and the start: nothing ran.
+NOT_STARTABLE = "not startable"
+#: The pod must stop (SIGTERM, a spot preemption): the run goes back to the queue at once, and
+#: the attempt does not count.
+PREEMPTED = "preempted"
+
+
 def release(db: Database, run_id: str, attempt: int, pod_id: str, reason: str = "finished") -> None:
     """The owner is done with the attempt (finished, failed or canceled)."""
     db.claims.update_one(

@@ -201,9 +201,11 @@ def _history_only(ev: _Event) -> list[Write]:
 def _started(ev: _Event) -> list[Write]:
     d = ev.data
     pod = {"id": d["pod_id"], "gpu": d.get("gpu"), "region": d.get("region"), "image": d.get("image")}
+    # STARTING: a pod holds the attempt and prepares it; its first step's events make it RUNNING.
     return [
-        _status(ev, RunStatus.RUNNING),
-        _run_facet(ev, "pod", {"pod": pod}),
+        _status(ev, RunStatus.STARTING),
+        # claimedBy: the pod holding the attempt, for lists and stats (the worker writes no run).
+        _run_facet(ev, "pod", {"pod": pod, "claimedBy": d["pod_id"]}),
         Update("runs", {"_id": ev.run_id}, {"$min": {"startedAt": ev.time}}),
     ]
 

@@ -156,7 +156,7 @@ def schedule(db: Database, run: dict[str, Any], task_id: str) -> dict[str, Any] 
     )
 
 
-#: A new attempt scheduled, or an attempt claimed: whatever send failed before is past.
+#: A new attempt scheduled: whatever send failed before is past.
 _SENT = {"sendFailedAt": None, "sendError": None}
 
 
@@ -170,38 +170,30 @@ def note_send_failed(db: Database, run_id: str, attempt: int, task_id: str, erro
     )
 
 
-def start(db: Database, run_id: str, attempt: int, pod_id: str) -> dict[str, Any] | None:
-    """SCHEDULED -> STARTING by the worker that holds the attempt's claim; None if the run left
-    SCHEDULED or moved to another attempt meanwhile (canceled, say)."""
-    return _transition(
-        db, run_id, RunStatus.STARTING, only_from={RunStatus.SCHEDULED},
-        by="worker", reason=f"attempt {attempt} claimed by pod {pod_id}",
-        extra_filter={"attempt": attempt},
-        set_fields={"claimedBy": pod_id, "claimedAt": utcnow(), "cancelRequested": False, **_SENT},
-    )
-
-
 #: Why the sweeper ended an attempt, as the run's error says it.
 LOST_MESSAGES = {
     "WorkerLost": "pod {pod} stopped renewing its lease on attempt {attempt} (expired {expires}); the worker was "
                   "killed, OOM-killed or cut off",
     "NoOutcome": "pod {pod} released its claim on attempt {attempt} ({reason}) but the attempt's outcome never "
                  "arrived",
+    "HandedBack": "pod {pod} stopped before attempt {attempt} was done ({reason})",
 }
 
 
-def hand_back(db: Database, run_id: str, attempt: int, pod_id: str, reason: str) -> dict[str, Any] | None:
-    """Active -> QUEUED by the worker holding the attempt, which must stop before its steps are
-    done (SIGTERM, a spot preemption): the run is queued again at once, and the attempt does
-    not count against `maxAttempts` (it grows by one). None if the run moved meanwhile."""
+def hand_back(db: Database, run: dict[str, Any], claim: dict[str, Any]) -> dict[str, Any] | None:
+    """SCHEDULED or active -> QUEUED by the sweeper, for an attempt whose pod had to stop before
+    its steps were done (SIGTERM, a spot preemption) and released its claim as preempted: the run
+    is queued again at once, and the attempt does not count against `maxAttempts` (it grows by
+    one). None if the run moved meanwhile."""
+    attempt, pod_id = int(claim["attempt"]), claim.get("podId")
     done = _transition(
-        db, run_id, RunStatus.QUEUED, only_from=set(ACTIVE), extra_filter={"attempt": attempt, "claimedBy": pod_id},
-        by="worker", reason=f"pod {pod_id} is stopping ({reason}); the attempt does not count",
+        db, run["_id"], RunStatus.QUEUED, only_from=set(ACTIVE) | {RunStatus.SCHEDULED}, extra_filter={"attempt": attempt},
+        by="sweeper", reason=f"pod {pod_id} stopped; attempt {attempt} does not count",
         set_fields={"cancelRequested": False, "notBefore": None}, update={"$inc": {"maxAttempts": 1}},
     )
     if done is not None:
-        record_decision(db, done, "worker", f"pod {pod_id} is stopping ({reason}): attempt {attempt} handed back to "
-                        "the queue; it does not count against maxAttempts", podId=pod_id)
+        record_decision(db, done, "sweeper", f"pod {pod_id} stopped: attempt {attempt} handed back to the queue; it "
+                        "does not count against maxAttempts", podId=pod_id)
     return done
 
 
@@ -372,6 +364,9 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
     status = RunStatus(run["status"])
     if status in TERMINAL or status == RunStatus.AWAITING_HUMAN:
         raise TransitionError(f"run {run_id} is {status.value}: there is nothing to cancel")
+    if status == RunStatus.SCHEDULED:
+        # A worker may hold the attempt already: the request makes it stop at its first check.
+        claims.request_cancel(db, run_id, int(run.get("attempt") or 0), by=by, reason=reason)
     if status in (RunStatus.QUEUED, RunStatus.SCHEDULED):
         done = _transition(
             db, run_id, RunStatus.CANCELED, only_from={RunStatus.QUEUED, RunStatus.SCHEDULED},

@@ -13,8 +13,11 @@
   has not been connected for a whole lease (`Sweeper`) waits a lease more.
 - Active whose claim the worker released but whose outcome never arrived within a lease: the
   same, with code NoOutcome.
-- SCHEDULED whose claim's lease expired, or whose claim was released: the worker died (or lost
-  the database) between its claim and its STARTING write; requeued the same way.
+- A claim released as preempted (the pod had to stop, SIGTERM or a spot preemption): requeued at
+  once, and the attempt does not count (`runs.hand_back`); CANCELED if a cancel was requested.
+- SCHEDULED and claimed is a run whose worker has it but whose first events have not been
+  applied yet (the worker writes no run document): judged like an active one, except that a
+  claim released as not startable (the run moved before it began) ends the attempt at once.
 - A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
 Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
@@ -42,6 +45,9 @@ from orchestrator.statuses import ACTIVE, RunStatus
 
 log = logging.getLogger(__name__)
 
+#: The release reason of a pod that had to stop (`claims.PREEMPTED`), as a lost-attempt code.
+HANDED_BACK = "HandedBack"
+HANDED_BACK_TOTAL = Counter("orchestrator_handed_back_total", "Runs requeued because their pod had to stop.")
 REDISPATCHED = Counter("orchestrator_redispatched_total", "SCHEDULED runs sent again after their message was lost.")
 REQUEUED = Counter("orchestrator_requeued_total", "Runs requeued after their worker's lease expired.")
 FAILED_LOST = Counter("orchestrator_failed_lost_total", "Runs failed as WorkerLost with no attempts left.")
@@ -107,22 +113,26 @@ def _lost(run: dict[str, Any], claim: dict[str, Any], settings: Settings, now: d
         judgeable = claims.lease_judgeable(claim, now, connected_for_s=connected_for_s, lease_s=settings.lease_s,
                                            skew_s=settings.clock_skew_s)
         return "WorkerLost" if judgeable else None
-    if run["status"] == RunStatus.SCHEDULED.value:
-        return "WorkerLost"  # released before STARTING: that worker will not start it
-    if claim.get("releaseReason") == "lease expired":
-        return "WorkerLost"  # a sweeper expired it, then lost the race to requeue: finish the job
+    reason = claim.get("releaseReason")
+    if reason == claims.PREEMPTED:
+        return HANDED_BACK
+    if reason in (claims.NOT_STARTABLE, "lease expired"):
+        # Not startable: that worker will not start it. Lease expired: a sweeper expired it,
+        # then lost the race to requeue: finish the job.
+        return "WorkerLost"
     waited = timedelta(seconds=settings.lease_s + settings.clock_skew_s)
     return "NoOutcome" if released + waited < now else None
 
 
 def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code: str, now: datetime) -> bool:
-    """Requeue (or fail) the run, then end the claim. In that order for a SCHEDULED run: the
-    worker's STARTING write is guarded on SCHEDULED, so once the run moved it cannot start."""
+    """End the claim, then requeue (or fail) the run: a worker that comes back fails to renew
+    its lease and stops, so it never works on past the decision."""
     attempt = int(run.get("attempt") or 0)
-    if run["status"] != RunStatus.SCHEDULED.value and claim.get("releasedAt") is None:
-        if not claims.expire(db, run["_id"], attempt, now):
-            return False  # renewed meanwhile, or another sweeper took the decision
+    if claim.get("releasedAt") is None and not claims.expire(db, run["_id"], attempt, now):
+        return False  # renewed meanwhile, or another sweeper took the decision
     cancel = claims.cancel_requested(db, run["_id"], attempt)
+    if code == HANDED_BACK and cancel is None:
+        return _hand_back(db, run, claim)
     moved = runs.end_lost_attempt(db, run, claim, now, code=code, cancel=cancel)
     if moved is None:
         return False
@@ -140,6 +150,17 @@ def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code:
     runs.record_decision(db, run, "sweeper", message, code=code, podId=claim.get("podId"))
     if moved["status"] == RunStatus.QUEUED.value:
         _cancel_if_asked_meanwhile(db, run["_id"], attempt)
+    return True
+
+
+def _hand_back(db: Database, run: dict[str, Any], claim: dict[str, Any]) -> bool:
+    moved = runs.hand_back(db, run, claim)
+    if moved is None:
+        return False
+    HANDED_BACK_TOTAL.inc()
+    log.warning("run %s: pod %s stopped; attempt %s handed back to the queue", run["_id"], claim.get("podId"),
+                claim.get("attempt"))
+    _cancel_if_asked_meanwhile(db, run["_id"], int(claim["attempt"]))
     return True
 
 

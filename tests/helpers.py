@@ -35,6 +35,18 @@ def make_settings(**env: str) -> Settings:
     return Settings.from_env(base)
 
 
+def start_attempt(db: Any, run_id: str, attempt: int, pod_id: str) -> None:
+    """A claimed attempt's start as the system records it: the worker writes no run document,
+    and ingest applies its `ai.run.started` (SCHEDULED -> RUNNING)."""
+    from orchestrator.events import make_event, seq_for
+    from orchestrator.ingest import ACCEPTED, Item, ingest
+
+    event = make_event("ai.run.started", run_id, seq_for(attempt, 1), f"worker://{pod_id}",
+                       {"pod_id": pod_id, "attempt": attempt})
+    [outcome] = ingest(db, [Item(0, event)], bucket="b", default_max_attempts=3)
+    assert outcome.status == ACCEPTED, outcome
+
+
 def queued_run(db: Any, priority: int = DEFAULT_PRIORITY, **kw: Any) -> str:
     """A hypothesis and its QUEUED run, as the frontend inserts them; returns the run id."""
     return create_hypothesis_and_run(db, "t", "idea", priority=priority, **kw)[1]

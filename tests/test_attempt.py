@@ -15,6 +15,7 @@ from orchestrator import claims
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.runs import cancel_run, create_hypothesis_and_run
 from orchestrator.storage import LocalStorage
+from orchestrator.sweeper import sweep_once
 from pipeline.base import Pipeline, Step
 from tasks.pod.attempt import Attempt
 from tasks.pod.runtime import Runtime
@@ -86,6 +87,58 @@ def test_a_canceled_or_newer_run_is_not_started(rt, register):
     cancel_run(rt.db, run_id)
     assert Attempt(rt, run_id, 1).execute() == "stale"
     assert rt.emitter.events == [] and rt.db.claims.count_documents({}) == 0
+
+
+def test_a_run_canceled_between_the_claim_and_the_start_is_released_not_started(rt, register, monkeypatch):
+    name = register("one", Step("Stage_1", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    claim = claims.claim_attempt
+
+    def claim_then_cancel(*args, **kwargs):
+        claimed = claim(*args, **kwargs)
+        cancel_run(rt.db, run_id, by="alice")
+        return claimed
+
+    monkeypatch.setattr(claims, "claim_attempt", claim_then_cancel)
+    assert Attempt(rt, run_id, 1).execute() == "stale"
+    assert rt.emitter.events == []
+    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == claims.NOT_STARTABLE
+    assert rt.db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+
+
+def test_the_worker_writes_no_run_document(rt, register, monkeypatch):
+    """docs/security.md: a pod's database role has no write on runs, status_history or events;
+    what changes them is ingest applying the worker's events (here in-process, not counted)."""
+    name = register("two", Step("Stage_1", _ok({})), Step("Stage_2", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    in_ingest = threading.local()
+    writes: list[str] = []
+    collection = type(rt.db.runs)
+
+    def spy_on(method: str) -> Any:
+        real = getattr(collection, method)
+
+        def spy(self, *args, **kwargs):
+            if not getattr(in_ingest, "on", False):
+                writes.append(f"{self.name}.{method}")
+            return real(self, *args, **kwargs)
+        return spy
+
+    for method in ("insert_one", "insert_many", "update_one", "update_many", "find_one_and_update", "bulk_write",
+                   "replace_one", "delete_one", "delete_many"):
+        monkeypatch.setattr(collection, method, spy_on(method))
+    apply = rt.emitter.apply
+
+    def applying(event):
+        in_ingest.on = True
+        try:
+            apply(event)
+        finally:
+            in_ingest.on = False
+
+    monkeypatch.setattr(rt.emitter, "apply", applying)
+    assert Attempt(rt, run_id, 1).execute() == "completed"
+    assert writes and {w.split(".")[0] for w in writes} <= {"claims"}, writes
 
 
 def test_a_failure_inside_a_stage_is_reported_exactly_once_with_its_stage(rt, register):
@@ -447,13 +500,15 @@ def test_a_pod_told_to_stop_hands_its_run_back_without_counting_the_attempt(rt, 
     began = time.monotonic()
     assert attempt.execute() == "preempted"
     assert time.monotonic() - began < 3
+    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == "preempted"
+    assert rt.db.runs.find_one({"_id": run_id})["status"] == "RUNNING", "the worker writes no run document"
+    assert sweep_once(rt.db, rt.settings, lambda *a, **k: None)["recovered"] == 1, "the sweeper's next pass"
     run = rt.db.runs.find_one({"_id": run_id})
     assert (run["status"], run["attempt"], run["maxAttempts"]) == ("QUEUED", 1, 2), "one more attempt allowed"
     assert not run.get("attempts") and not run.get("error"), "not a failure"
-    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == "preempted"
     types = rt.emitter.types()
     assert "ai.run.failed" not in types and "ai.run.canceled" not in types
-    decision = rt.db.events.find_one({"runId": run_id, "source": "orchestrator://worker"})
+    decision = rt.db.events.find_one({"runId": run_id, "source": "orchestrator://sweeper"})
     assert "handed back" in decision["data"]["message"]
     assert dispatch_once(rt.db, lambda *a, **k: None) == 1, "dispatched again at once"
     assert rt.db.runs.find_one({"_id": run_id})["attempt"] == 2
@@ -474,5 +529,6 @@ def test_a_step_that_ignores_the_stop_is_ended_with_its_process_and_the_run_stil
     threading.Timer(0.3, attempt.preempt, args=("SIGTERM",)).start()
     attempt.execute()
     assert ended == [1]
+    sweep_once(rt.db, rt.settings, lambda *a, **k: None)
     run = rt.db.runs.find_one({"_id": run_id})
     assert run["status"] == "QUEUED" and not run.get("attempts")

@@ -67,14 +67,16 @@ def test_enqueued_and_log_only_add_history(mock_db: Any) -> None:
     assert mock_db.events.count_documents({"runId": run_id}) == 2
 
 
-def test_started_sets_running_pod_and_the_earliest_start(mock_db: Any) -> None:
+def test_started_sets_starting_pod_and_the_earliest_start_and_the_first_step_running(mock_db: Any) -> None:
     run_id = insert_run(mock_db, status="SCHEDULED")
     w = Worker(run_id)
     apply(mock_db, [w.event("ai.run.started", pod_id="pod-a", attempt=1, gpu="A100", region="eu", image="img:1")])
     run = _run(mock_db, run_id)
-    assert run["status"] == "RUNNING" and run["statusSeq"] == seq_for(1, 1)
+    assert run["status"] == "STARTING" and run["statusSeq"] == seq_for(1, 1) and run["claimedBy"] == "pod-a"
     assert run["pod"] == {"id": "pod-a", "gpu": "A100", "region": "eu", "image": "img:1"}
     assert run["startedAt"] == _time(w, 1)
+    apply(mock_db, [w.event("ai.run.stage_started", stage="ideation")])
+    assert _run(mock_db, run_id)["status"] == "RUNNING"
 
 
 def test_heartbeat_keeps_the_latest_time_and_the_highest_seq_gpu_reading(mock_db: Any) -> None:
@@ -339,11 +341,11 @@ def test_retry_end_to_end_requeue_then_second_attempt_ignores_the_first(mock_db:
     failure = first.event("ai.run.failed", stage="Stage_1", code="CudaOutOfMemory", message="oom", retryable=True)
     apply(mock_db, [*first_events, failure])
     assert _run(mock_db, run_id)["status"] == "QUEUED"
-    # The dispatcher and the new worker's claim (not events) move it on.
-    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "STARTING", "attempt": 2}})
+    # The dispatcher (not events) moves it on.
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "SCHEDULED", "attempt": 2}})
     apply(mock_db, [second.event("ai.run.started", pod_id="b", attempt=2), straggler])
     run = _run(mock_db, run_id)
-    assert run["status"] == "RUNNING" and run["pod"]["id"] == "b" and run["statusSeq"] == seq_for(2, 1)
+    assert run["status"] == "STARTING" and run["pod"]["id"] == "b" and run["statusSeq"] == seq_for(2, 1)
     stage = _stage(mock_db, run_id, "Stage_1")
     assert stage["status"] == "FAILED"  # the attempt-1 progress is older than its own failure
     apply(mock_db, [second.event("ai.run.stage_started", stage="Stage_1")])

@@ -14,7 +14,7 @@ from orchestrator.dispatcher import dispatch_once
 from orchestrator.sweeper import sweep_once
 from tasks.pod.attempt import earlier_verdict
 from tests.fakes import FakeSender
-from tests.helpers import make_settings, queued_run
+from tests.helpers import make_settings, queued_run, start_attempt
 from tests.ingest_helpers import Worker, apply, full_run
 
 
@@ -24,7 +24,7 @@ def _presumed_lost(db: Any, max_attempts: int = 3) -> str:
     run_id = queued_run(db, max_attempts=max_attempts)
     dispatch_once(db, FakeSender())
     claims.claim_attempt(db, run_id, 1, "pod-a", 1)
-    runs.start(db, run_id, 1, "pod-a")
+    start_attempt(db, run_id, 1, "pod-a")
     db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
     assert sweep_once(db, make_settings(), FakeSender())["recovered"] == 1
     assert db.runs.find_one({"_id": run_id})["status"] == ("QUEUED" if max_attempts > 1 else "FAILED")

@@ -8,13 +8,13 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from orchestrator import claims, dispatches, runs, status_history
+from orchestrator import claims, dispatches, status_history
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.ingest import Item, ingest
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.sweeper import sweep_once
-from tests.helpers import make_settings
+from tests.helpers import make_settings, start_attempt
 from tests.ingest_helpers import Worker
 
 
@@ -56,7 +56,7 @@ def _presumed_lost(db) -> str:
     run_id = create_hypothesis_and_run(db, "t", "i")[1]
     dispatch_once(db, lambda *a, **k: None)
     claims.claim_attempt(db, run_id, 1, "pod-a", 1)
-    runs.start(db, run_id, 1, "pod-a")
+    start_attempt(db, run_id, 1, "pod-a")
     db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
     sweep_once(db, make_settings(), lambda *a, **k: None)
     return run_id

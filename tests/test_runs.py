@@ -13,7 +13,7 @@ from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import SEQ_BLOCK
 from orchestrator.statuses import RunStatus
-from tests.helpers import queued_run
+from tests.helpers import queued_run, start_attempt
 
 
 def _status(db: Any, run_id: str) -> tuple[str, int]:
@@ -59,18 +59,10 @@ def test_a_failed_send_is_flagged_only_on_the_attempt_that_was_sent(mock_db: Any
     assert run["sendFailedAt"] is not None
 
 
-def test_start_needs_the_scheduled_attempt(mock_db: Any) -> None:
-    run_id = _scheduled(mock_db)
-    assert runs.start(mock_db, run_id, 2, "pod-a") is None  # a message for an attempt not scheduled
-    started = runs.start(mock_db, run_id, 1, "pod-a")
-    assert started is not None and (started["status"], started["claimedBy"]) == ("STARTING", "pod-a")
-    assert runs.start(mock_db, run_id, 1, "pod-b") is None  # a duplicate delivery
-
-
 def _lost(db: Any, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     claim = claims.claim_attempt(db, run_id, 1, "pod-dead", lease_s=0.01)
     assert claim is not None
-    runs.start(db, run_id, 1, "pod-dead")
+    start_attempt(db, run_id, 1, "pod-dead")
     return db.runs.find_one({"_id": run_id}), claim
 
 
@@ -108,11 +100,17 @@ def test_an_edge_the_table_lacks_is_refused_before_any_write(mock_db: Any) -> No
     assert _status(mock_db, run_id) == ("QUEUED", 0)
 
 
+def test_canceling_a_scheduled_run_also_asks_a_worker_that_claimed_it_to_stop(mock_db: Any) -> None:
+    run_id = _scheduled(mock_db)
+    assert runs.cancel_run(mock_db, run_id, by="alice")["status"] == "CANCELED"
+    assert claims.cancel_requested(mock_db, run_id, 1)["by"] == "alice"
+
+
 def test_cancel_ends_a_waiting_run_at_once_and_asks_an_active_one_to_stop(mock_db: Any) -> None:
     waiting = queued_run(mock_db)
     assert runs.cancel_run(mock_db, waiting, by="alice", reason="typo")["status"] == "CANCELED"
     active = _scheduled(mock_db)
-    runs.start(mock_db, active, 1, "pod-a")
+    start_attempt(mock_db, active, 1, "pod-a")
     asked = runs.cancel_run(mock_db, active, by="bob")
     assert asked["status"] == "STARTING" and asked["cancelRequested"] is True
     assert claims.cancel_requested(mock_db, active, 1)["by"] == "bob"

@@ -20,7 +20,7 @@ from pipeline.base import Pipeline, Step
 from tasks.pod.attempt import Attempt
 from tasks.pod.runtime import Runtime
 from tests.fakes import FakeSender, InProcessEmitter
-from tests.helpers import make_settings, queued_run, status_chain
+from tests.helpers import make_settings, queued_run, start_attempt, status_chain
 from tests.ingest_helpers import Worker, apply, full_run, insert_run
 
 
@@ -39,9 +39,9 @@ def test_a_run_end_to_end_records_each_writer_s_change_in_order(mock_db: Any, tm
     assert Attempt(rt, run_id, 1).execute() == "completed"
     changes = status_chain(mock_db)(run_id)
     assert [(c["from"], c["to"], c["by"]) for c in changes][:2] == [("QUEUED", "SCHEDULED", "dispatcher"),
-                                                                      ("SCHEDULED", "STARTING", "worker")]
+                                                                      ("SCHEDULED", "STARTING", "ingest")]
     assert changes[-1]["to"] == "AWAITING_HUMAN" and changes[-1]["by"] == "ingest"
-    assert "ai.validation.auto_completed" in changes[-1]["reason"] and "pod-test" in changes[1]["reason"]
+    assert "ai.validation.auto_completed" in changes[-1]["reason"] and "ai.run.started" in changes[1]["reason"]
     assert queries.run_detail(mock_db, run_id)["statusHistory"] == changes
 
 
@@ -49,7 +49,7 @@ def test_the_sweeper_and_a_person_are_named(mock_db: Any) -> None:
     run_id = queued_run(mock_db, max_attempts=1)
     dispatch_once(mock_db, FakeSender())
     claims.claim_attempt(mock_db, run_id, 1, "pod-dead", 1)
-    runs.start(mock_db, run_id, 1, "pod-dead")
+    start_attempt(mock_db, run_id, 1, "pod-dead")
     mock_db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
     sweep_once(mock_db, make_settings(), FakeSender())
     runs.retry_run(mock_db, run_id, by="alice@example.org", reason="the pod was fixed")

@@ -172,9 +172,7 @@ def test_a_worker_dead_between_claim_and_starting_gets_its_run_requeued(mock_db,
     run = mock_db.runs.find_one({"_id": run_id})
     assert (run["status"], run["attempt"], run["error"]["code"]) == ("QUEUED", 1, "WorkerLost")
     assert mock_db.claims.find_one({"_id": f"{run_id}:1"})["releasedAt"] is not None
-    from orchestrator import runs
-
-    assert runs.start(mock_db, run_id, 1, "pod-died") is None, "the late STARTING write of that worker fails"
+    assert not claims.renew_lease(mock_db, run_id, 1, "pod-died", 90), "that worker, back, cannot renew and stops"
     dispatch_once(mock_db, FakeSender())
     assert mock_db.runs.find_one({"_id": run_id})["attempt"] == 2
 
@@ -186,6 +184,40 @@ def test_a_claim_released_before_starting_requeues_at_once(mock_db, settings):
     claims.release(mock_db, run_id, 1, "pod", "not startable")
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
     assert mock_db.runs.find_one({"_id": run_id})["status"] == "QUEUED"
+
+
+def test_a_scheduled_run_whose_worker_finished_while_ingest_was_down_waits_for_its_events(mock_db):
+    """The worker writes no run document: a run can be SCHEDULED with its attempt done and its
+    events in the spool. Its released claim is judged like an active run's, not as never started."""
+    settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="5")
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 10)
+    claims.release(mock_db, run_id, 1, "pod-a", "completed")
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 0
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "SCHEDULED"
+
+
+def test_a_claim_released_as_preempted_is_handed_back_at_once_not_counting_the_attempt(mock_db, settings):
+    run_id = queued_run(mock_db, max_attempts=1)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    claims.release(mock_db, run_id, 1, "pod-a", claims.PREEMPTED)
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["attempt"], run["maxAttempts"], run.get("error")) == ("QUEUED", 1, 2, None)
+
+
+def test_a_preempted_attempt_whose_cancel_was_asked_ends_canceled(mock_db, settings):
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
+    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    claims.request_cancel(mock_db, run_id, 1, by="alice", reason="wrong idea")
+    claims.release(mock_db, run_id, 1, "pod-a", claims.PREEMPTED)
+    sweep_once(mock_db, settings, FakeSender())
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
 
 
 def test_a_released_claim_without_an_outcome_is_requeued_after_a_lease(mock_db):

@@ -21,7 +21,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 import pipeline
-from orchestrator import claims, runs
+from orchestrator import claims
 from orchestrator.db import is_unavailable
 from orchestrator.events import STAGE_NAMES, STAGES
 from orchestrator.retry import Backoff, classify
@@ -118,9 +118,12 @@ class Attempt:
         if claims.claim_attempt(self.db, self.run_id, self.attempt, self.pod_id, self.rt.settings.lease_s) is None:
             log.info("run %s attempt %s is already claimed: duplicate delivery, nothing to do", self.run_id, self.attempt)
             return "duplicate"
-        started = runs.start(self.db, self.run_id, self.attempt, self.pod_id)
-        if started is None:
-            claims.release(self.db, self.run_id, self.attempt, self.pod_id, "not startable")
+        # The claim is the worker's only write about the run: ingest moves it on from the events,
+        # and the sweeper if the pod goes (docs/security.md: a pod's database role cannot write
+        # runs). Read again after claiming: a run canceled or requeued meanwhile is not started.
+        started = self.db.runs.find_one({"_id": self.run_id})
+        if started is None or started.get("status") != RunStatus.SCHEDULED.value or started.get("attempt") != self.attempt:
+            claims.release(self.db, self.run_id, self.attempt, self.pod_id, claims.NOT_STARTABLE)
             log.info("run %s left SCHEDULED before it could start (canceled?)", self.run_id)
             return "stale"
         return self._run_claimed(started)
@@ -150,7 +153,7 @@ class Attempt:
             outcome = "lease-lost"
         except Preempted as exc:
             self._hand_back(str(exc))
-            outcome = "preempted"
+            outcome = claims.PREEMPTED
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised if fatal
             self.report_failure(exc, None)
             if not isinstance(exc, Exception):
@@ -219,15 +222,8 @@ class Attempt:
             self.heartbeat.preempt(reason)
 
     def _hand_back(self, reason: str) -> None:
-        """Give the run back to the queue at once; this attempt does not count as failed."""
-        try:
-            moved = runs.hand_back(self.db, self.run_id, self.attempt, self.pod_id, reason)
-        except PyMongoError as exc:
-            log.error("run %s attempt %s: could not hand the run back (%s); the sweeper requeues it when the "
-                      "lease ends", self.run_id, self.attempt, exc)
-            return
-        if moved is None:
-            return  # already handed back, or moved on by someone else
+        """Give the run back: the claim released as `claims.PREEMPTED` (after the events are
+        delivered) tells the sweeper to requeue it at once, and this attempt does not count."""
         log.warning("run %s attempt %s handed back to the queue: %s", self.run_id, self.attempt, reason)
         self.emit("ai.run.log", level="warning",
                   message=f"pod {self.pod_id} is stopping ({reason}); the run was handed back to the queue"
@@ -254,7 +250,7 @@ class Attempt:
             log.exception("run %s attempt %s: flushing before the process ends failed", self.run_id, self.attempt)
         try:
             claims.release(self.db, self.run_id, self.attempt, self.pod_id,
-                           "preempted" if self.heartbeat.preempted.is_set() else "timeout")
+                           claims.PREEMPTED if self.heartbeat.preempted.is_set() else "timeout")
         except PyMongoError as exc:
             log.error("run %s attempt %s: claim not released (%s); the sweeper ends it", self.run_id, self.attempt, exc)
         self._end_process()
