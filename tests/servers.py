@@ -8,9 +8,11 @@ so a broken integration lane can never pass as "skipped".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -76,3 +78,20 @@ class S3Server:
         if self.child is not None:
             self.child.stop()
             self.child = None
+
+
+@contextlib.contextmanager
+def gunicorn(name: str, env: dict[str, str], workers: int = 1) -> Iterator[str]:
+    """The ingest app under gunicorn on a free port, as the Procfile runs it; yields its URL once
+    /readyz answers, and stops it afterwards."""
+    import requests
+
+    port = free_port()
+    child = Child(name, [PYTHON, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+                         "ingest_app:create_app()"], env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(f"{url}/readyz", timeout=1).ok, 30, "gunicorn to be ready")
+        yield url
+    finally:
+        child.stop()

@@ -13,7 +13,7 @@ import requests
 from pymongo.database import Database
 
 from tests.helpers import READER_TOKEN, WORKER_TOKEN, bearer
-from tests.servers import PYTHON, Child, MongoServer, free_port, process_env, wait_until
+from tests.servers import PYTHON, MongoServer, gunicorn, process_env, wait_until
 
 TOKEN = WORKER_TOKEN
 AUTH = bearer(READER_TOKEN)
@@ -27,16 +27,9 @@ def _take_down(real_server: MongoServer, process: str, crash: bool) -> None:
 
 @pytest.fixture(scope="module")
 def ingest(real_server: MongoServer, real_db: Database) -> Iterator[str]:
-    port = free_port()
     env = process_env(MONGODB_URL=real_server.url(real_db.name), INGEST_TOKEN=TOKEN, READER_TOKEN=READER_TOKEN, MONGODB_TIMEOUT_S="1")
-    child = Child("gunicorn-outage", [PYTHON, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
-                                      "ingest_app:create_app()"], env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: requests.get(f"{url}/readyz", timeout=1).ok, 30, "gunicorn to be ready")
+    with gunicorn("gunicorn-outage", env) as url:
         yield url
-    finally:
-        child.stop()
 
 
 def _cli(real_server: MongoServer, real_db: Database, *args: str) -> subprocess.CompletedProcess[str]:

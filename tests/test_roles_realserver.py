@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from orchestrator import expiring
 from orchestrator.events import make_event, seq_for
 from tests.helpers import READER_TOKEN, WORKER_TOKEN, bearer
-from tests.servers import PYTHON, Child, MongoServer, free_port, process_env, wait_until
+from tests.servers import PYTHON, MongoServer, gunicorn, process_env
 
 pytestmark = pytest.mark.realserver
 
@@ -31,18 +31,11 @@ WORKERS = 3
 def ingest(real_server: MongoServer, real_db: Database) -> Iterator[str]:
     """gunicorn with several workers behind one (simulated) proxy: each request may land on any
     worker, and each test is its own client address (X-Forwarded-For)."""
-    port = free_port()
     env = process_env(MONGODB_URL=real_server.url(real_db.name), INGEST_TOKEN=WORKER_TOKEN, READER_TOKEN=READER_TOKEN,
                       INGEST_WEBHOOK_SECRET=SECRET, AUTH_FAILURE_LIMIT="5/hour", RATE_LIMIT="20/hour",
                       TRUSTED_PROXIES="1")
-    child = Child("gunicorn-roles", [PYTHON, "-m", "gunicorn", "--workers", str(WORKERS), "--bind",
-                                     f"127.0.0.1:{port}", "ingest_app:create_app()"], env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: requests.get(f"{url}/readyz", timeout=1).ok, 30, "gunicorn to be ready")
+    with gunicorn("gunicorn-roles", env, workers=WORKERS) as url:
         yield url
-    finally:
-        child.stop()
 
 
 def _fresh_sessions(count: int) -> list[requests.Session]:
