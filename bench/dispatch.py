@@ -26,6 +26,7 @@ from bench.harness import Harness, warm_up
 from bench.procs import PYTHON, BenchError, Child
 from bench.report import Document, Row, Target
 from bench.stats import Summary, percentile
+from orchestrator import claims
 from orchestrator.db import probe_features
 from orchestrator.runs import create_hypothesis_and_run
 from tasks.pod.emitter import EmitterConfig
@@ -113,7 +114,7 @@ def _dispatch_one(db: Any, worker: Child, dispatcher: Child, timeout: float = 30
     """Insert one QUEUED run, wait until its `ai.run.started` is applied and the run has ended."""
     _, run_id = create_hypothesis_and_run(db, "bench", "dispatch latency", pipeline="noop")
     inserted = time.monotonic()
-    fields = {"status": 1, "pod": 1, "createdAt": 1, "scheduledAt": 1, "claimedAt": 1, "startedAt": 1}
+    fields = {"status": 1, "pod": 1, "createdAt": 1, "scheduledAt": 1, "startedAt": 1}
     while True:
         run = db.runs.find_one({"_id": run_id}, fields)
         if run.get("pod") and run.get("startedAt"):  # both writes of the started mapper landed
@@ -132,7 +133,8 @@ def _dispatch_one(db: Any, worker: Child, dispatcher: Child, timeout: float = 30
         raise BenchError(f"noop run {run_id} FAILED: {db.runs.find_one({'_id': run_id}).get('error')}")
     latency = seen - inserted
     wall_seen = time.time() - (time.monotonic() - seen)
-    return Sample(latency, run["createdAt"], run["scheduledAt"], run["claimedAt"], run["startedAt"],
+    claimed = claims.get_claim(db, run_id, 1)["claimedAt"]  # the worker writes only its claim
+    return Sample(latency, run["createdAt"], run["scheduledAt"], claimed, run["startedAt"],
                   wall_seen - run["startedAt"].timestamp())
 
 
@@ -153,7 +155,7 @@ def _notes(samples: list[Sample], measured: Summary, old: Summary, checked: list
         "|---|---|",
         f"| insert -> SCHEDULED (the dispatcher's wake-up, then its writes) | {segment(to_scheduled)} |",
         f"| SCHEDULED -> claimed (broker poll every 0.1 s, the fresh pool child takes the task, claim) | {segment(to_claimed)} |",
-        f"| claimed -> `ai.run.started` emitted (STARTING write, heartbeat thread) | {segment(to_emitted)} |",
+        f"| claimed -> `ai.run.started` emitted (heartbeat thread) | {segment(to_emitted)} |",
         f"| emitted -> applied and seen (emitter, ingest, the 5 ms poll) | {segment(to_seen)} |",
         "",
         f"- Everything after the dispatcher picked a run up: {after.text()}. On MongoDB as a replica set the "

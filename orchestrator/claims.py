@@ -83,11 +83,18 @@ def renew_lease(db: Database, run_id: str, attempt: int, pod_id: str, lease_s: f
 
 #: Release reasons the sweeper acts on (`orchestrator.sweeper`); any other (the attempt's
 #: outcome: "failed", "canceled", ...) means its events carry the outcome.
-#: The run left SCHEDULED between the claim and the start: nothing ran.
+#: The run left SCHEDULED (or a cancel was asked) between the claim and the start: nothing ran.
 NOT_STARTABLE = "not startable"
 #: The pod must stop (SIGTERM, a spot preemption): the run goes back to the queue at once, and
-#: the attempt does not count.
+#: the attempt does not count. A suffix may follow ("preempted; events undelivered").
 PREEMPTED = "preempted"
+
+
+def handed_back(claim: dict[str, Any]) -> bool:
+    """The worker gave the attempt back without an outcome: its pod had to stop, or the run
+    could not be started. The sweeper requeues such a run at once, not counting the attempt."""
+    reason = str(claim.get("releaseReason") or "")
+    return reason.startswith(PREEMPTED) or reason == NOT_STARTABLE
 
 
 def release(db: Database, run_id: str, attempt: int, pod_id: str, reason: str = "finished") -> None:

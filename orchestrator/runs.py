@@ -6,10 +6,10 @@ both move it, and no writer can move it along an edge the table lacks. The write
 
 - the API and the CLI: create, cancel, retry (`create_hypothesis_and_run`, `cancel_run`, `retry_run`);
 - the dispatcher: QUEUED -> SCHEDULED once it holds the attempt's dispatch decision (`schedule`);
-- the worker: SCHEDULED -> STARTING once it holds the claim (`start`), and back to QUEUED
-  when its pod must stop (`hand_back`);
-- the sweeper: a claimed run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`);
-- ingest: the status an event asserts (`event_status_update` builds the guarded update, which the
+- the sweeper: a claimed run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`), and
+  back to QUEUED, not counting the attempt, when its pod had to stop (`hand_back`);
+- ingest: the status an event asserts (STARTING on the worker's `ai.run.started`: the worker
+  itself writes no run document, only its claim) (`event_status_update` builds the guarded update, which the
   ingest engine runs with the rest of its batch), and the late outcome of an attempt the sweeper
   presumed lost, when that attempt's successor was not dispatched (`take_late_outcome`).
 
@@ -170,35 +170,37 @@ def note_send_failed(db: Database, run_id: str, attempt: int, task_id: str, erro
     )
 
 
-#: Why the sweeper ended an attempt, as the run's error says it.
+#: The codes of an attempt the sweeper ended, and the run's error message for each.
+WORKER_LOST, NO_OUTCOME, HANDED_BACK = "WorkerLost", "NoOutcome", "HandedBack"
 LOST_MESSAGES = {
-    "WorkerLost": "pod {pod} stopped renewing its lease on attempt {attempt} (expired {expires}); the worker was "
-                  "killed, OOM-killed or cut off",
-    "NoOutcome": "pod {pod} released its claim on attempt {attempt} ({reason}) but the attempt's outcome never "
-                 "arrived",
-    "HandedBack": "pod {pod} stopped before attempt {attempt} was done ({reason})",
+    WORKER_LOST: "pod {pod} stopped renewing its lease on attempt {attempt} (expired {expires}); the worker was "
+                 "killed, OOM-killed or cut off",
+    NO_OUTCOME: "pod {pod} released its claim on attempt {attempt} ({reason}) but the attempt's outcome never "
+                "arrived",
+    # Only as a canceled run's error: a handed-back attempt with no cancel is requeued with none.
+    HANDED_BACK: "pod {pod} gave attempt {attempt} back before it was done ({reason})",
 }
 
 
 def hand_back(db: Database, run: dict[str, Any], claim: dict[str, Any]) -> dict[str, Any] | None:
-    """SCHEDULED or active -> QUEUED by the sweeper, for an attempt whose pod had to stop before
-    its steps were done (SIGTERM, a spot preemption) and released its claim as preempted: the run
-    is queued again at once, and the attempt does not count against `maxAttempts` (it grows by
-    one). None if the run moved meanwhile."""
+    """SCHEDULED or active -> QUEUED by the sweeper, for an attempt its worker gave back without
+    an outcome (`claims.handed_back`: its pod had to stop, or the run could not be started): the
+    run is queued again at once, and the attempt does not count against `maxAttempts` (it grows by
+    one). Guarded on the attempt (claims are per attempt). None if the run moved meanwhile."""
     attempt, pod_id = int(claim["attempt"]), claim.get("podId")
     done = _transition(
         db, run["_id"], RunStatus.QUEUED, only_from=set(ACTIVE) | {RunStatus.SCHEDULED}, extra_filter={"attempt": attempt},
-        by="sweeper", reason=f"pod {pod_id} stopped; attempt {attempt} does not count",
+        by="sweeper", reason=f"pod {pod_id} gave attempt {attempt} back ({claim.get('releaseReason')}); it does not count",
         set_fields={"cancelRequested": False, "notBefore": None}, update={"$inc": {"maxAttempts": 1}},
     )
     if done is not None:
-        record_decision(db, done, "sweeper", f"pod {pod_id} stopped: attempt {attempt} handed back to the queue; it "
-                        "does not count against maxAttempts", podId=pod_id)
+        record_decision(db, done, "sweeper", f"pod {pod_id} gave attempt {attempt} back ({claim.get('releaseReason')}): "
+                        "handed back to the queue; it does not count against maxAttempts", podId=pod_id)
     return done
 
 
 def end_lost_attempt(
-    db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime, code: str = "WorkerLost",
+    db: Database, run: dict[str, Any], claim: dict[str, Any], now: datetime, code: str = WORKER_LOST,
     cancel: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """A claimed run (SCHEDULED or active) whose pod is gone: requeued while attempts are left
@@ -356,17 +358,23 @@ def record_decision(db: Database, run: dict[str, Any], component: str, message: 
 
 
 def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str | None = None) -> dict[str, Any]:
-    """QUEUED or SCHEDULED: CANCELED at once (a task already in the broker is a no-op when it
-    runs). Active: a cancel request for the current attempt (and `cancelRequested` for readers),
-    and the worker stops at its next checkpoint.
+    """QUEUED, or SCHEDULED with no worker holding it: CANCELED at once (a task already in the
+    broker is a no-op when it runs). Active, or SCHEDULED and claimed: a cancel request for the
+    current attempt (and `cancelRequested` for readers), and the worker stops at its next checkpoint.
     Ended: `TransitionError`, never a silent write."""
     run = get_run(db, run_id)
     status = RunStatus(run["status"])
     if status in TERMINAL or status == RunStatus.AWAITING_HUMAN:
         raise TransitionError(f"run {run_id} is {status.value}: there is nothing to cancel")
+    attempt = int(run.get("attempt") or 0)
     if status == RunStatus.SCHEDULED:
-        # A worker may hold the attempt already: the request makes it stop at its first check.
-        claims.request_cancel(db, run_id, int(run.get("attempt") or 0), by=by, reason=reason)
+        # A worker may hold the attempt before its first event moved the run on. The request goes
+        # first: a worker that claims after this reads it and does not start; one that claimed
+        # before is asked to stop like an active one, and its `ai.run.canceled` ends the run (or
+        # the sweeper, if it dies) - ending the run now could let a retry run beside it.
+        claims.request_cancel(db, run_id, attempt, by=by, reason=reason)
+        if _claimed(db, run_id, attempt):
+            return _ask_to_stop(db, run_id, by=by, reason=reason)
     if status in (RunStatus.QUEUED, RunStatus.SCHEDULED):
         done = _transition(
             db, run_id, RunStatus.CANCELED, only_from={RunStatus.QUEUED, RunStatus.SCHEDULED},
@@ -377,14 +385,24 @@ def cancel_run(db: Database, run_id: str, *, by: str | None = None, reason: str 
             record_decision(db, done, "api", f"canceled while {status.value}", by=by, reason=reason)
             return done
         return cancel_run(db, run_id, by=by, reason=reason)  # it moved meanwhile: decide again
-    claims.request_cancel(db, run_id, int(run.get("attempt") or 0), by=by, reason=reason)
+    claims.request_cancel(db, run_id, attempt, by=by, reason=reason)
+    return _ask_to_stop(db, run_id, by=by, reason=reason)
+
+
+def _claimed(db: Database, run_id: str, attempt: int) -> bool:
+    claim = claims.get_claim(db, run_id, attempt)
+    return claim is not None and claim.get("releasedAt") is None
+
+
+def _ask_to_stop(db: Database, run_id: str, *, by: str | None, reason: str | None) -> dict[str, Any]:
+    """`cancelRequested` for readers, on a run a worker holds (its cancel request is filed)."""
     updated = db.runs.find_one_and_update(
-        {"_id": run_id, "status": {"$in": sorted(s.value for s in ACTIVE)}},
+        {"_id": run_id, "status": {"$in": sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED})}},
         {"$set": {"cancelRequested": True, "cancel": {"by": by, "reason": reason}, "updatedAt": utcnow()}},
         return_document=ReturnDocument.AFTER,
     )
     if updated is None:
-        return cancel_run(db, run_id, by=by, reason=reason)
+        return cancel_run(db, run_id, by=by, reason=reason)  # it moved meanwhile: decide again
     record_decision(db, updated, "api", "cancel requested; the worker stops at its next checkpoint", by=by, reason=reason)
     return updated
 

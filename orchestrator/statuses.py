@@ -48,7 +48,8 @@ TERMINAL: frozenset[RunStatus] = frozenset(
     {RunStatus.HUMAN_VALIDATED, RunStatus.FAILED, RunStatus.CANCELED}
 )
 
-#: Statuses in which a worker holds (or is about to hold) the run.
+#: Statuses in which a worker holds the run (it may hold a SCHEDULED one too, before ingest has
+#: applied its `ai.run.started`; the sweeper judges that claim the same way).
 ACTIVE: frozenset[RunStatus] = frozenset(
     {RunStatus.STARTING, RunStatus.RUNNING, RunStatus.AUTO_VALIDATING}
 )
@@ -56,8 +57,8 @@ ACTIVE: frozenset[RunStatus] = frozenset(
 #: Back-edges, each with the one reason it exists.
 _BACK_EDGES: dict[RunStatus, frozenset[RunStatus]] = {
     # The sweeper requeues a run whose worker is gone (a SCHEDULED one too: the worker died
-    # between its claim and STARTING); a retryable failure of an active run, or its pod
-    # stopping, requeues it.
+    # between its claim and its first event), or whose pod had to stop; a retryable failure
+    # of an active run requeues it.
     RunStatus.SCHEDULED: frozenset({RunStatus.QUEUED}),
     RunStatus.STARTING: frozenset({RunStatus.QUEUED}),
     RunStatus.RUNNING: frozenset({RunStatus.QUEUED}),

@@ -13,11 +13,11 @@
   has not been connected for a whole lease (`Sweeper`) waits a lease more.
 - Active whose claim the worker released but whose outcome never arrived within a lease: the
   same, with code NoOutcome.
-- A claim released as preempted (the pod had to stop, SIGTERM or a spot preemption): requeued at
-  once, and the attempt does not count (`runs.hand_back`); CANCELED if a cancel was requested.
+- A claim the worker gave back without an outcome (`claims.handed_back`: released as preempted,
+  the pod had to stop; or as not startable): requeued at once, and the attempt does not count
+  (`runs.hand_back`); CANCELED if a cancel was requested.
 - SCHEDULED and claimed is a run whose worker has it but whose first events have not been
-  applied yet (the worker writes no run document): judged like an active one, except that a
-  claim released as not startable (the run moved before it began) ends the attempt at once.
+  applied yet (the worker writes no run document): judged like an active one.
 - A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
 Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
@@ -45,8 +45,6 @@ from orchestrator.statuses import ACTIVE, RunStatus
 
 log = logging.getLogger(__name__)
 
-#: The release reason of a pod that had to stop (`claims.PREEMPTED`), as a lost-attempt code.
-HANDED_BACK = "HandedBack"
 HANDED_BACK_TOTAL = Counter("orchestrator_handed_back_total", "Runs requeued because their pod had to stop.")
 REDISPATCHED = Counter("orchestrator_redispatched_total", "SCHEDULED runs sent again after their message was lost.")
 REQUEUED = Counter("orchestrator_requeued_total", "Runs requeued after their worker's lease expired.")
@@ -65,7 +63,7 @@ def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: dateti
 def _send_again(db: Database, settings: Settings, send: Sender, run: dict[str, Any], now: datetime) -> bool:
     attempt = int(run.get("attempt") or 0)
     if claims.get_claim(db, run["_id"], attempt) is not None:
-        return False  # a worker has it; its STARTING write is on the way
+        return False  # a worker has it; its first events are on the way
     moved = db.runs.update_one(
         {"_id": run["_id"], "status": RunStatus.SCHEDULED.value, "attempt": attempt, "scheduledAt": run["scheduledAt"]},
         {"$set": {"scheduledAt": now, "updatedAt": now, "sendFailedAt": None}},
@@ -112,16 +110,13 @@ def _lost(run: dict[str, Any], claim: dict[str, Any], settings: Settings, now: d
     if released is None:
         judgeable = claims.lease_judgeable(claim, now, connected_for_s=connected_for_s, lease_s=settings.lease_s,
                                            skew_s=settings.clock_skew_s)
-        return "WorkerLost" if judgeable else None
-    reason = claim.get("releaseReason")
-    if reason == claims.PREEMPTED:
-        return HANDED_BACK
-    if reason in (claims.NOT_STARTABLE, "lease expired"):
-        # Not startable: that worker will not start it. Lease expired: a sweeper expired it,
-        # then lost the race to requeue: finish the job.
-        return "WorkerLost"
+        return runs.WORKER_LOST if judgeable else None
+    if claims.handed_back(claim):
+        return runs.HANDED_BACK
+    if claim.get("releaseReason") == "lease expired":
+        return runs.WORKER_LOST  # a sweeper expired it, then lost the race to requeue: finish the job
     waited = timedelta(seconds=settings.lease_s + settings.clock_skew_s)
-    return "NoOutcome" if released + waited < now else None
+    return runs.NO_OUTCOME if released + waited < now else None
 
 
 def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code: str, now: datetime) -> bool:
@@ -131,7 +126,7 @@ def _end_attempt(db: Database, run: dict[str, Any], claim: dict[str, Any], code:
     if claim.get("releasedAt") is None and not claims.expire(db, run["_id"], attempt, now):
         return False  # renewed meanwhile, or another sweeper took the decision
     cancel = claims.cancel_requested(db, run["_id"], attempt)
-    if code == HANDED_BACK and cancel is None:
+    if code == runs.HANDED_BACK and cancel is None:
         return _hand_back(db, run, claim)
     moved = runs.end_lost_attempt(db, run, claim, now, code=code, cancel=cancel)
     if moved is None:

@@ -37,7 +37,7 @@ def make_settings(**env: str) -> Settings:
 
 def start_attempt(db: Any, run_id: str, attempt: int, pod_id: str) -> None:
     """A claimed attempt's start as the system records it: the worker writes no run document,
-    and ingest applies its `ai.run.started` (SCHEDULED -> RUNNING)."""
+    and ingest applies its `ai.run.started` (SCHEDULED -> STARTING)."""
     from orchestrator.events import make_event, seq_for
     from orchestrator.ingest import ACCEPTED, Item, ingest
 

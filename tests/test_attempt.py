@@ -103,7 +103,49 @@ def test_a_run_canceled_between_the_claim_and_the_start_is_released_not_started(
     assert Attempt(rt, run_id, 1).execute() == "stale"
     assert rt.emitter.events == []
     assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == claims.NOT_STARTABLE
+    # The cancel saw the claim, so it asked the worker to stop; the released claim ends it.
+    assert rt.db.runs.find_one({"_id": run_id})["cancelRequested"] is True
+    assert sweep_once(rt.db, rt.settings, lambda *a, **k: None)["recovered"] == 1
     assert rt.db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+
+
+def test_a_worker_that_claims_after_a_cancel_was_filed_does_not_start(rt, register):
+    name = register("one", Step("Stage_1", _ok({})))
+    run_id = _scheduled(rt.db, name)
+    claims.request_cancel(rt.db, run_id, 1, by="alice", reason="r")  # cancel_run's first write
+    assert Attempt(rt, run_id, 1).execute() == "stale" and rt.emitter.events == []
+    assert rt.db.claims.find_one({"_id": f"{run_id}:1"})["releaseReason"] == claims.NOT_STARTABLE
+    assert sweep_once(rt.db, rt.settings, lambda *a, **k: None)["recovered"] == 1
+    assert rt.db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+
+
+def test_canceling_a_run_a_worker_holds_before_its_first_event_asks_it_to_stop(rt, register, monkeypatch):
+    """The run is SCHEDULED and claimed: ending it at once could let a retry run beside this
+    attempt, so the worker is asked to stop, and its own ai.run.canceled ends the run."""
+    started = threading.Event()
+
+    def waits(ctx):
+        started.set()
+        for _ in range(200):
+            ctx.checkpoint()
+            time.sleep(0.01)
+        return {}
+
+    name = register("slow", Step("Stage_1", waits))
+    run_id = _scheduled(rt.db, name)
+    apply, ingest_down = rt.emitter.apply, threading.Event()
+    ingest_down.set()  # none of the attempt's events is applied until the cancel was asked
+    monkeypatch.setattr(rt.emitter, "apply", lambda event: None if ingest_down.is_set() else apply(event))
+    attempt = Attempt(rt, run_id, 1)
+    runner = threading.Thread(target=attempt.execute)
+    runner.start()
+    assert started.wait(5)
+    asked = cancel_run(rt.db, run_id, by="alice", reason="wrong idea")
+    assert (asked["status"], asked["cancelRequested"]) == ("SCHEDULED", True)
+    ingest_down.clear()
+    runner.join(10)
+    run = rt.db.runs.find_one({"_id": run_id})
+    assert run["status"] == "CANCELED" and run["attempt"] == 1
 
 
 def test_the_worker_writes_no_run_document(rt, register, monkeypatch):
@@ -509,7 +551,7 @@ def test_a_pod_told_to_stop_hands_its_run_back_without_counting_the_attempt(rt, 
     types = rt.emitter.types()
     assert "ai.run.failed" not in types and "ai.run.canceled" not in types
     decision = rt.db.events.find_one({"runId": run_id, "source": "orchestrator://sweeper"})
-    assert "handed back" in decision["data"]["message"]
+    assert "handed back" in decision["data"]["message"] and "preempted" in decision["data"]["message"]
     assert dispatch_once(rt.db, lambda *a, **k: None) == 1, "dispatched again at once"
     assert rt.db.runs.find_one({"_id": run_id})["attempt"] == 2
 
@@ -529,6 +571,6 @@ def test_a_step_that_ignores_the_stop_is_ended_with_its_process_and_the_run_stil
     threading.Timer(0.3, attempt.preempt, args=("SIGTERM",)).start()
     attempt.execute()
     assert ended == [1]
-    sweep_once(rt.db, rt.settings, lambda *a, **k: None)
+    assert sweep_once(rt.db, rt.settings, lambda *a, **k: None)["recovered"] == 1
     run = rt.db.runs.find_one({"_id": run_id})
     assert run["status"] == "QUEUED" and not run.get("attempts")

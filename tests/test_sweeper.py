@@ -216,8 +216,29 @@ def test_a_preempted_attempt_whose_cancel_was_asked_ends_canceled(mock_db, setti
     mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
     claims.request_cancel(mock_db, run_id, 1, by="alice", reason="wrong idea")
     claims.release(mock_db, run_id, 1, "pod-a", claims.PREEMPTED)
-    sweep_once(mock_db, settings, FakeSender())
-    assert mock_db.runs.find_one({"_id": run_id})["status"] == "CANCELED"
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["maxAttempts"], run["error"]["code"]) == ("CANCELED", 3, "HandedBack")
+    assert (run["cancel"]["by"], run["cancel"]["reason"]) == ("alice", "wrong idea")
+
+
+def test_a_pod_stopped_before_its_events_were_delivered_is_still_handed_back(mock_db, settings):
+    run_id = queued_run(mock_db, max_attempts=1)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
+    claims.release(mock_db, run_id, 1, "pod-a", f"{claims.PREEMPTED}; events undelivered")
+    assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert (run["status"], run["maxAttempts"], run.get("error")) == ("QUEUED", 2, None)
+
+
+def test_a_claimed_scheduled_run_with_a_live_lease_is_left_alone(mock_db):
+    run_id = queued_run(mock_db)
+    dispatch_once(mock_db, FakeSender())
+    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
+    # Connected for an hour: it may judge leases, and this one is live.
+    assert sweep_once(mock_db, make_settings(LEASE_S="90"), FakeSender(), connected_for_s=3600)["recovered"] == 0
+    assert mock_db.runs.find_one({"_id": run_id})["status"] == "SCHEDULED"
 
 
 def test_a_released_claim_without_an_outcome_is_requeued_after_a_lease(mock_db):

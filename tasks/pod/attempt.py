@@ -121,10 +121,12 @@ class Attempt:
         # The claim is the worker's only write about the run: ingest moves it on from the events,
         # and the sweeper if the pod goes (docs/security.md: a pod's database role cannot write
         # runs). Read again after claiming: a run canceled or requeued meanwhile is not started.
+        # A cancel filed before this claim was visible (`runs.cancel_run`) is seen here too.
         started = self.db.runs.find_one({"_id": self.run_id})
-        if started is None or started.get("status") != RunStatus.SCHEDULED.value or started.get("attempt") != self.attempt:
+        if (started is None or started.get("status") != RunStatus.SCHEDULED.value or started.get("attempt") != self.attempt
+                or claims.cancel_requested(self.db, self.run_id, self.attempt) is not None):
             claims.release(self.db, self.run_id, self.attempt, self.pod_id, claims.NOT_STARTABLE)
-            log.info("run %s left SCHEDULED before it could start (canceled?)", self.run_id)
+            log.info("run %s was canceled or moved before it could start", self.run_id)
             return "stale"
         return self._run_claimed(started)
 
@@ -152,7 +154,7 @@ class Attempt:
             log.error("run %s attempt %s: lease lost, stopped without reporting", self.run_id, self.attempt)
             outcome = "lease-lost"
         except Preempted as exc:
-            self._hand_back(str(exc))
+            self._note_stopping(str(exc))
             outcome = claims.PREEMPTED
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised if fatal
             self.report_failure(exc, None)
@@ -189,8 +191,8 @@ class Attempt:
             log.exception("run %s attempt %s: flushing events failed; they stay in the spool", self.run_id, self.attempt)
             return False
         if not delivered:
-            log.error("run %s attempt %s: events still undelivered after %d leases; releasing the claim, the spool "
-                      "keeps sending them", self.run_id, self.attempt, DELIVERY_WAIT_LEASES)
+            log.error("run %s attempt %s: events still undelivered after %.0f s; releasing the claim, the spool "
+                      "keeps sending them", self.run_id, self.attempt, wait)
         return bool(delivered)
 
     def _clean_up(self, outcome: str) -> None:
@@ -221,13 +223,13 @@ class Attempt:
         if self.heartbeat is not None:
             self.heartbeat.preempt(reason)
 
-    def _hand_back(self, reason: str) -> None:
-        """Give the run back: the claim released as `claims.PREEMPTED` (after the events are
-        delivered) tells the sweeper to requeue it at once, and this attempt does not count."""
-        log.warning("run %s attempt %s handed back to the queue: %s", self.run_id, self.attempt, reason)
+    def _note_stopping(self, reason: str) -> None:
+        """Say why the attempt stops early. The claim, released as `claims.PREEMPTED` once the
+        events had their grace period, tells the sweeper to requeue the run without counting it."""
+        log.warning("run %s attempt %s stops: %s; its claim is released as preempted", self.run_id, self.attempt, reason)
         self.emit("ai.run.log", level="warning",
-                  message=f"pod {self.pod_id} is stopping ({reason}); the run was handed back to the queue"
-                          + (f" during {self.stage}" if self.stage else ""))
+                  message=f"pod {self.pod_id} is stopping ({reason})" + (f" during {self.stage}" if self.stage else "")
+                          + "; the claim is released as preempted and the sweeper requeues the run")
 
     def _end_process(self) -> None:
         (self.rt.on_fence_deadline or end_this_process)()
@@ -239,7 +241,7 @@ class Attempt:
         nothing else stops it."""
         assert self.heartbeat is not None
         if self.heartbeat.preempted.is_set():
-            self._hand_back(info)
+            self._note_stopping(info)
         else:
             self.report_failure(StepTimeout(f"{info}; the step did not stop when interrupted, so its process was "
                                             "ended"), self.stage)
