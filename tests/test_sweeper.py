@@ -15,11 +15,19 @@ from tests.fakes import FakeSender
 from tests.helpers import make_settings, queued_run
 
 
-def _running_with_expired_lease(db, max_attempts=3):
+def _claimed(db, pod="pod-a", lease_s=90.0, max_attempts=3, status=None):
+    """A run dispatched once and its attempt 1 claimed by `pod`; `status` as ingest would have
+    set it from the worker's events (SCHEDULED while none has been applied)."""
     run_id = queued_run(db, max_attempts=max_attempts)
     dispatch_once(db, FakeSender())
-    claims.claim_attempt(db, run_id, 1, "pod-dead", 0.01)
-    db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    claims.claim_attempt(db, run_id, 1, pod, lease_s)
+    if status is not None:
+        db.runs.update_one({"_id": run_id}, {"$set": {"status": status}})
+    return run_id
+
+
+def _running_with_expired_lease(db, max_attempts=3):
+    run_id = _claimed(db, "pod-dead", 0.01, max_attempts, status="RUNNING")
     db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"leaseExpiresAt": utcnow() - timedelta(hours=1)}})
     return run_id
 
@@ -85,10 +93,7 @@ def test_two_sweepers_decide_a_lost_run_once(mock_db, settings):
 
 
 def test_a_live_lease_is_left_alone(mock_db, settings):
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
-    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    _claimed(mock_db, "pod", 90, status="RUNNING")
     assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0, "eventQueuesDropped": 0}
 
 
@@ -164,9 +169,7 @@ def test_the_dispatcher_s_sweeper_counts_connected_time_and_restarts_it_after_an
 
 
 def test_a_worker_dead_between_claim_and_starting_gets_its_run_requeued(mock_db, settings):
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-died", 2)
+    run_id = _claimed(mock_db, "pod-died", 2)
     _expire_by(mock_db, run_id, 3600)
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
     run = mock_db.runs.find_one({"_id": run_id})
@@ -178,9 +181,7 @@ def test_a_worker_dead_between_claim_and_starting_gets_its_run_requeued(mock_db,
 
 
 def test_a_claim_released_before_starting_requeues_at_once(mock_db, settings):
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod", 90)
+    run_id = _claimed(mock_db, "pod", 90)
     claims.release(mock_db, run_id, 1, "pod", "not startable")
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
     assert mock_db.runs.find_one({"_id": run_id})["status"] == "QUEUED"
@@ -190,19 +191,14 @@ def test_a_scheduled_run_whose_worker_finished_while_ingest_was_down_waits_for_i
     """The worker writes no run document: a run can be SCHEDULED with its attempt done and its
     events in the spool. Its released claim is judged like an active run's, not as never started."""
     settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="5")
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 10)
+    run_id = _claimed(mock_db, "pod-a", 10)
     claims.release(mock_db, run_id, 1, "pod-a", "completed")
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 0
     assert mock_db.runs.find_one({"_id": run_id})["status"] == "SCHEDULED"
 
 
 def test_a_claim_released_as_preempted_is_handed_back_at_once_not_counting_the_attempt(mock_db, settings):
-    run_id = queued_run(mock_db, max_attempts=1)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
-    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    run_id = _claimed(mock_db, "pod-a", 90, max_attempts=1, status="RUNNING")
     claims.release(mock_db, run_id, 1, "pod-a", claims.PREEMPTED)
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
     run = mock_db.runs.find_one({"_id": run_id})
@@ -210,10 +206,7 @@ def test_a_claim_released_as_preempted_is_handed_back_at_once_not_counting_the_a
 
 
 def test_a_preempted_attempt_whose_cancel_was_asked_ends_canceled(mock_db, settings):
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
-    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    run_id = _claimed(mock_db, "pod-a", 90, status="RUNNING")
     claims.request_cancel(mock_db, run_id, 1, by="alice", reason="wrong idea")
     claims.release(mock_db, run_id, 1, "pod-a", claims.PREEMPTED)
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
@@ -223,9 +216,7 @@ def test_a_preempted_attempt_whose_cancel_was_asked_ends_canceled(mock_db, setti
 
 
 def test_a_pod_stopped_before_its_events_were_delivered_is_still_handed_back(mock_db, settings):
-    run_id = queued_run(mock_db, max_attempts=1)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
+    run_id = _claimed(mock_db, "pod-a", 90, max_attempts=1)
     claims.release(mock_db, run_id, 1, "pod-a", f"{claims.PREEMPTED}; events undelivered")
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 1
     run = mock_db.runs.find_one({"_id": run_id})
@@ -233,9 +224,7 @@ def test_a_pod_stopped_before_its_events_were_delivered_is_still_handed_back(moc
 
 
 def test_a_claimed_scheduled_run_with_a_live_lease_is_left_alone(mock_db):
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 90)
+    run_id = _claimed(mock_db, "pod-a", 90)
     # Connected for an hour: it may judge leases, and this one is live.
     assert sweep_once(mock_db, make_settings(LEASE_S="90"), FakeSender(), connected_for_s=3600)["recovered"] == 0
     assert mock_db.runs.find_one({"_id": run_id})["status"] == "SCHEDULED"
@@ -243,10 +232,7 @@ def test_a_claimed_scheduled_run_with_a_live_lease_is_left_alone(mock_db):
 
 def test_a_released_claim_without_an_outcome_is_requeued_after_a_lease(mock_db):
     settings = make_settings(LEASE_S="10", CLOCK_SKEW_S="5")
-    run_id = queued_run(mock_db)
-    dispatch_once(mock_db, FakeSender())
-    claims.claim_attempt(mock_db, run_id, 1, "pod-a", 10)
-    mock_db.runs.update_one({"_id": run_id}, {"$set": {"status": "RUNNING"}})
+    run_id = _claimed(mock_db, "pod-a", 10, status="RUNNING")
     claims.release(mock_db, run_id, 1, "pod-a", "completed")
     assert sweep_once(mock_db, settings, FakeSender())["recovered"] == 0, "its events may still be on the way"
     mock_db.claims.update_one({"_id": f"{run_id}:1"}, {"$set": {"releasedAt": utcnow() - timedelta(seconds=16)}})
