@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest_app import require_credential
+from ingest_app.auth import make_verifier
 from orchestrator.errors import SettingsError
 from orchestrator.startup import exit_bad_setting, settings_or_exit
 
@@ -22,5 +23,6 @@ def on_starting(server: Any) -> None:
     settings = settings_or_exit()
     try:
         require_credential(settings)
+        make_verifier(settings)  # a webhook secret too short or malformed
     except SettingsError as exc:
         exit_bad_setting(exc)

@@ -58,6 +58,14 @@ def test_gunicorn_refuses_to_start_without_a_token_in_one_line(tmp_path):
     assert line.startswith("error: INGEST_TOKEN is not set")
 
 
+def test_gunicorn_refuses_a_short_webhook_secret_in_one_line(tmp_path):
+    secret = "whsec_c2hvcnQ="  # base64 of "short": 5 bytes
+    done = start([*GUNICORN, "--bind", "127.0.0.1:0", "ingest_app:create_app()"], tmp_path, INGEST_WEBHOOK_SECRET=secret)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = error_lines(done)
+    assert line.startswith("error: INGEST_WEBHOOK_SECRET decodes to 5 bytes") and secret not in line
+
+
 def test_gunicorn_booting_the_ingest_app_logs_no_password_or_token(tmp_path):
     port = free_port()
     env = process_env(MONGODB_URL=f"mongomock://u:{PASSWORD}@localhost/boot", INGEST_TOKEN="tok-secret-42-" + WORKER_TOKEN,
