@@ -106,10 +106,10 @@ class FailedSignIns:
             self._limiter.hit(item, "auth-failures", address)
 
 
-def install(app: Flask, db: Database, settings: Settings, exempt: Blueprint) -> FailedSignIns:
+def install(app: Flask, db: Database, settings: Settings, exempt: Blueprint) -> FailedSignIns | None:
     """Attach Flask-Limiter with RATE_LIMIT to `app` (after the authentication hook, whose
     credential keys the limit), `exempt` (the probes) left out, and return the failed sign-in
-    counter for that hook."""
+    counter for that hook (None when AUTH_FAILURE_LIMIT is off)."""
     rates = ";".join(str(item) for item in _parse("RATE_LIMIT", settings.rate_limit)) if settings.rate_limit else ""
     # Flask-Limiter's own headers are off: it would set Retry-After on every response, a 503's
     # included (truncating its 5 to 4), and read the counters again after each one.
@@ -129,7 +129,7 @@ def install(app: Flask, db: Database, settings: Settings, exempt: Blueprint) -> 
 
     storage = limiter.storage
     assert isinstance(storage, CounterStorage)
-    return FailedSignIns(storage, settings.auth_failure_limit or "1000000/second")
+    return FailedSignIns(storage, settings.auth_failure_limit) if settings.auth_failure_limit else None
 
 
 def _key() -> str:

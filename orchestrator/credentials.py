@@ -122,9 +122,6 @@ class Keyring:
     def __init__(self, credentials: Iterable[Credential]):
         self._credentials = tuple(credentials)
 
-    def __bool__(self) -> bool:
-        return bool(self._credentials)
-
     def roles(self) -> set[str]:
         return {c.role for c in self._credentials}
 
@@ -137,8 +134,3 @@ class Keyring:
             if hmac.compare_digest(given, credential.token.encode()):
                 match = credential
         return match
-
-    def first(self, role: str) -> Credential | None:
-        """The first credential of `role`: the one a client of this process sends (the worker
-        sends its first INGEST_TOKEN entry, so the list's head is the current token)."""
-        return next((c for c in self._credentials if c.role == role), None)

@@ -349,12 +349,11 @@ def _attribute_errors(envelope: dict[str, Any]) -> dict[str, list[str]]:
             continue
         if not isinstance(name, str) or not _EXTENSION_NAME.match(name):
             errors[str(name)] = ["Extension attribute names are 1-20 lowercase letters or digits."]
-        elif not isinstance(value, (str, int)) or isinstance(value, int) and not isinstance(value, bool) \
-                and not -MAX_INT - 1 <= value <= MAX_INT:
+        elif not isinstance(value, (str, int)):
             errors[name] = ["Extension attribute values are strings, booleans or 64-bit integers."]
     for name, value in envelope.items():
         if name not in errors and isinstance(name, str):
-            errors.update(storage_errors(value, name))
+            errors.update(storage_errors(value, name))  # NUL, surrogates, integers past int64
     return errors
 
 
