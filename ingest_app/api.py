@@ -1,8 +1,8 @@
 """The read API for the frontend and operators: runs, one run in full, its event history, new
-hypotheses, cancel, retry and artifact downloads. Every error body is problem+json.
+hypotheses, cancel, retry, review and artifact downloads. Every error body is problem+json.
 
 Auth (`ingest_app.auth`): reads take a reader or operator token, the routes that change state
-(POST hypotheses, cancel, retry) an operator token; a worker's token is refused here. A change
+(POST hypotheses, cancel, retry, review) an operator token; a worker's token is refused here. A change
 is recorded as made `by` the credential's name ("api" for an unnamed one).
 
 Pagination: `GET /api/runs` is newest first, by (createdAt desc, _id desc) so ties on a
@@ -30,7 +30,7 @@ from urllib.request import url2pathname
 from bson import ObjectId
 from bson.errors import InvalidId
 from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from pymongo.database import Database
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -342,8 +342,26 @@ class ActionRequest(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 
+class ReviewRequest(Schema):
+    """Body of POST /api/runs/<id>/review. A rejection needs notes: whoever reads the run later
+    (and the researcher who queued it) must learn why."""
+
+    class Meta:
+        unknown = RAISE
+
+    decision = fields.String(required=True, validate=validate.OneOf([runs.ACCEPT, runs.REJECT]))
+    notes = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=10_000))
+    by = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+    @validates_schema
+    def _reject_has_notes(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("decision") == runs.REJECT and not (data.get("notes") or "").strip():
+            raise ValidationError("Say why the result is rejected.", "notes")
+
+
 _HYPOTHESIS = HypothesisRequest()
 _ACTION = ActionRequest()
+_REVIEW = ReviewRequest()
 
 
 def _by(body: dict[str, Any]) -> str:
@@ -375,6 +393,15 @@ def retry_run(run_id: str) -> Response:
     """FAILED or CANCELED back to QUEUED; 409 for any other status. Optional `{by, reason}`."""
     body = _ACTION.load(_json_body(required=False))
     return jsonify(jsonable(runs.retry_run(_db(), run_id, by=_by(body), reason=body["reason"])))
+
+
+@bp.post("/runs/<run_id>/review")
+def review_run(run_id: str) -> Response:
+    """A person's decision on a run in AWAITING_HUMAN: `{"decision": "accept" | "reject",
+    "notes": ...}` -> HUMAN_VALIDATED or HUMAN_REJECTED; 409 for any other status."""
+    body = _REVIEW.load(_json_body(required=True))
+    notes = (body["notes"] or "").strip() or None
+    return jsonify(jsonable(runs.review_run(_db(), run_id, body["decision"], by=_by(body), notes=notes)))
 
 
 # --- routes: downloads ------------------------------------------------------------------------

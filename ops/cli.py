@@ -7,6 +7,7 @@ run's status, 5 database unreachable, 6 the demo run failed, was canceled or tim
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from orchestrator import queries, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
 from orchestrator.errors import NotFound, SettingsError, TransitionError
-from orchestrator.runs import cancel_run, create_hypothesis_and_run, retry_run
+from orchestrator.runs import ACCEPT, REJECT, cancel_run, create_hypothesis_and_run, retry_run, review_run
 from orchestrator.serialize import jsonable
 from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
 from orchestrator.statuses import RunStatus
@@ -95,7 +96,7 @@ class Group(click.Group):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_context
 def main(ctx: click.Context, as_json: bool) -> None:
-    """Operate AI-Scientist runs: list, inspect, follow, enqueue, cancel, retry, sweep, demo."""
+    """Operate AI-Scientist runs: list, inspect, follow, enqueue, cancel, retry, review, sweep, demo."""
     ctx.obj = Ctx(as_json)
 
 
@@ -197,6 +198,31 @@ def retry(obj: Ctx, run_id: str) -> None:
     """FAILED or CANCELED -> QUEUED (the dispatcher sends the next attempt)."""
     run = retry_run(obj.db, run_id, by="manage-runs")
     obj.out(run, lambda: shown(f"run {run_id} queued again (next attempt {int(run.get('attempt', 0)) + 1})"))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--accept", "decision", flag_value=ACCEPT, help="The result holds: HUMAN_VALIDATED.")
+@click.option("--reject", "decision", flag_value=REJECT, help="The result does not hold: HUMAN_REJECTED (needs --notes).")
+@click.option("--notes", default=None, help="What the reviewer found; kept on the run.")
+@click.option("--by", default=None, help="Who reviews (default: the login name).")
+@click.pass_obj
+def review(obj: Ctx, run_id: str, decision: str | None, notes: str | None, by: str | None) -> None:
+    """Accept or reject the result of a run in AWAITING_HUMAN."""
+    if decision is None:
+        raise click.UsageError("say --accept or --reject")
+    notes = (notes or "").strip() or None
+    if decision == REJECT and notes is None:
+        raise click.BadParameter("say why the result is rejected", param_hint="--notes")
+    run = review_run(obj.db, run_id, decision, by=by or _login_name(), notes=notes)
+    obj.out(run, lambda: shown(f"run {run_id} {run['status']} (review by {run['review']['by']})"))
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return "manage-runs"
 
 
 @main.command("stats")

@@ -25,7 +25,7 @@ SETTLED = {s.value for s in TERMINAL} | {RunStatus.AWAITING_HUMAN.value}
 
 _STATUS_STYLE = {
     "COMPLETED": "green", "RUNNING": "cyan", "FAILED": "red", "PENDING": "dim", "SKIPPED": "dim",
-    "AWAITING_HUMAN": "green", "HUMAN_VALIDATED": "green", "CANCELED": "yellow", "QUEUED": "dim",
+    "AWAITING_HUMAN": "green", "HUMAN_VALIDATED": "green", "HUMAN_REJECTED": "magenta", "CANCELED": "yellow", "QUEUED": "dim",
 }
 
 

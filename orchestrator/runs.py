@@ -4,7 +4,8 @@ Each status write here is a guarded update whose filter names the statuses the t
 (`orchestrator.statuses`) allows to move to the target, so two writers racing on one run cannot
 both move it, and no writer can move it along an edge the table lacks. The writers are:
 
-- the API and the CLI: create, cancel, retry (`create_hypothesis_and_run`, `cancel_run`, `retry_run`);
+- the API, the console and the CLI: create, cancel, retry, review (`create_hypothesis_and_run`,
+  `cancel_run`, `retry_run`, `review_run`);
 - the dispatcher: QUEUED -> SCHEDULED once it holds the attempt's dispatch decision (`schedule`);
 - the sweeper: a claimed run whose pod went silent -> QUEUED or FAILED (`end_lost_attempt`), and
   back to QUEUED, not counting the attempt, when its pod had to stop (`hand_back`);
@@ -34,6 +35,10 @@ from orchestrator.events import OUTCOME_TYPES, SEQ_BLOCK, attempt_of, history_re
 from orchestrator.limits import parse_limits
 from orchestrator.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, check_transition, sources_of
+
+#: A person's review: the decision, and the status it moves an AWAITING_HUMAN run to.
+ACCEPT, REJECT = "accept", "reject"
+REVIEW_OUTCOME = {ACCEPT: RunStatus.HUMAN_VALIDATED, REJECT: RunStatus.HUMAN_REJECTED}
 
 #: Statuses no event moves a run out of: a requeued run waits for the dispatcher (the late
 #: `stage_progress` of an attempt the sweeper gave up on must not revive it), and an ended run
@@ -423,4 +428,31 @@ def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str |
     if updated is None:
         raise TransitionError(f"run {run_id} changed status while retrying; try again")
     record_decision(db, updated, "api", f"retried after {run['status']}", by=by, reason=reason)
+    return updated
+
+
+def review_run(db: Database, run_id: str, decision: str, *, by: str, notes: str | None = None) -> dict[str, Any]:
+    """A person's review of a run in AWAITING_HUMAN: `accept` -> HUMAN_VALIDATED, `reject` ->
+    HUMAN_REJECTED, with `review {decision, by, notes, at}` on the run and a `human` validation
+    beside the auto one. Any other status is a `TransitionError`: a review is of a finished result,
+    once (both ends are terminal), so two reviewers racing get one decision and one 409."""
+    if decision not in REVIEW_OUTCOME:
+        raise ValueError(f"decision must be {ACCEPT!r} or {REJECT!r}, got {decision!r}")
+    run = get_run(db, run_id)
+    if run["status"] != RunStatus.AWAITING_HUMAN.value:
+        raise TransitionError(f"run {run_id} is {run['status']}: only a run in AWAITING_HUMAN can be reviewed")
+    now = utcnow()
+    review = {"decision": decision, "by": by, "notes": notes, "at": now}
+    target = REVIEW_OUTCOME[decision]
+    updated = _transition(db, run_id, target, only_from={RunStatus.AWAITING_HUMAN}, by=by,
+                          reason=f"review: {decision}" + (f" ({notes})" if notes else ""),
+                          set_fields={"review": review, "finishedAt": now})
+    if updated is None:
+        raise TransitionError(f"run {run_id} changed status while it was being reviewed; reload it")
+    try:
+        db.validations.insert_one({"_id": f"{run_id}~human", "runId": run_id, "kind": "human", "by": by, "notes": notes,
+                                   "verdict": "pass" if decision == ACCEPT else "fail", "createdAt": now})
+    except DuplicateKeyError:
+        pass  # a review is made once: the guarded move above let only one through
+    record_decision(db, updated, "review", f"{by} {decision}ed the result: run {target.value}", by=by, notes=notes)
     return updated

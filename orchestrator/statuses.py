@@ -2,7 +2,8 @@
 whose guarded updates take their allowed sources from `TRANSITIONS` (`sources_of`).
 
 The main path is QUEUED -> SCHEDULED -> STARTING -> RUNNING -> AUTO_VALIDATING -> AWAITING_HUMAN
--> HUMAN_VALIDATED. A status may skip forward along that path (events can arrive out of order,
+-> HUMAN_VALIDATED, or HUMAN_REJECTED (a person's review decides between the two, from
+AWAITING_HUMAN only). A status may skip forward along that path (events can arrive out of order,
 and a fast worker's `ai.run.started` may land before its claim write), never move backwards
 except by the explicit back-edges below.
 """
@@ -22,6 +23,7 @@ class RunStatus(StrEnum):
     AUTO_VALIDATING = "AUTO_VALIDATING"
     AWAITING_HUMAN = "AWAITING_HUMAN"
     HUMAN_VALIDATED = "HUMAN_VALIDATED"
+    HUMAN_REJECTED = "HUMAN_REJECTED"
     FAILED = "FAILED"
     CANCELED = "CANCELED"
 
@@ -45,8 +47,11 @@ MAIN_PATH: tuple[RunStatus, ...] = (
 )
 
 TERMINAL: frozenset[RunStatus] = frozenset(
-    {RunStatus.HUMAN_VALIDATED, RunStatus.FAILED, RunStatus.CANCELED}
+    {RunStatus.HUMAN_VALIDATED, RunStatus.HUMAN_REJECTED, RunStatus.FAILED, RunStatus.CANCELED}
 )
+
+#: The two ends of a person's review of a run in AWAITING_HUMAN.
+REVIEWED: frozenset[RunStatus] = frozenset({RunStatus.HUMAN_VALIDATED, RunStatus.HUMAN_REJECTED})
 
 #: Statuses in which a worker holds the run (it may hold a SCHEDULED one too, before ingest has
 #: applied its `ai.run.started`; the sweeper judges that claim the same way).
@@ -77,6 +82,9 @@ def _build_table() -> dict[RunStatus, frozenset[RunStatus]]:
             allowed |= {RunStatus.FAILED, RunStatus.CANCELED}
         allowed |= _BACK_EDGES.get(status, frozenset())
         table[status] = frozenset(allowed)
+    # A rejection is a decision about the result, so it is not on the path a status skips along.
+    table[RunStatus.AWAITING_HUMAN] |= {RunStatus.HUMAN_REJECTED}
+    table[RunStatus.HUMAN_REJECTED] = frozenset()
     for status in (RunStatus.FAILED, RunStatus.CANCELED):
         table[status] = _BACK_EDGES[status]
     return table
