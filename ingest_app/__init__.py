@@ -1,7 +1,7 @@
 """The ingest service: where worker events become the documents the frontend reads.
 
 `create_app` is the app factory (`gunicorn 'ingest_app:create_app()'`). It serves the two ingest
-routes (`routes_ingest`), the read API (`api`) and the probes (`probes`), and keeps what the
+routes (`routes_ingest`), the read API (`api`), the web console (`console`) and the probes (`probes`), and keeps what the
 blueprints share in `app.extensions["orchestrator"]` (an `ingest_app.state.AppState`). The rules
 (validation, dedup, mappers) are the core's (`orchestrator.ingest`); this package is HTTP.
 """
@@ -19,7 +19,8 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ingest_app import api, auth, limiter, probes, routes_ingest
+from ingest_app import api, auth, console, limiter, probes, routes_ingest
+from ingest_app.console import session as console_session
 from ingest_app.metrics import IngestMetrics, method_label
 from ingest_app.problem import database_down, problem
 from ingest_app.state import AppState, app_state
@@ -58,8 +59,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         log.error("indexes not ensured at start (%s); retried on the first ingest request", exc)
     app = Flask(__name__)
     app.extensions["orchestrator"] = state
-    for blueprint in (routes_ingest.bp, api.bp, probes.bp):
+    for blueprint in (routes_ingest.bp, api.bp, probes.bp, console.bp):
         app.register_blueprint(blueprint)
+    console_session.configure(app)
     _install_hooks(app)
     app.before_request(auth.authenticate)  # before the limiter's hook: the credential keys its limit
     app.after_request(auth.forget_failed_signature)
@@ -136,6 +138,8 @@ def _install_hooks(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if console.wants_page():  # a person's browser, outside the API: a page, not JSON
+            return console.error_page(exc.code or 500, exc.name, exc.description or exc.name)
         return problem(exc.code or 500, exc.name, exc.description)
 
     @app.errorhandler(PyMongoError)

@@ -5,10 +5,8 @@ Auth (`ingest_app.auth`): reads take a reader or operator token, the routes that
 (POST hypotheses, cancel, retry, review) an operator token; a worker's token is refused here. A change
 is recorded as made `by` the credential's name ("api" for an unnamed one).
 
-Pagination: `GET /api/runs` is newest first, by (createdAt desc, _id desc) so ties on a
-millisecond still have one order. `nextCursor` is opaque to clients: URL-safe base64 of the JSON
-`[createdAt as RFC 3339 or null, _id, "str" | "oid"]` of the last run returned. Paging by
-"strictly before this key" rather than by offset means a run created while a client pages
+Pagination: `GET /api/runs` is newest first; `nextCursor` is opaque to clients and pages by
+"strictly after this run" (`orchestrator.run_list`), so a run created while a client pages
 never shifts later pages into duplicates or gaps.
 
 MongoDB unreachable: 503 with Retry-After (the app's one handler), so clients back off instead
@@ -17,27 +15,18 @@ of showing an error page.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
-from bson import ObjectId
-from bson.errors import InvalidId
-from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from pymongo.database import Database
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ingest_app import auth, parsing
+from ingest_app import auth, downloads, parsing
 from ingest_app.problem import problem
 from ingest_app.state import app_state
-from orchestrator import errors, queries, runs, safe_json
+from orchestrator import errors, queries, run_list, runs, safe_json
 from orchestrator.errors import OrchestratorError
 from orchestrator.limits import parse_limits
 from orchestrator.serialize import jsonable
@@ -164,73 +153,24 @@ def _json_body(*, required: bool) -> dict[str, Any]:
     return body
 
 
-# --- cursor -----------------------------------------------------------------------------------
-
-
-def _exact_utc(value: datetime) -> str:
-    """ISO 8601 UTC with every digit the value has: the cursor compares createdAt for equality,
-    and a store that keeps microseconds (mongomock) must not lose them to rounding."""
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat()
-
-
-def encode_cursor(run: dict[str, Any]) -> str:
-    """The opaque cursor after `run`: its sort key, in a form that survives a URL."""
-    created = run.get("createdAt")
-    key = [
-        _exact_utc(created) if isinstance(created, datetime) else None,
-        str(run["_id"]),
-        "oid" if isinstance(run["_id"], ObjectId) else "str",
-    ]
-    raw = json.dumps(key, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
-    """(createdAt, _id) from a cursor this API returned; a 400 naming `cursor` otherwise."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()))
-        when = datetime.fromisoformat(created) if created is not None else None
-        if when is not None:
-            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-        if not isinstance(run_id, str) or safe_json.text_errors(run_id):
-            raise ValueError("the run id is not storable text")
-        return when, ObjectId(run_id) if kind == "oid" else run_id
-    except (ValueError, TypeError, OverflowError, binascii.Error, InvalidId):
-        raise _BadParameter("cursor", "not a cursor this API returned; start again without it") from None
-
-
-def _older_than(created: datetime | None, run_id: Any) -> dict[str, Any]:
-    """Runs strictly after (created, run_id) in (createdAt desc, _id desc) order. Runs without
-    createdAt sort last (null is the lowest BSON value), so they follow every dated run."""
-    if created is None:
-        return {"createdAt": None, "_id": {"$lt": run_id}}
-    return {"$or": [
-        {"createdAt": {"$lt": created}},
-        {"createdAt": created, "_id": {"$lt": run_id}},
-        {"createdAt": None},
-    ]}
-
-
 # --- routes: reads ----------------------------------------------------------------------------
 
 
 @bp.get("/runs")
 def list_runs() -> Response:
-    """Newest runs first, one page; `nextCursor` is null on the last page."""
+    """Newest runs first, one page (`orchestrator.run_list`); `nextCursor` is null on the last.
+    Filters: `status` (one or a comma list), `pipeline`, `title` (words of the hypothesis title)."""
     statuses = _status_filter(request.args.get("status"))
     limit = _int_arg("limit", DEFAULT_RUNS_LIMIT, minimum=1, maximum=MAX_RUNS_LIMIT)
-    cursor = request.args.get("cursor")
-    query: dict[str, Any] = {}
-    if statuses:
-        query["status"] = {"$in": statuses}
-    if cursor:
-        query.update(_older_than(*decode_cursor(cursor)))
-    found = list(_db().runs.find(query).sort(_RUN_SORT).limit(limit + 1))
-    page = found[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
-    return jsonify({"runs": jsonable(page), "nextCursor": next_cursor})
+    try:
+        wanted = run_list.RunFilter(tuple(statuses), request.args.get("pipeline") or None, request.args.get("title") or None)
+    except ValueError as exc:
+        raise _BadParameter("title", str(exc)) from None
+    try:
+        found, next_cursor = run_list.page(_db(), wanted, request.args.get("cursor") or None, limit)
+    except ValueError as exc:
+        raise _BadParameter("cursor", str(exc)) from None
+    return jsonify({"runs": jsonable(found), "nextCursor": next_cursor})
 
 
 def _artifact_json(artifact: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -407,45 +347,8 @@ def review_run(run_id: str) -> Response:
 # --- routes: downloads ------------------------------------------------------------------------
 
 
-def _find_artifact(db: Database, run_id: str, artifact_id: str) -> dict[str, Any]:
-    """The artifact by id (string or ObjectId hex), only if it belongs to `run_id`."""
-    candidates: list[Any] = [artifact_id]
-    if ObjectId.is_valid(artifact_id):
-        candidates.append(ObjectId(artifact_id))
-    artifact = db.artifacts.find_one({"_id": {"$in": candidates}, "runId": run_id})
-    if artifact is None:
-        raise errors.NotFound(f"run {run_id!r} has no artifact with id {artifact_id!r}")
-    return artifact
-
-
-def _local_file(url: str, root: str) -> Path | None:
-    """The path a file:// URL names, if it lies inside ARTIFACT_DIR; an artifact key is written by
-    a worker, and a key such as '../../etc/passwd' must not turn this route into a file server."""
-    path = Path(url2pathname(urlsplit(url).path)).resolve()
-    return path if path.is_relative_to(Path(root).resolve()) else None
-
-
-def _send_local(url: str, artifact: dict[str, Any]) -> Response:
-    path = _local_file(url, app_state().settings.artifact_dir)
-    if path is None:
-        return problem(403, "Forbidden", f"artifact key {artifact['key']!r} points outside ARTIFACT_DIR")
-    if not path.is_file():
-        raise errors.NotFound(f"artifact {artifact['key']!r} is registered but its file is missing")
-    return send_file(
-        path, mimetype=artifact.get("contentType") or None, as_attachment=True,
-        download_name=Path(artifact["key"]).name or "artifact",
-    )
-
-
 @bp.get("/runs/<run_id>/artifacts/<path:artifact_id>/download")
 def download_artifact(run_id: str, artifact_id: str) -> WerkzeugResponse:
     """302 to a presigned URL, so the bytes never pass through this app; the local store of the
     embedded demo has no URL a browser can follow, so its files are served here."""
-    artifact = _find_artifact(_db(), run_id, artifact_id)
-    storage = app_state().storage
-    if storage is None:
-        return problem(503, "Service Unavailable", "no artifact storage is configured; set MINIO_ENDPOINT or ARTIFACT_DIR")
-    url = storage.download_url(artifact["key"])
-    if url.startswith("file://"):
-        return _send_local(url, artifact)
-    return redirect(url, code=302)
+    return downloads.send_artifact(_db(), run_id, artifact_id, inline=False)

@@ -2,8 +2,10 @@
 
 - Roles (`orchestrator.credentials`): the ingest routes take a `worker` credential and nothing
   else; reads (GET) take a `reader` or an `operator`; every other API call an `operator`.
-  `/healthz` and `/readyz` are open; `/metrics` takes METRICS_TOKEN when one is set. An endpoint
-  not named here needs an operator, so a new route is closed until someone opens it.
+  `/healthz` and `/readyz` are open; `/metrics` takes METRICS_TOKEN when one is set. The web
+  console's pages take its session cookie instead (`ingest_app.console.session`), never a bearer
+  token, and the API never takes the cookie. An endpoint not named here needs an operator, so a
+  new route is closed until someone opens it.
 - `Authorization: Bearer <token>`, compared in constant time against every configured token.
   None: 401; unknown: 403; a known token of the wrong role: 403 naming the role needed. Both
   carry `WWW-Authenticate: Bearer`.
@@ -79,6 +81,8 @@ def roles_for(endpoint: str, method: str, state: AppState) -> frozenset[str] | N
     """The roles that may call `endpoint` with `method`; None when it is open to all."""
     if endpoint in _OPEN or method == "OPTIONS":
         return None  # a CORS preflight carries no credential, and the answer holds no data
+    if endpoint.startswith("console."):
+        return None  # the console checks its own session (`ingest_app.console.session`)
     if endpoint == "probes.metrics":
         return frozenset({METRICS}) if METRICS in state.keyring.roles() else None
     if endpoint.startswith("ingest."):

@@ -306,23 +306,33 @@ def token(obj: Ctx, name: str | None) -> None:
 @click.option("--output", default="demo-output", show_default=True, help="Folder for artifacts, spool and work files.")
 @click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True,
               help="The pipeline to run, e.g. ai_scientist once AI-Scientist-v2 is installed (see the README).")
+@click.option("--serve", is_flag=True,
+              help="Afterwards keep the web console serving (URL and sign-in token printed) until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="The console's port with --serve (a free one if it is taken).")
 @click.pass_context
 def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: int, timeout: float, output: str,
-         pipeline: str) -> None:
+         pipeline: str, serve: bool, port: int) -> None:
     """Run the whole system end to end on one machine and print the run's summary.
 
     With no MONGODB_URL it uses the embedded database, an in-process ingest app and worker, and
     a local artifact folder; with MONGODB_URL, INGEST_URL and MINIO_* set it drives those."""
     # Imported here, not at the top: the demo brings the ingest app, a Celery worker and the
     # pipeline with numpy and matplotlib, which no other command needs.
-    from ops.demo import run_demo, summary
+    from ops.demo import keep_serving, run_demo, summary
 
     obj: Ctx = click_ctx.obj
+
+    def show_then_serve(settings: Settings, run_id: str) -> None:
+        console.print(summary(queries.run_detail(get_db(settings), run_id), settings))
+        keep_serving(console)(settings, run_id)
+
     run, settings = run_demo(title=title, idea=idea, seed=seed, timeout=timeout, output=output,
-                             as_json=obj.as_json, console=console, pipeline=pipeline)
+                             as_json=obj.as_json, console=console, pipeline=pipeline,
+                             serve=show_then_serve if serve else None, port=port if serve else 0)
     if obj.as_json:  # one line, after the event lines `follow` printed
         click.echo(json.dumps(jsonable(run), sort_keys=True))
-    else:
+    elif not serve:  # --serve printed it before it served
         console.print(summary(run, settings))
     sys.exit(0 if run["status"] == RunStatus.AWAITING_HUMAN.value else EXIT_RUN_DID_NOT_FINISH)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,14 @@ def _embedded_defaults(output: Path) -> None:
 
 
 @contextmanager
-def _ingest_server(settings: Settings) -> Iterator[str]:
-    """The ingest app on a free loopback port in this process; yields its base URL."""
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+def _ingest_server(settings: Settings, port: int = 0) -> Iterator[str]:
+    """The ingest app (and with it the web console) on a loopback port in this process (`port`,
+    or a free one when it is 0 or taken); yields its base URL."""
+    app = create_app(settings)
+    try:
+        server = make_server("127.0.0.1", port, app, threaded=True)
+    except OSError:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="demo-ingest", daemon=True)
     thread.start()
     try:
@@ -116,16 +121,22 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
 
 
 def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, output: str, as_json: bool,
-             console: Console, pipeline: str = DEFAULT_PIPELINE) -> tuple[dict[str, Any], Settings]:
+             console: Console, pipeline: str = DEFAULT_PIPELINE,
+             serve: Callable[[Settings, str], None] | None = None, port: int = 0) -> tuple[dict[str, Any], Settings]:
     """Start what is not configured, queue one hypothesis, follow it until it settles or
-    `timeout` passes; return the final run detail and the settings used."""
+    `timeout` passes; return the final run detail and the settings used. `serve`, when given,
+    is called with the settings and the run id once the run settled, while the ingest app (and
+    its console, on `port`) still serves: `keep_serving` waits there for Ctrl-C."""
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _embedded_defaults(out)
     with ExitStack() as stack:
         if not os.environ.get("INGEST_URL"):
             os.environ.setdefault("INGEST_TOKEN", new_token())
-            ingest_url = stack.enter_context(_ingest_server(Settings.from_env()))
+            if serve is not None:  # someone will sign in to the console
+                os.environ.setdefault("OPERATOR_TOKEN", new_token())
+                os.environ.setdefault("SECRET_KEY", new_token())
+            ingest_url = stack.enter_context(_ingest_server(Settings.from_env(), port))
             os.environ["INGEST_URL"] = ingest_url
         settings = Settings.from_env()
         db = get_db(settings)
@@ -137,4 +148,24 @@ def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, 
         _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=pipeline,
                                               max_attempts=settings.max_attempts, seed=seed)
         run = follow(db, run_id, interval=0.25, timeout=timeout, as_json=as_json, console=console)
+        if serve is not None:
+            serve(settings, run_id)
     return run, settings
+
+
+def keep_serving(console: Console) -> Callable[[Settings, str], None]:
+    """What `manage-runs demo --serve` does once the run settled: print where the console is and
+    the token to sign in with, then serve until Ctrl-C."""
+    def serve(settings: Settings, run_id: str) -> None:
+        operator = next((c for c in settings.credentials if c.role == "operator"), None)
+        lines = [f"console: {settings.ingest_url}/runs/{run_id}"]
+        if operator is not None and settings.ingest_auth != "disabled":
+            lines.append(f"sign in with the operator token: {operator.token}")
+        lines.append("serving until Ctrl-C")
+        for line in lines:
+            console.print(Text("demo", "bold") + " " + shown(line), soft_wrap=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            console.print(Text("demo", "bold") + " stopped")
+    return serve

@@ -125,6 +125,15 @@ class Keyring:
     def roles(self) -> set[str]:
         return {c.role for c in self._credentials}
 
+    def by_key(self, key: str) -> Credential | None:
+        """The credential whose `key` is `key`: a console session holds the key of the token it
+        signed in with, so the session ends when that token is removed (rotated out)."""
+        match = None
+        for credential in self._credentials:
+            if hmac.compare_digest(key.encode(), credential.key.encode()):
+                match = credential
+        return match
+
     def find(self, presented: str) -> Credential | None:
         """The credential whose token is `presented`. Every entry is compared, so the time taken
         does not tell how many characters matched or which entry it was."""

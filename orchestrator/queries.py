@@ -63,3 +63,37 @@ def stats(db: Database) -> dict[str, Any]:
         "oldestQueuedAgeS": round((now - oldest["createdAt"]).total_seconds(), 1) if oldest else None,
         "podsSeenLastMinute": sorted(p for p in pods if p),
     }
+
+
+#: Metric points a run page draws: enough for a long run's curves, bounded for the page's size.
+MAX_METRIC_POINTS = 5000
+
+
+def metric_series(db: Database, run_id: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every `ai.run.stage_metric` value of the run, in seq order: stage -> metric -> points
+    `{step, time, value}` (the latest `MAX_METRIC_POINTS` points). The run's `metrics` hold only
+    each metric's latest value; the curve is in the history."""
+    cursor = db.events.find({"runId": run_id, "type": "ai.run.stage_metric"}, {"seq": 1, "time": 1, "data": 1})
+    found = list(cursor.sort([("seq", DESCENDING)]).limit(MAX_METRIC_POINTS))
+    series: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for event in reversed(found):
+        data = event.get("data") or {}
+        stage, name, value = data.get("stage"), data.get("name"), data.get("value")
+        if not isinstance(stage, str) or not isinstance(name, str) or not isinstance(value, (int, float)):
+            continue
+        point = {"step": data.get("step"), "time": event.get("time"), "value": value}
+        series.setdefault(stage, {}).setdefault(name, []).append(point)
+    return series
+
+
+def event_log(db: Database, run_id: str, *, type_: str | None = None, level: str | None = None,
+              limit: int = 200) -> list[dict[str, Any]]:
+    """The run's latest events, oldest first, optionally of one type and one log level (the level
+    of `ai.run.log` events: debug, info, warning, error)."""
+    query: dict[str, Any] = {"runId": run_id}
+    if type_:
+        query["type"] = type_
+    if level:
+        query["data.level"] = level
+    cursor = db.events.find(query).sort([("seq", DESCENDING), ("time", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+    return list(reversed(list(cursor)))

@@ -24,6 +24,7 @@ from orchestrator.errors import SettingsError
 #: executes code an LLM wrote), which needs only its model keys.
 SECRET_VARIABLES = (
     "MONGODB_URL", *credentials.VARIABLES.values(), "INGEST_WEBHOOK_SECRET", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
+    "SECRET_KEY",
 )
 DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
 
@@ -32,6 +33,10 @@ DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
 DEFAULT_QUEUE = "gpu"
 #: The pipeline a run gets when it names none: the demo, which needs no GPU and no LLM.
 DEFAULT_PIPELINE = "demo"
+#: The pipelines this package ships (`pipeline.registry` holds their code; a worker may add more
+#: through PIPELINE_MODULES). Named here so the web console offers them without importing the
+#: pipelines' numpy and matplotlib into every web process.
+BUILTIN_PIPELINES = ("demo", "ai_scientist")
 #: 0 (lowest) .. 9 (highest), as Celery's message priority.
 DEFAULT_PRIORITY = 5
 #: Attempts per run (the first try plus automatic retries of retryable failures); MAX_ATTEMPTS.
@@ -253,6 +258,11 @@ class Settings:
     ingest_allow_cidrs: tuple[str, ...]
     #: Browser origins allowed to call the API across sites (CORS); none by default.
     cors_origins: tuple[str, ...]
+    #: Signs the web console's session cookies (SECRET_KEY); without it nobody can sign in.
+    secret_key: str | None
+    #: Send the console's cookie over HTTPS only (CONSOLE_COOKIE_SECURE): set it when the
+    #: console is served over TLS, as it should be anywhere but a laptop.
+    console_cookie_secure: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -300,6 +310,8 @@ class Settings:
             trusted_proxies=_integer(env, "TRUSTED_PROXIES", 0, minimum=0),
             ingest_allow_cidrs=_networks(env, "INGEST_ALLOW_CIDRS"),
             cors_origins=_origins(env, "CORS_ORIGINS"),
+            secret_key=_secret_key(env),
+            console_cookie_secure=_boolean(env, "CONSOLE_COOKIE_SECURE", False),
         )
         settings._check_consistency()
         return settings
@@ -329,7 +341,7 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with secrets masked, for start-up logs."""
-        secret = {"ingest_token", "minio_secret_key", "ingest_webhook_secret"}
+        secret = {"ingest_token", "minio_secret_key", "ingest_webhook_secret", "secret_key"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -339,6 +351,19 @@ class Settings:
             if out[name]:
                 out[name] = _without_password(str(out[name]))  # a URL may carry user:password too
         return out
+
+
+#: Shortest SECRET_KEY: as long as a token `manage-runs token` makes.
+MIN_SECRET_KEY_CHARS = 32
+
+
+def _secret_key(env: Mapping[str, str]) -> str | None:
+    value = _text(env, "SECRET_KEY", None)
+    if value is not None and (len(value) < MIN_SECRET_KEY_CHARS or len(set(value)) < 10):
+        raise SettingsError(
+            f"SECRET_KEY is too weak ({len(value)} characters): it signs the console's sessions, so use at least "
+            f"{MIN_SECRET_KEY_CHARS} random characters (`manage-runs token` prints one).")
+    return value
 
 
 def _worker_token(found: tuple[Credential, ...]) -> str | None:

@@ -12,9 +12,8 @@ from bson import ObjectId
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ingest_app import api
 from ingest_app.problem import RETRY_AFTER_S
-from orchestrator import serialize
+from orchestrator import run_list, serialize
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.storage import storage_from_settings
 from tests.api_helpers import AUTH, T0, assert_problem, build_app, insert_events, insert_run, page_through
@@ -110,7 +109,7 @@ def test_a_cursor_this_api_did_not_issue_is_a_400_naming_cursor(client: FlaskCli
 
 def test_a_cursor_round_trips_an_object_id_and_every_microsecond() -> None:
     oid, created = ObjectId(), T0 + timedelta(microseconds=9)
-    assert api.decode_cursor(api.encode_cursor({"_id": oid, "createdAt": created})) == (created, oid)
+    assert run_list.decode_cursor(run_list.encode_cursor({"_id": oid, "createdAt": created})) == (created, oid)
 
 
 # --- GET /api/runs/<id> ---

@@ -120,3 +120,11 @@ def test_a_pipeline_s_limits_and_a_run_s_overrides():
                        ({"other": 1}, "limits must be"), ("soon", "limits must be")]:
         with pytest.raises(ValueError, match=field.replace(".", r"\.")):
             chosen.limits(bad)
+
+
+def test_the_settings_name_exactly_the_pipelines_the_registry_ships() -> None:
+    from orchestrator.settings import BUILTIN_PIPELINES, DEFAULT_PIPELINE
+    from pipeline import ai_scientist, demo
+
+    assert set(BUILTIN_PIPELINES) == {demo.NAME, ai_scientist.NAME}
+    assert DEFAULT_PIPELINE in BUILTIN_PIPELINES

@@ -1,0 +1,150 @@
+"""The list of runs, newest first, one page at a time: what `GET /api/runs` and the console's
+runs page show, with the filters both offer (status, pipeline, words of the title).
+
+Order is (createdAt desc, _id desc), so runs created on the same millisecond still have one
+order. A page is asked for as "strictly after this key" (`Cursor`) rather than by offset, so a
+run created while someone pages never shifts later pages into duplicates or gaps. The cursor a
+client sees is opaque: URL-safe base64 of the JSON `[createdAt as ISO 8601 or null, _id,
+"str" | "oid"]` of the last run of the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo.database import Database
+
+from orchestrator import safe_json
+from orchestrator.statuses import RunStatus
+
+SORT = [("createdAt", -1), ("_id", -1)]
+#: Hypotheses a title search looks at: bounds the `$in` of the runs query that follows.
+MAX_TITLE_MATCHES = 500
+#: The longest title search accepted (a title is at most 500 characters).
+MAX_SEARCH = 200
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a page holds. Empty fields filter nothing."""
+
+    statuses: tuple[str, ...] = ()
+    pipeline: str | None = None
+    #: Case-insensitive words of the hypothesis title, matched as one substring.
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        for status in self.statuses:
+            if status not in RunStatus.__members__:
+                raise ValueError(f"{status!r} is not a run status; use one of {', '.join(RunStatus)}")
+        if self.title is not None and len(self.title) > MAX_SEARCH:
+            raise ValueError(f"a title search is at most {MAX_SEARCH} characters")
+        if self.title is not None and safe_json.text_errors(self.title):
+            raise ValueError("a title search must be plain text")
+
+
+def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of runs and the cursor of the next page (None on the last). Each run carries the
+    `title` of its hypothesis. Raises ValueError for a cursor this module did not make."""
+    query = _query(db, wanted)
+    if query is None:
+        return [], None
+    if after:
+        query = {"$and": [query, _older_than(*decode_cursor(after))]} if query else _older_than(*decode_cursor(after))
+    found = list(db.runs.find(query).sort(SORT).limit(limit + 1))
+    runs = found[:limit]
+    with_titles(db, runs)
+    return runs, encode_cursor(runs[-1]) if len(found) > limit else None
+
+
+def with_titles(db: Database, runs: list[dict[str, Any]]) -> None:
+    """Set each run's `title` from its hypothesis, one lookup by `_id` per hypothesis (an
+    equality every supported server answers from its primary key)."""
+    titles: dict[Any, str | None] = {}
+    for run in runs:
+        key = run.get("hypothesisId")
+        if key not in titles:
+            found = db.hypotheses.find_one({"_id": key}, {"title": 1}) if key is not None else None
+            titles[key] = found.get("title") if found else None
+        run["title"] = titles[key]
+
+
+def _query(db: Database, wanted: RunFilter) -> dict[str, Any] | None:
+    """The runs filter; None when the title search matched no hypothesis (no run can match)."""
+    query: dict[str, Any] = {}
+    if len(wanted.statuses) == 1:
+        query["status"] = wanted.statuses[0]
+    elif wanted.statuses:
+        query["status"] = {"$in": list(wanted.statuses)}
+    if wanted.pipeline:
+        query["pipeline"] = wanted.pipeline
+    if wanted.title and wanted.title.strip():
+        pattern = {"$regex": re.escape(wanted.title.strip()), "$options": "i"}
+        ids = [h["_id"] for h in db.hypotheses.find({"title": pattern}, {"_id": 1}).limit(MAX_TITLE_MATCHES)]
+        if not ids:
+            return None
+        query["hypothesisId"] = {"$in": ids}
+    return query
+
+
+def counts(db: Database) -> dict[str, int]:
+    """Runs per status: one count per status value (an equality the server can answer from an
+    index, or push down to PostgreSQL on FerretDB), rather than one grouping over every run."""
+    return {status.value: db.runs.count_documents({"status": status.value}) for status in RunStatus}
+
+
+# --- the cursor -------------------------------------------------------------------------------
+
+
+def _exact_utc(value: datetime) -> str:
+    """ISO 8601 UTC with every digit the value has: the cursor compares createdAt for equality,
+    and a store that keeps microseconds (mongomock) must not lose them to rounding."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()
+
+
+def encode_cursor(run: dict[str, Any]) -> str:
+    """The opaque cursor after `run`: its sort key, in a form that survives a URL."""
+    created = run.get("createdAt")
+    key = [
+        _exact_utc(created) if isinstance(created, datetime) else None,
+        str(run["_id"]),
+        "oid" if isinstance(run["_id"], ObjectId) else "str",
+    ]
+    raw = json.dumps(key, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
+    """(createdAt, _id) from a cursor `encode_cursor` made; ValueError otherwise."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()))
+        when = datetime.fromisoformat(created) if created is not None else None
+        if when is not None:
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        if not isinstance(run_id, str) or safe_json.text_errors(run_id):
+            raise ValueError("the run id is not storable text")
+        return when, ObjectId(run_id) if kind == "oid" else run_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, InvalidId):
+        raise ValueError("not a cursor this server returned; start again without it") from None
+
+
+def _older_than(created: datetime | None, run_id: Any) -> dict[str, Any]:
+    """Runs strictly after (created, run_id) in `SORT` order. Runs without createdAt sort last
+    (null is the lowest BSON value), so they follow every dated run."""
+    if created is None:
+        return {"createdAt": None, "_id": {"$lt": run_id}}
+    return {"$or": [
+        {"createdAt": {"$lt": created}},
+        {"createdAt": created, "_id": {"$lt": run_id}},
+        {"createdAt": None},
+    ]}
