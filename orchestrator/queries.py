@@ -86,14 +86,10 @@ def metric_series(db: Database, run_id: str) -> dict[str, dict[str, list[dict[st
     return series
 
 
-def event_log(db: Database, run_id: str, *, type_: str | None = None, level: str | None = None,
-              limit: int = 200) -> list[dict[str, Any]]:
-    """The run's latest events, oldest first, optionally of one type and one log level (the level
-    of `ai.run.log` events: debug, info, warning, error)."""
+def event_log(db: Database, run_id: str, *, type_: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """The run's latest `limit` events, oldest first, optionally of one type."""
     query: dict[str, Any] = {"runId": run_id}
     if type_:
         query["type"] = type_
-    if level:
-        query["data.level"] = level
     cursor = db.events.find(query).sort([("seq", DESCENDING), ("time", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     return list(reversed(list(cursor)))

@@ -26,6 +26,8 @@ from orchestrator.statuses import RunStatus
 PAGE_SIZE = 25
 #: Events the run page's log shows at first; live updates append to it.
 LOG_SIZE = 200
+#: Events a level filter looks through (a level is worked out per event, `views.event_level`).
+LOG_SCAN = 2000
 #: New events one live update carries at most; the next poll brings the rest.
 LIVE_EVENTS = 500
 LEVELS = ("debug", "info", "warning", "error")
@@ -115,7 +117,8 @@ def run_page(run_id: str) -> str:
     """One run: header, steps, charts, plots and paper, failure, review, attempts, history, log."""
     context = _run_context(run_id)
     event_type, level = _log_filter()
-    events = queries.event_log(_db(), run_id, type_=event_type, level=level, limit=LOG_SIZE)
+    scanned = queries.event_log(_db(), run_id, type_=event_type, limit=LOG_SCAN if level else LOG_SIZE)
+    events = [e for e in scanned if _matches(e, None, level)][-LOG_SIZE:]
     return render_template("console/run.html", **context, events=events, after_seq=_max_seq(_db(), run_id),
                            event_types=sorted(EVENT_TYPES), levels=LEVELS, log_type=event_type, log_level=level,
                            parts=RUN_PARTS)
