@@ -28,6 +28,9 @@ log = logging.getLogger("bench")
 
 TOKEN = "bench-worker-Hq3Zr8Lm1Vx6Kt9Pw2Nb5Jd7Fs4"
 READER_TOKEN = "bench-reader-Gp2Yw7Kc4Rm9Tx1Lb6Nq3Vd8Hj5"
+OPERATOR_TOKEN = "bench-operator-Wc5Nz8Qh2Lr7Ks4Jt1Mv9Xb3"
+#: Signs the console's sessions (item 7 signs in).
+SECRET_KEY = "bench-secret-Ty6Pk1Hm8Zq3Wn5Rc2Vd9Lx4"
 #: gunicorn workers of the ingest app: "a few", as the Procfile's WEB_CONCURRENCY (4) on a 2-core box;
 #: fewer on FerretDB (see `ingest_workers`).
 INGEST_WORKERS = 3
@@ -107,6 +110,7 @@ class Harness:
         bench floods ingest from one address on purpose, so RATE_LIMIT is off)."""
         return process_env(
             MONGODB_URL=self.server.url(database), INGEST_TOKEN=TOKEN, READER_TOKEN=READER_TOKEN, RATE_LIMIT="off",
+            OPERATOR_TOKEN=OPERATOR_TOKEN, SECRET_KEY=SECRET_KEY,
             ARTIFACT_DIR=str(self.tmp / "artifacts"),
             PIPELINE_MODULES="tests.pipelines_for_tests", SPOOL_DIR=str(self.tmp / f"spool-{uuid.uuid4().hex[:6]}"),
             WORK_DIR=str(self.tmp / "work"), **extra,
