@@ -15,7 +15,8 @@ from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from ingest_app.api import HypothesisRequest, ReviewRequest
-from ingest_app.console import bp, session
+from ingest_app.console import session
+from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
 from orchestrator import errors, runs, safe_json
 from orchestrator.settings import BUILTIN_PIPELINES, DEFAULT_PIPELINE, DEFAULT_PRIORITY

@@ -16,7 +16,8 @@ from flask import Response, abort, jsonify, render_template, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ingest_app import downloads
-from ingest_app.console import bp, views
+from ingest_app.console import views
+from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
 from orchestrator import errors, queries, run_list
 from orchestrator.events import EVENT_TYPES

@@ -24,6 +24,7 @@ from flask import Flask, request, session
 
 from ingest_app.state import AppState, app_state
 from orchestrator.credentials import OPERATOR, READER
+from orchestrator.errors import OrchestratorError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Viewer:
         return self.role == OPERATOR
 
 
-class SignInRefused(Exception):
+class SignInRefused(OrchestratorError):
     """A sign-in that did not succeed; the message is shown on the sign-in page."""
 
 
