@@ -434,25 +434,44 @@ def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str |
 def review_run(db: Database, run_id: str, decision: str, *, by: str, notes: str | None = None) -> dict[str, Any]:
     """A person's review of a run in AWAITING_HUMAN: `accept` -> HUMAN_VALIDATED, `reject` ->
     HUMAN_REJECTED, with `review {decision, by, notes, at}` on the run and a `human` validation
-    beside the auto one. Any other status is a `TransitionError`: a review is of a finished result,
-    once (both ends are terminal), so two reviewers racing get one decision and one 409."""
+    beside the auto one. Any other status is a `TransitionError`.
+
+    The human validation record, keyed by the run, is the decision: its unique insert lets one of
+    two reviewers racing through (a guarded update alone would not, on a server without atomic
+    find-and-modify), and the status write follows it. The loser gets a `TransitionError` naming
+    the decision made; a review whose status write was cut off (the database died between the
+    two) is completed by the next attempt to review, which then learns it was already made."""
     if decision not in REVIEW_OUTCOME:
         raise ValueError(f"decision must be {ACCEPT!r} or {REJECT!r}, got {decision!r}")
     run = get_run(db, run_id)
     if run["status"] != RunStatus.AWAITING_HUMAN.value:
         raise TransitionError(f"run {run_id} is {run['status']}: only a run in AWAITING_HUMAN can be reviewed")
     now = utcnow()
-    review = {"decision": decision, "by": by, "notes": notes, "at": now}
-    target = REVIEW_OUTCOME[decision]
-    updated = _transition(db, run_id, target, only_from={RunStatus.AWAITING_HUMAN}, by=by,
-                          reason=f"review: {decision}" + (f" ({notes})" if notes else ""),
-                          set_fields={"review": review, "finishedAt": now})
+    record = {"_id": f"{run_id}~human", "runId": run_id, "kind": "human", "decision": decision, "by": by, "notes": notes,
+              "verdict": "pass" if decision == ACCEPT else "fail", "createdAt": now}
+    try:
+        db.validations.insert_one(record)
+    except DuplicateKeyError:
+        made = db.validations.find_one({"_id": record["_id"]}) or {}
+        _apply_review(db, run_id, made)
+        raise TransitionError(f"run {run_id} was already reviewed: {made.get('by')} chose {made.get('decision')}") from None
+    updated = _apply_review(db, run_id, record)
     if updated is None:
         raise TransitionError(f"run {run_id} changed status while it was being reviewed; reload it")
-    try:
-        db.validations.insert_one({"_id": f"{run_id}~human", "runId": run_id, "kind": "human", "by": by, "notes": notes,
-                                   "verdict": "pass" if decision == ACCEPT else "fail", "createdAt": now})
-    except DuplicateKeyError:
-        pass  # a review is made once: the guarded move above let only one through
-    record_decision(db, updated, "review", f"{by} {decision}ed the result: run {target.value}", by=by, notes=notes)
+    return updated
+
+
+def _apply_review(db: Database, run_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """AWAITING_HUMAN -> the status the review record decides, with `review` on the run and the
+    decision in its history; None when the run is no longer in AWAITING_HUMAN."""
+    decision, by, notes = record.get("decision"), str(record.get("by")), record.get("notes")
+    if decision not in REVIEW_OUTCOME:
+        return None
+    target = REVIEW_OUTCOME[decision]
+    review = {"decision": decision, "by": by, "notes": notes, "at": record.get("createdAt")}
+    updated = _transition(db, run_id, target, only_from={RunStatus.AWAITING_HUMAN}, by=by,
+                          reason=f"review: {decision}" + (f" ({notes})" if notes else ""),
+                          set_fields={"review": review, "finishedAt": record.get("createdAt")})
+    if updated is not None:
+        record_decision(db, updated, "review", f"{by} {decision}ed the result: run {target.value}", by=by, notes=notes)
     return updated

@@ -19,7 +19,7 @@ from orchestrator.statuses import TERMINAL, RunStatus, can_transition
 from tests.api_helpers import AUTH, assert_problem, build_app
 from tests.console_helpers import run_with_history
 from tests.helpers import WORKER_TOKEN, bearer
-from tests.ingest_helpers import insert_run
+from tests.ingest_helpers import T0, insert_run
 
 
 def test_rejected_is_reached_only_from_awaiting_human_and_ends_the_run() -> None:
@@ -52,6 +52,17 @@ def test_a_second_review_is_refused_and_changes_nothing(mock_db: Any) -> None:
     with pytest.raises(TransitionError, match="only a run in AWAITING_HUMAN"):
         review_run(mock_db, run_id, "reject", by="dan", notes="late")
     assert mock_db.runs.find_one({"_id": run_id})["review"]["by"] == "carol"
+
+
+def test_a_review_cut_off_before_its_status_write_is_completed_by_the_next_try(mock_db: Any) -> None:
+    run_id = run_with_history(mock_db)
+    # The database died after the decision's record and before the status write.
+    mock_db.validations.insert_one({"_id": f"{run_id}~human", "runId": run_id, "kind": "human", "decision": "reject",
+                                    "by": "carol", "notes": "weak", "verdict": "fail", "createdAt": T0})
+    with pytest.raises(TransitionError, match="already reviewed: carol chose reject"):
+        review_run(mock_db, run_id, "accept", by="dan")
+    run = mock_db.runs.find_one({"_id": run_id})
+    assert run["status"] == "HUMAN_REJECTED" and run["review"]["by"] == "carol"
 
 
 def test_an_unknown_decision_is_a_value_error(mock_db: Any) -> None:
