@@ -98,7 +98,7 @@ def _check(client: FlaskClient, db: Any, method: str, path: str, **kwargs: Any) 
 
 
 WRITE_PATHS = ["/api/ingest/event", "/api/ingest/events", "/api/hypotheses", f"/api/runs/{RUN_ID}/cancel",
-               f"/api/runs/{RUN_ID}/retry", "/api/runs/nope/cancel"]
+               f"/api/runs/{RUN_ID}/retry", f"/api/runs/{RUN_ID}/review", "/api/runs/nope/cancel"]
 
 
 @FUZZ
