@@ -253,6 +253,9 @@ class Settings:
     ingest_allow_cidrs: tuple[str, ...]
     #: Browser origins allowed to call the API across sites (CORS); none by default.
     cors_origins: tuple[str, ...]
+    #: How often a worker process writes its presence record (`orchestrator.pods`): last seen,
+    #: its run, GPU telemetry. A pod silent for 3 intervals is shown as gone.
+    presence_interval_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -300,6 +303,7 @@ class Settings:
             trusted_proxies=_integer(env, "TRUSTED_PROXIES", 0, minimum=0),
             ingest_allow_cidrs=_networks(env, "INGEST_ALLOW_CIDRS"),
             cors_origins=_origins(env, "CORS_ORIGINS"),
+            presence_interval_s=_number(env, "PRESENCE_INTERVAL_S", 10.0, minimum=0.05),
         )
         settings._check_consistency()
         return settings
