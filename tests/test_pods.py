@@ -14,6 +14,7 @@ import pytest
 import pipeline
 from orchestrator import pods
 from orchestrator.dispatcher import dispatch_once
+from orchestrator.errors import SettingsError
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.storage import LocalStorage
 from orchestrator.sweeper import sweep_once
@@ -199,3 +200,11 @@ def test_the_presence_thread_starts_with_the_process_runtime_and_its_record_goes
         runtime_mod.shutdown_runtime()
     assert thread is not None and not thread.is_alive()
     assert runtime.db.pods.count_documents({}) == 0, "a clean exit removes the record"
+
+
+def test_presence_interval_s_defaults_to_10_seconds_and_a_bad_value_names_the_variable() -> None:
+    assert make_settings().presence_interval_s == 10.0
+    assert make_settings(PRESENCE_INTERVAL_S="2.5").presence_interval_s == 2.5
+    for bad in ("soon", "0", "nan"):
+        with pytest.raises(SettingsError, match="PRESENCE_INTERVAL_S"):
+            make_settings(PRESENCE_INTERVAL_S=bad)
