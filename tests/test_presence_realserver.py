@@ -76,8 +76,8 @@ def test_a_worker_is_idle_then_busy_with_its_run_then_idle_and_its_record_goes_w
     successor = wait_until(lambda: _only(cluster.db, "pod-p", pods.IDLE), 60, "the next pool child's presence")
     assert successor["pid"] != after["pid"]
 
-    worker.stop()
-    assert not worker.alive()
+    os.kill(worker.pid, signal.SIGTERM)  # as Kubernetes stops a pod: the worker's main process tells its pool children
+    wait_until(lambda: not worker.alive(), 30, "the worker to exit")
     wait_until(lambda: [p["state"] for p in _of(cluster.db, "pod-p")] == [pods.GONE], 30,
                "only the killed child's gone record left")
     assert cluster.db.pods.find_one({"pid": successor["pid"]}) is None, "a clean exit removes the record"

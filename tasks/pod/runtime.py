@@ -64,12 +64,15 @@ class Runtime:
         return self.presence
 
     def close(self) -> None:
+        """Presence first: its record goes with one quick delete, before the flush (up to a
+        heartbeat interval), so a second stop signal or the parent's exit, either of which ends
+        this process at once, rarely leaves the record behind (it would show as gone)."""
         try:
-            self.emitter.close(timeout=self.settings.heartbeat_interval_s)
-        finally:
             if self.presence is not None:
                 self.presence.stop()
                 self.presence = None
+        finally:
+            self.emitter.close(timeout=self.settings.heartbeat_interval_s)
 
 
 _runtime: Runtime | None = None
