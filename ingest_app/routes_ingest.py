@@ -6,6 +6,10 @@ and the counts; the valid events are applied even when others are invalid. Whole
 failures (auth, media type, size, unparseable JSON) are problem+json and apply nothing.
 MongoDB unreachable: 503 with Retry-After (the app's one handler); the client resends and dedup
 sorts out the rest.
+
+Each answered request adds its counts to `orchestrator.ingest_stats` (one write, after the
+results are known, never failing the request): accepted, duplicates and invalid events, or one
+rejection for a request refused as a whole (400, 413, 415, 422).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, g, jsonify
 
 from ingest_app import parsing
 from ingest_app.parsing import RequestRejected
 from ingest_app.problem import problem
 from ingest_app.state import AppState, app_state
+from orchestrator import ingest_stats
 from orchestrator.ingest import ACCEPTED, DUPLICATE, INVALID, Item, Outcome, fast_path_pays, ingest, updates_per_command
 
 log = logging.getLogger(__name__)
@@ -57,11 +62,32 @@ def _ingest(state: AppState, items: list[Item]) -> list[Outcome]:
         seen_lookup=fast_path_pays(features), per_command=updates_per_command(features),
     )
     state.metrics.batch_size.observe(len(items))
+    counts = Counter(o.status for o in outcomes)
+    g.ingest_counts = (counts[ACCEPTED], counts[DUPLICATE], counts[INVALID])
     for outcome in outcomes:
         state.metrics.events.labels(outcome.metric_type, outcome.status).inc()
         if outcome.status == INVALID:
             log.info("event %s (index %s) rejected: %s", outcome.id, outcome.index, outcome.error)
     return outcomes
+
+
+#: Statuses of a request refused as a whole, counted as one rejection.
+REJECTED_STATUSES = frozenset({400, 413, 415, 422})
+
+
+@bp.after_request
+def _count(response: Response) -> Response:
+    """The request's counts into `ingest_stats`: its events' results once ingest answered, else
+    one rejection for a request refused as a whole. Auth, throttling and outages are not counted."""
+    counts = g.pop("ingest_counts", None)
+    if counts is None and response.status_code in REJECTED_STATUSES:
+        counts = (0, 0, 1)
+    if counts is not None:
+        try:
+            ingest_stats.record(app_state().db, *counts)
+        except Exception:  # noqa: BLE001 - counting must never fail the request it counts
+            log.exception("recording the ingest counts failed")
+    return response
 
 
 @bp.errorhandler(RequestRejected)

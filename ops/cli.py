@@ -22,7 +22,7 @@ from rich.text import Text
 
 from ops.live import follow, run_view
 from ops.terminal import shown
-from orchestrator import queries, schema
+from orchestrator import operations, queries, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
 from orchestrator.errors import NotFound, SettingsError, TransitionError
@@ -228,8 +228,12 @@ def _login_name() -> str:
 @main.command("stats")
 @click.pass_obj
 def show_stats(obj: Ctx) -> None:
-    """Runs per status, queue depth, age of the oldest queued run, pods seen in the last minute."""
-    data = queries.stats(obj.db)
+    """Runs per status, queue depth, age of the oldest queued run, pods busy, idle and gone (from
+    their presence records), events accepted, duplicate and rejected by ingest in the last hour,
+    dead letters. With --json: the operations overview (every pod, ingest counts per minute) and
+    podsSeenLastMinute (pods with a run heartbeat in the last minute)."""
+    now = utcnow()
+    data = {**operations.overview(obj.db, now), "podsSeenLastMinute": queries.pods_seen_last_minute(obj.db, now)}
 
     def table() -> Table:
         t = Table(title="orchestrator")
@@ -240,7 +244,17 @@ def show_stats(obj: Ctx) -> None:
         for queue, n in sorted(data["queueDepth"].items()):
             t.add_row(Text("messages in queue ") + shown(queue), shown(n))
         t.add_row("oldest queued run (s)", str(data["oldestQueuedAgeS"] if data["oldestQueuedAgeS"] is not None else "-"))
-        t.add_row("pods seen in the last minute", shown(", ".join(map(str, data["podsSeenLastMinute"])) or "-"))
+        for state in ("busy", "idle", "gone"):
+            names = sorted({str(p["podId"]) for p in data["pods"] if p["state"] == state})
+            t.add_row(f"pods {state}", Text.assemble(shown(data[f"pods{state.title()}"]),
+                                                     " (" if names else "", shown(", ".join(names)), ")" if names else ""))
+        t.add_row("pods seen in the last minute (run heartbeat)",
+                  shown(", ".join(map(str, data["podsSeenLastMinute"])) or "-"))
+        ingest = data["ingest"]
+        for what, label in (("accepted", "events accepted"), ("duplicates", "duplicate events"), ("rejected", "events rejected")):
+            t.add_row(f"{label} by ingest, last hour", shown(ingest[f"{what}LastHour"]))
+        t.add_row("events accepted per second, last 5 minutes", shown(ingest["eventsPerSecond"]))
+        t.add_row("dead letters", shown(data["deadLetters"]["total"]))
         return t
 
     obj.out(data, table)
@@ -249,10 +263,12 @@ def show_stats(obj: Ctx) -> None:
 @main.command()
 @click.pass_obj
 def sweep(obj: Ctx) -> None:
-    """One sweeper pass (for cron): resend lost dispatches, recover runs whose worker died."""
+    """One sweeper pass (for cron): resend lost dispatches, recover runs whose worker died, prune
+    old pod presence records."""
     result = sweep_once(obj.db, obj.settings, celery_sender)
     obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}, "
-                            f"dropped {result['eventQueuesDropped']} orphaned event queues")
+                            f"dropped {result['eventQueuesDropped']} orphaned event queues, "
+                            f"pruned {result['podsPruned']} presence records")
 
 
 @main.command("prune-seen")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -31,10 +31,29 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     return run
 
 
+#: A pod's warning that it could never deliver an event and kept it in its dead-letter file.
+DEAD_LETTER = {"type": "ai.run.log", "data.kv.deadLetter": True}
+
+
 def dead_letters(db: Database, run_id: str) -> int:
     """Events of this run a pod could never deliver and kept in its dead-letter file, as the
     pod's warnings in the history count them."""
-    return db.events.count_documents({"runId": run_id, "type": "ai.run.log", "data.kv.deadLetter": True})
+    return db.events.count_documents({"runId": run_id, **DEAD_LETTER})
+
+
+def dead_letter_summary(db: Database, limit: int = 20) -> dict[str, Any]:
+    """{"total": dead letters of every run, "runs": [{"runId", "count"}, ...]}: the `limit` runs
+    whose latest dead letter arrived last, most recent first, each counted as `dead_letters`."""
+    total = db.events.count_documents(DEAD_LETTER)
+    if total == 0:
+        return {"total": 0, "runs": []}
+    latest = db.events.aggregate([
+        {"$match": DEAD_LETTER},
+        {"$group": {"_id": "$runId", "count": {"$sum": 1}, "last": {"$max": "$receivedAt"}}},
+        {"$sort": {"last": DESCENDING, "_id": ASCENDING}},
+        {"$limit": limit},
+    ])
+    return {"total": total, "runs": [{"runId": row["_id"], "count": row["count"]} for row in latest]}
 
 
 def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) -> list[dict[str, Any]]:
@@ -44,25 +63,40 @@ def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) ->
 
 
 def stats(db: Database) -> dict[str, Any]:
-    """What `manage-runs stats` shows: runs per status, queue depth, oldest queued, live pods.
-
-    Queue depth is read from kombu's `messages` collection, since Flower's broker tab does not
-    support MongoDB."""
+    """Runs per status, queue depth, oldest queued, pods seen in the last minute (by run
+    heartbeat; `orchestrator.operations.overview` has the pods' presence)."""
     now = utcnow()
-    per_status = {s.value: 0 for s in RunStatus}
-    for row in db.runs.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
-        per_status[str(row["_id"])] = row["n"]
-    depth: dict[str, int] = {}
-    for row in db.messages.aggregate([{"$group": {"_id": "$queue", "n": {"$sum": 1}}}]):
-        depth[str(row["_id"])] = row["n"]
-    oldest = next(iter(db.runs.find({"status": RunStatus.QUEUED.value}).sort("createdAt", ASCENDING).limit(1)), None)
-    pods = db.runs.distinct("claimedBy", {"lastHeartbeat": {"$gte": now - timedelta(minutes=1)}})
     return {
-        "runsByStatus": per_status,
-        "queueDepth": depth,
-        "oldestQueuedAgeS": round((now - oldest["createdAt"]).total_seconds(), 1) if oldest else None,
-        "podsSeenLastMinute": sorted(p for p in pods if p),
+        "runsByStatus": runs_by_status(db),
+        "queueDepth": queue_depth(db),
+        "oldestQueuedAgeS": oldest_queued_age_s(db, now),
+        "podsSeenLastMinute": pods_seen_last_minute(db, now),
     }
+
+
+def runs_by_status(db: Database) -> dict[str, int]:
+    """Runs per status, every status listed: one count per status, an equality on the indexed
+    field (FerretDB runs it in PostgreSQL; a `$group` over every run would run in its Go code)."""
+    return {s.value: db.runs.count_documents({"status": s.value}) for s in RunStatus}
+
+
+def queue_depth(db: Database) -> dict[str, int]:
+    """Messages waiting per queue, from kombu's `messages` collection (Flower's broker tab does
+    not support MongoDB). kombu deletes a message when a worker fetches it: prefetched and
+    running tasks are not counted."""
+    return {str(row["_id"]): row["n"] for row in db.messages.aggregate([{"$group": {"_id": "$queue", "n": {"$sum": 1}}}])}
+
+
+def oldest_queued_age_s(db: Database, now: datetime) -> float | None:
+    """Seconds since the oldest QUEUED run was created; None when none is queued."""
+    oldest = next(iter(db.runs.find({"status": RunStatus.QUEUED.value}).sort("createdAt", ASCENDING).limit(1)), None)
+    return round((now - oldest["createdAt"]).total_seconds(), 1) if oldest else None
+
+
+def pods_seen_last_minute(db: Database, now: datetime) -> list[str]:
+    """Pods whose run heartbeat is under a minute old (`claimedBy`): busy pods only."""
+    pods = db.runs.distinct("claimedBy", {"lastHeartbeat": {"$gte": now - timedelta(minutes=1)}})
+    return sorted(str(p) for p in pods if p)
 
 
 #: Metric points a run page draws: enough for a long run's curves, bounded for the page's size.

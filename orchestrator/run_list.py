@@ -95,12 +95,6 @@ def _query(db: Database, wanted: RunFilter) -> dict[str, Any] | None:
     return query
 
 
-def counts(db: Database) -> dict[str, int]:
-    """Runs per status: one count per status value (an equality the server can answer from an
-    index, or push down to PostgreSQL on FerretDB), rather than one grouping over every run."""
-    return {status.value: db.runs.count_documents({"status": status.value}) for status in RunStatus}
-
-
 # --- the cursor -------------------------------------------------------------------------------
 
 

@@ -263,6 +263,9 @@ class Settings:
     #: Send the console's cookie over HTTPS only (CONSOLE_COOKIE_SECURE): set it when the
     #: console is served over TLS, as it should be anywhere but a laptop.
     console_cookie_secure: bool
+    #: How often a worker process writes its presence record (`orchestrator.pods`): last seen,
+    #: its run, GPU telemetry. A pod silent for 3 intervals is shown as gone.
+    presence_interval_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -312,6 +315,7 @@ class Settings:
             cors_origins=_origins(env, "CORS_ORIGINS"),
             secret_key=_secret_key(env),
             console_cookie_secure=_boolean(env, "CONSOLE_COOKIE_SECURE", False),
+            presence_interval_s=_number(env, "PRESENCE_INTERVAL_S", 10.0, minimum=0.05),
         )
         settings._check_consistency()
         return settings

@@ -19,6 +19,7 @@
 - SCHEDULED and claimed is a run whose worker has it but whose first events have not been
   applied yet (the worker writes no run document): judged like an active one.
 - A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
+- Presence records of pods last seen over `pods.SHOW_GONE_S` ago are deleted (`pods.prune`).
 Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
 """
@@ -36,7 +37,7 @@ from prometheus_client import Counter
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import claims, runs
+from orchestrator import claims, pods, runs
 from orchestrator.db import utcnow
 from orchestrator.dispatcher import Sender
 from orchestrator.errors import TransitionError
@@ -199,6 +200,7 @@ def sweep_once(db: Database, settings: Settings, send: Sender, connected_for_s: 
         "redispatched": redispatch_stuck(db, settings, send, now),
         "recovered": recover_lost(db, settings, now, connected_for_s),
         "eventQueuesDropped": drop_orphaned_event_queues(db, now),
+        "podsPruned": pods.prune(db, now - timedelta(seconds=pods.SHOW_GONE_S)),
     }
 
 

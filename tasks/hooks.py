@@ -1,5 +1,6 @@
 """Celery's worker signals -> the pod runtime: prepare the database before the broker connects,
-start the runtime with each process that runs tasks, flush and stop it at exit.
+start the runtime (and with it the presence record) with each process that runs tasks, flush
+and stop it at exit.
 
 Listed in the app's `include`, so Celery imports it in a worker before `worker_init` fires.
 """
@@ -16,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from orchestrator.db import prepare_database
 from orchestrator.settings import Settings
+from tasks.pod.presence import announce_queues
 from tasks.pod.processes import children_of
 from tasks.pod.runtime import request_stop, runtime, shutdown_runtime
 
@@ -23,9 +25,14 @@ log = logging.getLogger(__name__)
 
 
 @signals.worker_init.connect
-def _on_worker_init(**_: Any) -> None:
-    """Indexes and kombu's broadcast collection exist before the broker connects."""
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    """Indexes and kombu's broadcast collection exist before the broker connects. The queues
+    this worker consumes (`-Q`) go into each pool child's presence record."""
     prepare_database(Settings.from_env())
+    try:
+        announce_queues(list(sender.app.amqp.queues.consume_from))
+    except Exception:  # noqa: BLE001 - the queues are a courtesy of the presence record
+        log.info("the worker's queues are not known; presence records list none")
 
 
 @signals.worker_process_init.connect

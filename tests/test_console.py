@@ -381,3 +381,27 @@ def test_the_runs_list_live_endpoint_renders_counts_and_rows(app: Any, mock_db: 
 
 def test_a_live_poll_without_a_session_is_a_401_not_a_redirect(app: Any) -> None:
     assert app.test_client().get("/runs/x/live.json").status_code == 401
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def test_the_operations_page_shows_queues_pods_ingest_and_dead_letters(app: Any, mock_db: Any) -> None:
+    from orchestrator import ingest_stats, pods
+
+    run_id = insert_run(mock_db, status="RUNNING")
+    pods.beat(mock_db, "gpu-pod-7", "host:1", run_id=run_id, attempt=1, gpu={"gpu_util": 93.0, "mem_gb": 40.5, "temp_c": 71.0})
+    pods.beat(mock_db, "gpu-pod-8", "host:2", run_id=None, attempt=None, gpu=None)
+    ingest_stats.record(mock_db, accepted=120, duplicates=3, rejected=4)
+    mock_db.messages.insert_one({"queue": "gpu", "payload": "{}"})
+    mock_db.events.insert_one({"_id": "dl-1", "runId": run_id, "type": "ai.run.log", "seq": 5,
+                               "data": {"level": "warning", "message": "dead letter", "kv": {"deadLetter": True}}})
+    client = sign_in(app, READER_TOKEN)
+    page = text_of(client.get("/ops", headers=HTML))
+    assert "1 / 2 pods busy" in page and "gpu-pod-7" in page and "93% · 40.5 GB · 71 °C" in page
+    assert "gpu-pod-8" in page and "idle" in page
+    assert "120 accepted · 3 duplicates · 4 rejected" in page
+    assert "gpu 1" in page  # the queue and its depth
+    assert run_id in page.split("Dead letters")[-1]
+    live = client.get("/ops.json").json
+    assert "gpu-pod-7" in live["parts"]["ops"]

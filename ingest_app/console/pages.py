@@ -19,7 +19,7 @@ from ingest_app import downloads
 from ingest_app.console import views
 from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
-from orchestrator import errors, queries, run_list
+from orchestrator import errors, operations, queries, run_list
 from orchestrator.events import EVENT_TYPES
 from orchestrator.statuses import RunStatus
 
@@ -70,7 +70,7 @@ def _runs_context() -> dict[str, Any]:
         found, next_cursor = run_list.page(_db(), wanted, cursor, PAGE_SIZE)
     except ValueError:
         abort(400, "That page link is not valid any more; start again from the newest runs.")
-    return {"runs": found, "counts": run_list.counts(_db()), "params": params, "cursor": cursor,
+    return {"runs": found, "counts": queries.runs_by_status(_db()), "params": params, "cursor": cursor,
             "next_cursor": next_cursor, "statuses": [s.value for s in RunStatus], "now": datetime.now(UTC)}
 
 
@@ -207,7 +207,18 @@ def _ideation_results(its_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 # --- operations -------------------------------------------------------------------------------
 
 
+def _ops_context() -> dict[str, Any]:
+    data = operations.overview(_db())
+    return {"o": data, "bars": views.minute_bars(data["ingest"]["perMinute"]), "now": datetime.now(UTC)}
+
+
 @bp.get("/ops")
 def ops() -> str:
-    """Queue depth, pods, ingest rates and dead letters: the operator's dashboard."""
-    return render_template("console/ops.html", stats=queries.stats(_db()), now=datetime.now(UTC))
+    """Queue depth, pods busy and idle, ingest rates, dead letters: the operator's dashboard."""
+    return render_template("console/ops.html", **_ops_context())
+
+
+@bp.get("/ops.json")
+def ops_live() -> Response:
+    """The dashboard's body, for its live refresh."""
+    return jsonify({"parts": {"ops": render_template("console/_ops.html", **_ops_context())}})

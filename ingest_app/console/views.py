@@ -211,6 +211,32 @@ def _polyline(xs: list[float], ys: list[float]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One minute of ingest on the dashboard: accepted and rejected heights, in chart units."""
+
+    x: float
+    accepted: float
+    rejected: float
+    label: str
+
+
+#: The ingest chart's box: 60 one-minute bars.
+BARS_W, BARS_H = 600.0, 80.0
+
+
+def minute_bars(per_minute: list[dict[str, Any]]) -> list[Bar]:
+    """Bars for the last hour's minutes, scaled to the busiest minute (accepted + rejected)."""
+    top = max([int(m.get("accepted") or 0) + int(m.get("rejected") or 0) for m in per_minute] + [1])
+    width = BARS_W / max(len(per_minute), 1)
+    bars = []
+    for index, minute in enumerate(per_minute):
+        accepted, rejected = int(minute.get("accepted") or 0), int(minute.get("rejected") or 0)
+        bars.append(Bar(index * width, accepted / top * BARS_H, rejected / top * BARS_H,
+                        f"{clock(minute.get('minute'))[:5]}: {accepted} accepted, {rejected} rejected"))
+    return bars
+
+
 def artifact_view(artifact: dict[str, Any]) -> str:
     """How the run page offers an artifact: "image" inline, "pdf" one click away, else "file"."""
     kind = str(artifact.get("contentType") or "").split(";")[0].strip().lower()

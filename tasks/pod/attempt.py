@@ -140,7 +140,7 @@ class Attempt:
             on_fence_deadline=self._end_process, on_stuck=self._stuck,
         )
         self.heartbeat.start()
-        self.rt.current = self
+        self.rt.set_current(self)
         if stop_reason() is not None:
             self.heartbeat.preempt(str(stop_reason()))
         try:
@@ -161,7 +161,7 @@ class Attempt:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self.rt.current = None
+            self.rt.set_current(None)
             delivered = self._deliver_events()
             self.heartbeat.stop()
             self._clean_up(outcome if delivered else f"{outcome}; events undelivered")

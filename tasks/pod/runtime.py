@@ -1,4 +1,5 @@
-"""What a worker process holds across tasks: settings, database, event emitter, artifact store.
+"""What a worker process holds across tasks: settings, database, event emitter, artifact store,
+the presence thread.
 
 Created lazily in the process that runs tasks (a prefork child), never in the parent before the
 fork: a MongoClient and the emitter's thread must not cross a fork. `tasks.hooks` starts and
@@ -23,6 +24,7 @@ from orchestrator.db import ensure_indexes, get_db
 from orchestrator.settings import Settings
 from orchestrator.storage import Storage, storage_from_settings
 from tasks.pod.emitter import Emitter
+from tasks.pod.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,36 @@ class Runtime:
     #: What a fenced attempt's deadline does when its step did not stop (default: end this
     #: process, `tasks.pod.fence.end_this_process`); tests running in-process replace it.
     on_fence_deadline: Callable[[], None] | None = None
+    #: This process's presence thread (`tasks.pod.presence`), started by `runtime()`.
+    presence: Presence | None = None
+
+    def set_current(self, attempt: Any) -> None:
+        """The attempt running now (None: none); the presence record says so at once."""
+        self.current = attempt
+        if self.presence is not None:
+            self.presence.poke()
+
+    def on_run(self) -> tuple[str, int] | None:
+        """(run id, attempt) of the attempt running now, for the presence record."""
+        attempt = self.current
+        return (attempt.run_id, attempt.attempt) if attempt is not None else None
+
+    def start_presence(self) -> Presence:
+        self.presence = Presence(self.db, self.settings.pod_id, interval_s=self.settings.presence_interval_s,
+                                 current=self.on_run)
+        self.presence.start()
+        return self.presence
 
     def close(self) -> None:
-        self.emitter.close(timeout=self.settings.heartbeat_interval_s)
+        """Presence first: its record goes with one quick delete, before the flush (up to a
+        heartbeat interval), so a second stop signal or the parent's exit, either of which ends
+        this process at once, rarely leaves the record behind (it would show as gone)."""
+        try:
+            if self.presence is not None:
+                self.presence.stop()
+                self.presence = None
+        finally:
+            self.emitter.close(timeout=self.settings.heartbeat_interval_s)
 
 
 _runtime: Runtime | None = None
@@ -66,6 +95,7 @@ def runtime(settings: Settings | None = None) -> Runtime:
             _pid = os.getpid()
             pipeline.load_modules(settings.pipeline_modules)
             _install_excepthooks()
+            _runtime.start_presence()
         return _runtime
 
 
@@ -89,7 +119,8 @@ def stop_reason() -> str | None:
 
 
 def shutdown_runtime() -> None:
-    """Flush events still queued and stop the emitter's thread (process exit, tests)."""
+    """Flush events still queued, stop the emitter's thread and the presence thread, whose
+    record goes (process exit, tests)."""
     global _runtime
     with _lock:
         if _runtime is not None and _pid == os.getpid():

@@ -1,0 +1,38 @@
+"""The operations overview: one read model of the whole system for a dashboard and for
+`manage-runs stats`, assembled from the modules that own each part (runs and queues from
+`queries`, pods from `pods`, ingest counts from `ingest_stats`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from pymongo.database import Database
+
+from orchestrator import ingest_stats, pods, queries
+from orchestrator.db import utcnow
+
+#: Runs listed under "deadLetters" (those whose latest dead letter arrived last).
+DEAD_LETTER_RUNS = 20
+
+
+def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
+    """{"runsByStatus": {status: n} (every status), "queueDepth": {queue: n},
+    "oldestQueuedAgeS": seconds or None, "pods": `pods.live` (busy, idle, then gone),
+    "podsBusy", "podsIdle", "podsGone": n, "ingest": `ingest_stats.last_hour`,
+    "deadLetters": {"total": n, "runs": [{"runId", "count"}, ...] (latest 20)}}."""
+    now = now or utcnow()
+    present = pods.live(db, now)
+    states = Counter(p["state"] for p in present)
+    return {
+        "runsByStatus": queries.runs_by_status(db),
+        "queueDepth": queries.queue_depth(db),
+        "oldestQueuedAgeS": queries.oldest_queued_age_s(db, now),
+        "pods": present,
+        "podsBusy": states[pods.BUSY],
+        "podsIdle": states[pods.IDLE],
+        "podsGone": states[pods.GONE],
+        "ingest": ingest_stats.last_hour(db, now),
+        "deadLetters": queries.dead_letter_summary(db, DEAD_LETTER_RUNS),
+    }
