@@ -203,6 +203,8 @@ class Notifier:
         return created
 
     def _create(self, entry: dict[str, Any], now: datetime) -> bool:
+        if self.db[COLLECTION].find_one({"_id": entry["_id"]}, {"_id": 1}) is not None:
+            return False  # created before (by another notifier, or before this process started)
         run = self.db.runs.find_one({"_id": entry["runId"]}, {"hypothesisId": 1}) or {}
         hypothesis = self.db.hypotheses.find_one({"_id": run.get("hypothesisId")}, {"title": 1}) or {}
         event = event_body(entry, hypothesis.get("title"), self.settings.console_url)
