@@ -25,7 +25,6 @@ in logs by `Credential.label` (its name, or its role and last four characters).
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import logging
 from typing import Any
@@ -38,16 +37,13 @@ from ingest_app.limiter import retry_after
 from ingest_app.parsing import read_body
 from ingest_app.problem import problem
 from ingest_app.state import AppState, app_state
-from orchestrator import expiring
+from orchestrator import credentials, expiring
 from orchestrator.credentials import METRICS, OPERATOR, READER, WORKER, Credential
-from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
-#: Shortest webhook secret, in bytes after decoding (the Standard Webhooks recommendation).
-MIN_SECRET_BYTES = 24
 #: How long a webhook-id is remembered: the library accepts timestamps 5 minutes either side of
 #: now, so a signature verifies for up to 10 minutes after it is first seen.
 WEBHOOK_ID_KEEP_S = 11 * 60
@@ -62,19 +58,10 @@ _SIGNED = Credential(WORKER, "webhook-signature", "")
 
 def make_verifier(settings: Settings) -> Webhook | None:
     """The signature verifier for INGEST_WEBHOOK_SECRET, checked at start-up (not per request),
-    so a malformed or short secret stops the app at boot with a message that does not echo it."""
+    so a malformed or short secret stops the app at boot with a message that does not echo it
+    (the rule of every webhook secret: `credentials.webhook`)."""
     secret = settings.ingest_webhook_secret
-    if not secret:
-        return None
-    fix = f"use 'whsec_' followed by base64 of at least {MIN_SECRET_BYTES} random bytes"
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        verifier = Webhook(secret)
-    except Exception:  # noqa: BLE001 - the library raises several types; none may print the secret
-        raise SettingsError(f"INGEST_WEBHOOK_SECRET is not a valid Standard Webhooks secret; {fix}.") from None
-    if len(key) < MIN_SECRET_BYTES:
-        raise SettingsError(f"INGEST_WEBHOOK_SECRET decodes to {len(key)} bytes; {fix}.")
-    return verifier
+    return credentials.webhook("INGEST_WEBHOOK_SECRET", secret) if secret else None
 
 
 def roles_for(endpoint: str, method: str, state: AppState) -> frozenset[str] | None:

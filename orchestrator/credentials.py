@@ -12,14 +12,19 @@ the new one, move the clients over, remove the old one. An entry may carry a nam
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import SettingsError
+
+if TYPE_CHECKING:
+    from standardwebhooks.webhooks import Webhook
 
 WORKER = "worker"
 READER = "reader"
@@ -39,6 +44,8 @@ _PLACEHOLDERS = ("changeme", "replaceme", "yourtoken", "placeholder", "example",
 #: Fewest distinct characters in a token: "aaaa..." or "1212..." is not random.
 _MIN_DISTINCT_CHARS = 10
 _NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+#: Shortest Standard Webhooks secret, in bytes after decoding (the Standard Webhooks recommendation).
+MIN_WEBHOOK_SECRET_BYTES = 24
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,24 @@ def _check_token(variable: str, position: int, token: str) -> None:
         # A header carries ASCII: a WSGI server hands other bytes over as latin-1, so such a
         # token would pass this check and then never match a request.
         raise SettingsError(f"{where} contains spaces, ':', control or non-ASCII characters. {fix}")
+
+
+def webhook(variable: str, secret: str) -> Webhook:
+    """The Standard Webhooks signer and verifier for `secret` ('whsec_' + base64 of at least
+    `MIN_WEBHOOK_SECRET_BYTES` bytes), the one rule for every webhook secret (INGEST_WEBHOOK_SECRET,
+    NOTIFY_SECRET). A malformed or short one is a SettingsError naming `variable` that never
+    echoes the secret."""
+    from standardwebhooks.webhooks import Webhook  # here: the pipeline reads this module and needs no HTTP signing
+
+    fix = f"use 'whsec_' followed by base64 of at least {MIN_WEBHOOK_SECRET_BYTES} random bytes"
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        signer = Webhook(secret)
+    except Exception:  # noqa: BLE001 - the library raises several types; none may print the secret
+        raise SettingsError(f"{variable} is not a valid Standard Webhooks secret; {fix}.") from None
+    if len(key) < MIN_WEBHOOK_SECRET_BYTES:
+        raise SettingsError(f"{variable} decodes to {len(key)} bytes; {fix}.")
+    return signer
 
 
 def from_env(env: Mapping[str, str]) -> tuple[Credential, ...]:

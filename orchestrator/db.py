@@ -157,7 +157,15 @@ def _indexes() -> dict[str, list[IndexModel]]:
             IndexModel([("runId", ASCENDING), ("createdAt", ASCENDING)], name="runId_createdAt"),
         ],
         "validations": [IndexModel([("runId", ASCENDING), ("createdAt", DESCENDING)], name="runId_createdAt")],
-        "status_history": [IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at")],
+        "status_history": [
+            IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at"),
+            # The notifier's query: one status, the entries since its lookback (orchestrator.notify).
+            IndexModel([("to", ASCENDING), ("at", ASCENDING)], name="to_at"),
+        ],
+        "notifications": [
+            IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)], name="state_nextAttemptAt"),
+            IndexModel([("createdAt", DESCENDING)], name="createdAt"),
+        ],
         "dispatches": [IndexModel([("runId", ASCENDING)], name="runId")],
         "rate_counters": [IndexModel([("key", ASCENDING), ("expiresAt", DESCENDING)], name="key_expiresAt")],
         "seen_once": [IndexModel([("expiresAt", ASCENDING)], name="expiresAt")],

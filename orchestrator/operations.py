@@ -1,6 +1,6 @@
 """The operations overview: one read model of the whole system for a dashboard and for
 `manage-runs stats`, assembled from the modules that own each part (runs and queues from
-`queries`, pods from `pods`, ingest counts from `ingest_stats`)."""
+`queries`, pods from `pods`, ingest counts from `ingest_stats`, notifications from `notify`)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ from typing import Any
 
 from pymongo.database import Database
 
-from orchestrator import ingest_stats, pods, queries
+from orchestrator import ingest_stats, notify, pods, queries
 from orchestrator.db import utcnow
 
 #: Runs listed under "deadLetters" (those whose latest dead letter arrived last).
 DEAD_LETTER_RUNS = 20
+#: Notifications listed (newest first).
+RECENT_NOTIFICATIONS = 10
 
 
 def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
     """{"runsByStatus": {status: n} (every status), "queueDepth": {queue: n},
     "oldestQueuedAgeS": seconds or None, "pods": `pods.live` (busy, idle, then gone),
     "podsBusy", "podsIdle", "podsGone": n, "ingest": `ingest_stats.last_hour`,
-    "deadLetters": {"total": n, "runs": [{"runId", "count"}, ...] (latest 20)}}."""
+    "deadLetters": {"total": n, "runs": [{"runId", "count"}, ...] (latest 20)},
+    "notifications": {"counts": {state: n}, "recent": the latest `RECENT_NOTIFICATIONS`}}."""
     now = now or utcnow()
     present = pods.live(db, now)
     states = Counter(p["state"] for p in present)
@@ -35,4 +38,5 @@ def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
         "podsGone": states[pods.GONE],
         "ingest": ingest_stats.last_hour(db, now),
         "deadLetters": queries.dead_letter_summary(db, DEAD_LETTER_RUNS),
+        "notifications": {"counts": notify.counts(db), "recent": notify.recent(db, RECENT_NOTIFICATIONS)},
     }

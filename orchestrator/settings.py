@@ -19,12 +19,13 @@ from urllib.parse import urlsplit
 from orchestrator import credentials
 from orchestrator.credentials import Credential
 from orchestrator.errors import SettingsError
+from orchestrator.statuses import RunStatus
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
 #: executes code an LLM wrote), which needs only its model keys.
 SECRET_VARIABLES = (
     "MONGODB_URL", *credentials.VARIABLES.values(), "INGEST_WEBHOOK_SECRET", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY",
-    "SECRET_KEY",
+    "SECRET_KEY", "NOTIFY_URL", "NOTIFY_SECRET",
 )
 DEFAULT_MONGODB_URL = "mongodb://localhost:27017/ai_scientist"
 
@@ -41,6 +42,10 @@ BUILTIN_PIPELINES = ("demo", "ai_scientist")
 DEFAULT_PRIORITY = 5
 #: Attempts per run (the first try plus automatic retries of retryable failures); MAX_ATTEMPTS.
 DEFAULT_MAX_ATTEMPTS = 3
+#: The statuses a run notification is sent for (NOTIFY_ON): a result to review, a failure, a decision.
+DEFAULT_NOTIFY_ON = ("AWAITING_HUMAN", "FAILED", "HUMAN_VALIDATED", "HUMAN_REJECTED")
+#: The bodies a notification can have (NOTIFY_FORMAT): our JSON object, or a Slack message.
+NOTIFY_FORMATS = ("json", "slack")
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
@@ -188,6 +193,58 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _optional_url(env: Mapping[str, str], name: str, example: str, *, secret: bool = False) -> str | None:
+    """An optional http(s) URL. A `secret` one (a Slack incoming webhook's path is its
+    credential) is never echoed in the message."""
+    url = _text(env, name, None)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        shown = "" if secret else f"={url!r}"
+        raise SettingsError(f"{name}{shown} must be an http:// or https:// URL, e.g. {example}.")
+    return url.rstrip("/") if not secret else url
+
+
+def _webhook_secret(env: Mapping[str, str], name: str) -> str | None:
+    secret = _text(env, name, None)
+    if secret is not None:
+        credentials.webhook(name, secret)  # the one rule of webhook secrets; never echoes it
+    return secret
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (_text(env, name, choices[0]) or choices[0]).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}.")
+    return value
+
+
+def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of run statuses (any case), in the order given."""
+    raw = _text(env, name, None)
+    if raw is None:
+        return default
+    found: list[str] = []
+    for entry in raw.split(","):
+        status = entry.strip().upper()
+        if not status:
+            continue
+        if status not in RunStatus.__members__:
+            raise SettingsError(f"{name}: {entry.strip()!r} is not a run status; use any of {', '.join(RunStatus)}.")
+        if status not in found:
+            found.append(status)
+    if not found:
+        raise SettingsError(f"{name}={raw!r} names no status; leave it unset for {','.join(default)}.")
+    return tuple(found)
+
+
+def _url_host(url: str) -> str:
+    """scheme://host/*** : enough to tell which receiver, nothing of a credential in its path."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/***"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every tunable of every process. Units are in the names: _s seconds, _bytes bytes."""
@@ -266,6 +323,17 @@ class Settings:
     #: How often a worker process writes its presence record (`orchestrator.pods`): last seen,
     #: its run, GPU telemetry. A pod silent for 3 intervals is shown as gone.
     presence_interval_s: float
+    #: Outgoing run notifications (`orchestrator.notify`, sent by the dispatcher process): the
+    #: receiver (None: none are sent). A credential: a Slack incoming webhook's path is its key.
+    notify_url: str | None
+    #: Optional Standard Webhooks secret (whsec_...) the notifications are signed with.
+    notify_secret: str | None
+    #: "json" (our object) or "slack" ({"text", "blocks"}, for a Slack incoming webhook).
+    notify_format: str
+    #: The run statuses a notification is sent for.
+    notify_on: tuple[str, ...]
+    #: The web console's public base URL, for a link to the run in each notification (None: no link).
+    console_url: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -316,6 +384,11 @@ class Settings:
             secret_key=_secret_key(env),
             console_cookie_secure=_boolean(env, "CONSOLE_COOKIE_SECURE", False),
             presence_interval_s=_number(env, "PRESENCE_INTERVAL_S", 10.0, minimum=0.05),
+            notify_url=_optional_url(env, "NOTIFY_URL", "https://receiver.example.org/hooks/runs", secret=True),
+            notify_secret=_webhook_secret(env, "NOTIFY_SECRET"),
+            notify_format=_choice(env, "NOTIFY_FORMAT", NOTIFY_FORMATS),
+            notify_on=_statuses(env, "NOTIFY_ON", DEFAULT_NOTIFY_ON),
+            console_url=_optional_url(env, "CONSOLE_URL", "https://console.lab.example.org"),
         )
         settings._check_consistency()
         return settings
@@ -345,7 +418,7 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with secrets masked, for start-up logs."""
-        secret = {"ingest_token", "minio_secret_key", "ingest_webhook_secret", "secret_key"}
+        secret = {"ingest_token", "minio_secret_key", "ingest_webhook_secret", "secret_key", "notify_secret"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -354,6 +427,8 @@ class Settings:
         for name in ("mongodb_url", "ingest_url", "minio_endpoint"):
             if out[name]:
                 out[name] = _without_password(str(out[name]))  # a URL may carry user:password too
+        if self.notify_url:
+            out["notify_url"] = _url_host(self.notify_url)
         return out
 
 

@@ -403,5 +403,6 @@ def test_the_operations_page_shows_queues_pods_ingest_and_dead_letters(app: Any,
     assert "120 accepted · 3 duplicates · 4 rejected" in page
     assert "gpu 1" in page  # the queue and its depth
     assert run_id in page.split("Dead letters")[-1]
+    assert "0 sent · 0 pending · 0 failed" in page
     live = client.get("/ops.json").json
     assert "gpu-pod-7" in live["parts"]["ops"]

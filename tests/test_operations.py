@@ -23,13 +23,14 @@ def test_an_empty_system_has_every_key_with_zeros() -> None:
     db = mongomock.MongoClient(tz_aware=True)["empty"]
     view = operations.overview(db, NOW)
     assert set(view) == {"runsByStatus", "queueDepth", "oldestQueuedAgeS", "pods", "podsBusy", "podsIdle", "podsGone",
-                         "ingest", "deadLetters"}
+                         "ingest", "deadLetters", "notifications"}
     assert view["runsByStatus"] == {s.value: 0 for s in RunStatus}
     assert (view["queueDepth"], view["oldestQueuedAgeS"], view["pods"]) == ({}, None, [])
     assert (view["podsBusy"], view["podsIdle"], view["podsGone"]) == (0, 0, 0)
     assert view["deadLetters"] == {"total": 0, "runs": []}
     assert len(view["ingest"]["perMinute"]) == 60 and view["ingest"]["acceptedLastHour"] == 0
     assert view["ingest"]["eventsPerSecond"] == 0
+    assert view["notifications"] == {"counts": {"pending": 0, "sent": 0, "failed": 0}, "recent": []}
 
 
 def test_the_overview_counts_runs_queues_pods_ingest_and_dead_letters(mock_db: Any) -> None:
