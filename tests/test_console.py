@@ -360,11 +360,12 @@ def test_the_live_endpoint_answers_204_until_the_run_changes_then_sends_parts_an
     assert after == seq_for(1, 1) and "STARTING" in first.json["parts"]["header"]
     assert client.get(f"/runs/{run_id}/live.json?v={version}&after_seq={after}").status_code == 204
     apply(mock_db, [w.event("ai.run.stage_started", stage="Stage_1"),
-                    w.event("ai.run.stage_metric", stage="Stage_1", name="loss", value=0.5, step=1)])
+                    w.event("ai.run.stage_metric", stage="Stage_1", name="loss", value=0.5, step=1),
+                    w.event("ai.run.stage_metric", stage="Stage_1", name="loss", value=0.25, step=2)])
     changed = client.get(f"/runs/{run_id}/live.json?v={version}&after_seq={after}").json
     assert "RUNNING" in changed["parts"]["header"] and "<polyline" in changed["parts"]["charts"]
     assert "loss = 0.5" in changed["events"] and "pod_id=pod-a" not in changed["events"]
-    assert changed["afterSeq"] == seq_for(1, 3) and changed["live"] is True
+    assert changed["afterSeq"] == seq_for(1, 4) and changed["live"] is True
 
 
 def test_the_live_endpoint_keeps_to_the_log_filter(app: Any, mock_db: Any) -> None:
@@ -406,3 +407,12 @@ def test_the_operations_page_shows_queues_pods_ingest_and_dead_letters(app: Any,
     assert "0 sent · 0 pending · 0 failed" in page
     live = client.get("/ops.json").json
     assert "gpu-pod-7" in live["parts"]["ops"]
+
+
+def test_a_metric_logged_once_shows_as_its_value_not_an_empty_chart(app: Any, mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="SCHEDULED")
+    w = Worker(run_id)
+    apply(mock_db, [w.event("ai.run.started", pod_id="pod-a", attempt=1),
+                    w.event("ai.run.stage_metric", stage="Stage_2", name="best_val_loss", value=0.6677)])
+    body = sign_in(app, READER_TOKEN).get(f"/runs/{run_id}", headers=HTML).get_data(as_text=True)
+    assert 'class="single-value"' in body and "0.6677" in body and "<polyline" not in body
