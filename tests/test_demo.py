@@ -54,3 +54,41 @@ def test_paper_and_figures_are_registered_with_the_sha256_of_the_stored_bytes(de
     paper = next(a for a in run["artifacts"] if a["kind"] == "paper")
     assert (Path(out) / "artifacts" / paper["key"]).read_bytes().startswith(b"%PDF")
     assert run["paper"]["artifactKey"] == paper["key"]
+
+
+def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_path):
+    import re
+    import signal
+    import time
+
+    import requests
+
+    env = process_env()
+    for name in ("MONGODB_URL", "INGEST_URL", "INGEST_TOKEN", "OPERATOR_TOKEN", "SECRET_KEY", "MINIO_ENDPOINT", "SPOOL_DIR",
+                 "WORK_DIR", "ARTIFACT_DIR"):
+        env.pop(name, None)
+    env["COLUMNS"] = "300"  # the console's URL on one line
+    child = subprocess.Popen([PYTHON, "-m", "ops.cli", "demo", "--serve", "--port", "0", "--output", str(tmp_path)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any("serving until Ctrl-C" in line for line in lines):
+            line = child.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        text = "".join(lines)
+        url = re.search(r"console: (http://127\.0\.0\.1:\d+/runs/[0-9a-f-]+)", text)
+        token = re.search(r"operator token: (\S+)", text)
+        assert url and token, text[-3000:]
+        assert "demo run summary" in text  # printed before it serves
+        browser = requests.Session()
+        signed = browser.post(url.group(1).split("/runs/")[0] + "/signin", data={"token": token.group(1)}, timeout=10)
+        assert signed.ok
+        page = browser.get(url.group(1), headers={"Accept": "text/html"}, timeout=10)
+        assert page.status_code == 200 and "AWAITING_HUMAN" in page.text and "Open the paper" in page.text
+    finally:
+        child.send_signal(signal.SIGINT)
+        code = child.wait(30)
+    assert code == 0
