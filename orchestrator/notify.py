@@ -41,7 +41,7 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from orchestrator import credentials, expiring, status_history
+from orchestrator import credentials, expiring, retry, status_history
 from orchestrator.db import utcnow
 from orchestrator.settings import Settings
 
@@ -80,7 +80,7 @@ class Policy:
 
     def retry_in_s(self, tries: int) -> float:
         """The wait after the `tries`-th failed try."""
-        return self.first_retry_s * 2 ** min(max(tries - 1, 0), 30)
+        return retry.doubling_s(self.first_retry_s, tries)
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,16 @@ RUN_BACKOFF_S = 30
 RUN_BACKOFF_MAX_S = 600
 
 
+def doubling_s(first_s: float, failures: int, cap_s: float = float("inf")) -> float:
+    """The wait after the `failures`-th failure in a row when each wait doubles the one before:
+    `first_s`, 2 * `first_s`, ..., at most `cap_s`. For waits that must be predictable (a
+    run's requeue, a notification's next try), where `Backoff` adds jitter."""
+    return min(first_s * 2 ** min(max(failures, 1) - 1, 62), cap_s)
+
+
 def run_backoff_s(attempt: int) -> int:
     """Seconds a retryable failure of `attempt` waits before the run may be dispatched again."""
-    return min(RUN_BACKOFF_S * 2 ** (max(attempt, 1) - 1), RUN_BACKOFF_MAX_S)
+    return int(doubling_s(RUN_BACKOFF_S, attempt, RUN_BACKOFF_MAX_S))
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@ Celery workers, dispatchers. Each process gets its own log file, shown when a te
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 import requests
 
@@ -77,3 +81,19 @@ class Cluster:
         """SIGTERM each process, SIGKILL after `timeout` s."""
         for child in reversed(self.children):
             child.stop(timeout)
+
+
+@contextmanager
+def cluster_on(server: MongoServer, tmp: Path, prefix: str, **env: str) -> Iterator[Cluster]:
+    """A cluster on a fresh database of `server` (named `prefix_...`), with the test's own client
+    on it as `db`; every process stopped and the database dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    client: Any = pymongo.MongoClient(server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
+    cluster = Cluster(server, name, tmp, **env)
+    cluster.db = client[name]
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        client.drop_database(name)
+        client.close()

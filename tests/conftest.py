@@ -1,4 +1,4 @@
-"""Fixtures for both lanes. Unit lane: `mock_db` (mongomock). Integration lane: `real_server`
+"""Fixtures for both lanes. Unit lane: `mock_db` (mongomock), `cli_db` (the CLI's embedded database). Integration lane: `real_server`
 (one FerretDB process per session, or MONGODB_TEST_URL) and `real_db` (a fresh database per
 test module)."""
 
@@ -13,6 +13,7 @@ import pymongo
 import pytest
 
 from orchestrator import db as dbmod
+from tests.helpers import WORKER_TOKEN
 from tests.servers import MongoServer, S3Server
 
 
@@ -29,6 +30,16 @@ def mock_db() -> Iterator[pymongo.database.Database]:
     database = mongomock.MongoClient(tz_aware=True)["unit"]
     dbmod.ensure_indexes(database)
     yield database
+
+
+@pytest.fixture
+def cli_db(monkeypatch: pytest.MonkeyPatch) -> pymongo.database.Database:
+    """The embedded database `manage-runs` uses when a test invokes it in this process (click's
+    test runner): MONGODB_URL points at a fresh one."""
+    name = f"cli_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MONGODB_URL", f"mongomock://localhost/{name}")
+    monkeypatch.setenv("INGEST_TOKEN", WORKER_TOKEN)
+    return dbmod.embedded_client()[name]
 
 
 @pytest.fixture(scope="session")

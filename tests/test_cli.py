@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 from click.testing import CliRunner
 
 from ops.cli import main
-from orchestrator.db import embedded_client
 from orchestrator.runs import create_hypothesis_and_run
-from tests.helpers import WORKER_TOKEN
 
 
 @pytest.fixture
-def env(monkeypatch):
-    name = f"cli_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URL", f"mongomock://localhost/{name}")
-    monkeypatch.setenv("INGEST_TOKEN", WORKER_TOKEN)
-    yield embedded_client()[name]
+def env(cli_db):
+    return cli_db
 
 
 def run(*args: str) -> tuple[int, str]:

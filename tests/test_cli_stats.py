@@ -4,7 +4,6 @@ embedded database."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,17 +11,13 @@ from click.testing import CliRunner
 
 from ops.cli import main
 from orchestrator import ingest_stats, pods
-from orchestrator.db import embedded_client, utcnow
+from orchestrator.db import utcnow
 from orchestrator.runs import create_hypothesis_and_run
-from tests.helpers import WORKER_TOKEN
 
 
 @pytest.fixture
-def env(monkeypatch):
-    name = f"cli_stats_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URL", f"mongomock://localhost/{name}")
-    monkeypatch.setenv("INGEST_TOKEN", WORKER_TOKEN)
-    yield embedded_client()[name]
+def env(cli_db):
+    return cli_db
 
 
 def _system(db) -> str:

@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pymongo
 import pytest
 
 from orchestrator.runs import create_hypothesis_and_run
 from tests.browser import chromium, expect
-from tests.cluster import Cluster
+from tests.cluster import Cluster, cluster_on
 from tests.console_helpers import SECRET_KEY
 from tests.helpers import OPERATOR_TOKEN, READER_TOKEN
 
@@ -30,18 +29,12 @@ LIVE_S = 15_000
 
 @pytest.fixture
 def cluster(real_server: Any, tmp_path: Any) -> Iterator[Cluster]:
-    name = f"c_{uuid.uuid4().hex[:10]}"
-    client = pymongo.MongoClient(real_server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
-    c = Cluster(real_server, name, tmp_path, OPERATOR_TOKEN=f"rita:{OPERATOR_TOKEN}", SECRET_KEY=SECRET_KEY,
-                HEARTBEAT_INTERVAL_S="1", LEASE_S="10")
-    c.db = client[name]
-    c.start_ingest()
-    c.start_dispatcher()
-    c.start_worker("pod-a")
-    yield c
-    c.stop()
-    client.drop_database(name)
-    client.close()
+    with cluster_on(real_server, tmp_path, "c", OPERATOR_TOKEN=f"rita:{OPERATOR_TOKEN}", SECRET_KEY=SECRET_KEY,
+                    HEARTBEAT_INTERVAL_S="1", LEASE_S="10") as c:
+        c.start_ingest()
+        c.start_dispatcher()
+        c.start_worker("pod-a")
+        yield c
 
 
 @pytest.fixture

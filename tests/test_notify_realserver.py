@@ -7,18 +7,16 @@ from __future__ import annotations
 import base64
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymongo
 import pytest
 from pymongo.database import Database
 
 from orchestrator import notify
 from orchestrator.notify import Notifier, Policy
-from tests.cluster import Cluster
+from tests.cluster import Cluster, cluster_on
 from tests.helpers import make_settings
 from tests.ingest_helpers import Worker, apply, full_run, insert_run
 from tests.notify_helpers import Answer, receiving
@@ -90,14 +88,8 @@ def test_a_receiver_that_first_answers_503_gets_the_notification_once_on_the_ret
 
 @pytest.fixture
 def cluster(real_server: MongoServer, tmp_path: Path) -> Iterator[Cluster]:
-    name = f"n_{uuid.uuid4().hex[:10]}"
-    client: Any = pymongo.MongoClient(real_server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
-    c = Cluster(real_server, name, tmp_path)
-    c.db = client[name]
-    yield c
-    c.stop()
-    client.drop_database(name)
-    client.close()
+    with cluster_on(real_server, tmp_path, "n") as c:
+        yield c
 
 
 def test_the_dispatcher_process_sends_a_signed_notification_when_notify_url_is_set_and_stops_on_sigterm(

@@ -13,15 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
-import pymongo
 import pytest
 
 from orchestrator.runs import cancel_run, create_hypothesis_and_run
-from tests.cluster import Cluster
+from tests.cluster import cluster_on
 from tests.servers import wait_until
 from tests.upstream_standin import IDEA, install_upstream
 
@@ -30,14 +28,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def cluster(real_server, tmp_path):
-    name = f"p_{uuid.uuid4().hex[:10]}"
-    client = pymongo.MongoClient(real_server.url(name), tz_aware=True, serverSelectionTimeoutMS=5000)
-    c = Cluster(real_server, name, tmp_path)
-    c.db = client[name]
-    yield c
-    c.stop()
-    client.drop_database(name)
-    client.close()
+    with cluster_on(real_server, tmp_path, "p") as c:
+        yield c
 
 
 def _enqueue(db, pipeline="sleepy", stage_s=0.3, **kw) -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ from click.testing import CliRunner
 
 from ops.cli import main
 from orchestrator import status_history
-from orchestrator.db import embedded_client
 from orchestrator.errors import TransitionError
 from orchestrator.runs import review_run
 from orchestrator.statuses import TERMINAL, RunStatus, can_transition
@@ -108,14 +106,6 @@ def test_the_api_answers_409_for_a_run_not_in_review_and_404_for_none(mock_db: A
 
 
 # --- the CLI ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_db(monkeypatch: pytest.MonkeyPatch) -> Any:
-    name = f"cli_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URL", f"mongomock://localhost/{name}")
-    monkeypatch.setenv("INGEST_TOKEN", WORKER_TOKEN)
-    return embedded_client()[name]
 
 
 def _cli(*args: str) -> tuple[int, str]:
