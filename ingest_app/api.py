@@ -165,7 +165,7 @@ def list_runs() -> Response:
     try:
         wanted = run_list.RunFilter(tuple(statuses), request.args.get("pipeline") or None, request.args.get("title") or None)
     except ValueError as exc:
-        raise _BadParameter("title", str(exc)) from None
+        raise _BadParameter("pipeline" if "pipeline" in str(exc) else "title", str(exc)) from None
     try:
         found, next_cursor = run_list.page(_db(), wanted, request.args.get("cursor") or None, limit)
     except ValueError as exc:

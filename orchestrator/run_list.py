@@ -45,10 +45,11 @@ class RunFilter:
         for status in self.statuses:
             if status not in RunStatus.__members__:
                 raise ValueError(f"{status!r} is not a run status; use one of {', '.join(RunStatus)}")
-        if self.title is not None and len(self.title) > MAX_SEARCH:
-            raise ValueError(f"a title search is at most {MAX_SEARCH} characters")
-        if self.title is not None and safe_json.text_errors(self.title):
-            raise ValueError("a title search must be plain text")
+        for name, value in (("title", self.title), ("pipeline", self.pipeline)):
+            if value is not None and len(value) > MAX_SEARCH:
+                raise ValueError(f"a {name} filter is at most {MAX_SEARCH} characters")
+            if value is not None and safe_json.text_errors(value):
+                raise ValueError(f"a {name} filter must be plain text (no NUL, no lone surrogate)")
 
 
 def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:

@@ -416,3 +416,11 @@ def test_a_metric_logged_once_shows_as_its_value_not_an_empty_chart(app: Any, mo
                     w.event("ai.run.stage_metric", stage="Stage_2", name="best_val_loss", value=0.6677)])
     body = sign_in(app, READER_TOKEN).get(f"/runs/{run_id}", headers=HTML).get_data(as_text=True)
     assert 'class="single-value"' in body and "0.6677" in body and "<polyline" not in body
+
+
+@pytest.mark.parametrize("query", ["pipeline=a%00b", "q=a%00b", "pipeline=" + "p" * 201])
+def test_a_filter_no_server_could_store_is_refused_before_the_query(app: Any, query: str) -> None:
+    client = sign_in(app, READER_TOKEN)
+    assert client.get(f"/?{query}", headers=HTML).status_code == 400
+    api_query = query.replace("q=", "title=")  # the API names the title filter in full
+    assert client.get(f"/api/runs?{api_query}", headers={"Authorization": f"Bearer {READER_TOKEN}"}).status_code == 400
