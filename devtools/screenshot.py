@@ -27,12 +27,12 @@ from orchestrator.settings import Settings  # noqa: E402
 OUT = ROOT / "docs" / "images"
 
 
-def _shoot(settings: Settings, run_id: str) -> None:
-    operator = next(c for c in settings.credentials if c.role == "operator")
+def _shoot(settings: Settings, run_id: str, token: str | None) -> None:
+    assert token is not None, "the demo makes its console's operator token when OPERATOR_TOKEN is unset"
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
         page.goto(f"{settings.ingest_url}/signin?next=/runs/{run_id}")
-        page.fill("#token", operator.token)
+        page.fill("#token", token)
         page.click("button:has-text('Sign in')")
         page.wait_for_selector("#part-charts svg polyline")
         page.wait_for_load_state("networkidle")
@@ -43,7 +43,7 @@ def _shoot(settings: Settings, run_id: str) -> None:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in ("MONGODB_URL", "INGEST_URL", "MINIO_ENDPOINT"):
+    for name in ("MONGODB_URL", "INGEST_URL", "MINIO_ENDPOINT", "OPERATOR_TOKEN"):
         os.environ.pop(name, None)  # the embedded system, whatever this shell has configured
     with tempfile.TemporaryDirectory() as tmp:
         run, _ = run_demo(title=None, idea=None, seed=0, timeout=300, output=tmp, as_json=False,

@@ -339,9 +339,9 @@ def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: in
 
     obj: Ctx = click_ctx.obj
 
-    def show_then_serve(settings: Settings, run_id: str) -> None:
+    def show_then_serve(settings: Settings, run_id: str, made_token: str | None) -> None:
         console.print(summary(queries.run_detail(get_db(settings), run_id), settings))
-        keep_serving(console)(settings, run_id)
+        keep_serving(console)(settings, run_id, made_token)
 
     run, settings = run_demo(title=title, idea=idea, seed=seed, timeout=timeout, output=output,
                              as_json=obj.as_json, console=console, pipeline=pipeline,

@@ -122,19 +122,24 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
 
 def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, output: str, as_json: bool,
              console: Console, pipeline: str = DEFAULT_PIPELINE,
-             serve: Callable[[Settings, str], None] | None = None, port: int = 0) -> tuple[dict[str, Any], Settings]:
+             serve: Callable[[Settings, str, str | None], None] | None = None,
+             port: int = 0) -> tuple[dict[str, Any], Settings]:
     """Start what is not configured, queue one hypothesis, follow it until it settles or
     `timeout` passes; return the final run detail and the settings used. `serve`, when given,
-    is called with the settings and the run id once the run settled, while the ingest app (and
-    its console, on `port`) still serves: `keep_serving` waits there for Ctrl-C."""
+    is called with the settings, the run id and the operator token the demo made for its console
+    (None when it made none: a token the user configured is never printed) once the run settled,
+    while the ingest app (and its console, on `port`) still serves: `keep_serving` waits there
+    for Ctrl-C."""
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _embedded_defaults(out)
+    made_token: str | None = None
     with ExitStack() as stack:
         if not os.environ.get("INGEST_URL"):
             os.environ.setdefault("INGEST_TOKEN", new_token())
-            if serve is not None:  # someone will sign in to the console
-                os.environ.setdefault("OPERATOR_TOKEN", new_token())
+            if serve is not None and not os.environ.get("OPERATOR_TOKEN"):  # someone will sign in to the console
+                made_token = os.environ["OPERATOR_TOKEN"] = new_token()
+            if serve is not None:
                 os.environ.setdefault("SECRET_KEY", new_token())
             ingest_url = stack.enter_context(_ingest_server(Settings.from_env(), port))
             os.environ["INGEST_URL"] = ingest_url
@@ -149,18 +154,20 @@ def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, 
                                               max_attempts=settings.max_attempts, seed=seed)
         run = follow(db, run_id, interval=0.25, timeout=timeout, as_json=as_json, console=console)
         if serve is not None:
-            serve(settings, run_id)
+            serve(settings, run_id, made_token)
     return run, settings
 
 
-def keep_serving(console: Console) -> Callable[[Settings, str], None]:
+def keep_serving(console: Console) -> Callable[[Settings, str, str | None], None]:
     """What `manage-runs demo --serve` does once the run settled: print where the console is and
-    the token to sign in with, then serve until Ctrl-C."""
-    def serve(settings: Settings, run_id: str) -> None:
-        operator = next((c for c in settings.credentials if c.role == "operator"), None)
+    the token to sign in with (the one the demo made; else which variable holds it), then serve
+    until Ctrl-C."""
+    def serve(settings: Settings, run_id: str, made_token: str | None) -> None:
         lines = [f"console: {settings.ingest_url}/runs/{run_id}"]
-        if operator is not None and settings.ingest_auth != "disabled":
-            lines.append(f"sign in with the operator token: {operator.token}")
+        if made_token is not None and settings.ingest_auth != "disabled":
+            lines.append(f"sign in with the operator token: {made_token}")
+        elif settings.ingest_auth != "disabled":
+            lines.append("sign in with your OPERATOR_TOKEN or READER_TOKEN")
         lines.append("serving until Ctrl-C")
         for line in lines:
             console.print(Text("demo", "bold") + " " + shown(line), soft_wrap=True)

@@ -56,7 +56,8 @@ def test_paper_and_figures_are_registered_with_the_sha256_of_the_stored_bytes(de
     assert run["paper"]["artifactKey"] == paper["key"]
 
 
-def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_path):
+@pytest.mark.parametrize("configured", [None, "operator-mine-Zy9Xw7Vu5Ts3Rq1Po8Nm6Lk4"], ids=["made", "configured"])
+def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_path, configured):
     import re
     import signal
     import time
@@ -68,6 +69,8 @@ def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_p
                  "WORK_DIR", "ARTIFACT_DIR"):
         env.pop(name, None)
     env["COLUMNS"] = "300"  # the console's URL on one line
+    if configured:
+        env["OPERATOR_TOKEN"] = configured
     child = subprocess.Popen([PYTHON, "-m", "ops.cli", "demo", "--serve", "--port", "0", "--output", str(tmp_path)],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -80,11 +83,16 @@ def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_p
             lines.append(line)
         text = "".join(lines)
         url = re.search(r"console: (http://127\.0\.0\.1:\d+/runs/[0-9a-f-]+)", text)
-        token = re.search(r"operator token: (\S+)", text)
-        assert url and token, text[-3000:]
+        made = re.search(r"operator token: (\S+)", text)
+        assert url, text[-3000:]
+        if configured:  # a token the user set is never printed
+            assert made is None and configured not in text and "sign in with your OPERATOR_TOKEN" in text
+        else:
+            assert made, text[-3000:]
+        token = configured or made.group(1)
         assert "demo run summary" in text  # printed before it serves
         browser = requests.Session()
-        signed = browser.post(url.group(1).split("/runs/")[0] + "/signin", data={"token": token.group(1)}, timeout=10)
+        signed = browser.post(url.group(1).split("/runs/")[0] + "/signin", data={"token": token}, timeout=10)
         assert signed.ok
         page = browser.get(url.group(1), headers={"Accept": "text/html"}, timeout=10)
         assert page.status_code == 200 and "AWAITING_HUMAN" in page.text and "Open the paper" in page.text
