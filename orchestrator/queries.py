@@ -120,10 +120,13 @@ def metric_series(db: Database, run_id: str) -> dict[str, dict[str, list[dict[st
     return series
 
 
-def event_log(db: Database, run_id: str, *, type_: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """The run's latest `limit` events, oldest first, optionally of one type."""
+def event_log(db: Database, run_id: str, *, type_: str | None = None, limit: int = 200,
+              up_to_seq: int | None = None) -> list[dict[str, Any]]:
+    """The run's latest `limit` events (up to `up_to_seq`), oldest first, optionally of one type."""
     query: dict[str, Any] = {"runId": run_id}
     if type_:
         query["type"] = type_
+    if up_to_seq is not None:
+        query["seq"] = {"$lte": up_to_seq}
     cursor = db.events.find(query).sort([("seq", DESCENDING), ("time", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     return list(reversed(list(cursor)))

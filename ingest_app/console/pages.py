@@ -106,10 +106,11 @@ def _log_filter() -> tuple[str | None, str | None]:
 def _run_context(run_id: str) -> dict[str, Any]:
     detail = queries.run_detail(_db(), run_id, events=0)
     auto = next(iter(_db().validations.find({"runId": run_id, "kind": "auto"}).sort([("createdAt", -1)]).limit(1)), None)
-    return {"auto_validation": auto,
-        "run": detail, "steps": views.timeline(detail["stages"]), "charts": views.charts(queries.metric_series(_db(), run_id)),
-        "version": _version(detail), "live": views.is_live(detail.get("status")), "now": datetime.now(UTC),
-        "reviewable": detail.get("status") == RunStatus.AWAITING_HUMAN.value,
+    return {
+        "run": detail, "auto_validation": auto, "steps": views.timeline(detail["stages"]),
+        "charts": views.charts(queries.metric_series(_db(), run_id)), "version": _version(detail),
+        "live": views.is_live(detail.get("status")), "reviewable": detail.get("status") == RunStatus.AWAITING_HUMAN.value,
+        "now": datetime.now(UTC),
     }
 
 
@@ -118,9 +119,12 @@ def run_page(run_id: str) -> str:
     """One run: header, steps, charts, plots and paper, failure, review, attempts, history, log."""
     context = _run_context(run_id)
     event_type, level = _log_filter()
-    scanned = queries.event_log(_db(), run_id, type_=event_type, limit=LOG_SCAN if level else LOG_SIZE)
+    # The log shows events up to a seq read first, and the live updates continue after it: an
+    # event stored meanwhile is in one or the other, never lost and never twice.
+    after_seq = _max_seq(_db(), run_id)
+    scanned = queries.event_log(_db(), run_id, type_=event_type, limit=LOG_SCAN if level else LOG_SIZE, up_to_seq=after_seq)
     events = [e for e in scanned if _matches(e, None, level)][-LOG_SIZE:]
-    return render_template("console/run.html", **context, events=events, after_seq=_max_seq(_db(), run_id),
+    return render_template("console/run.html", **context, events=events, after_seq=after_seq,
                            event_types=sorted(EVENT_TYPES), levels=LEVELS, log_type=event_type, log_level=level,
                            parts=RUN_PARTS)
 
