@@ -54,6 +54,12 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A datetime read back from the database, as aware UTC: a client that is not `tz_aware`
+    (or mongomock) returns BSON dates as naive UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 EMBEDDED = "mongomock"
 
 

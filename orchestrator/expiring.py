@@ -16,10 +16,11 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+
+from orchestrator.db import as_utc
 
 COUNTERS = "rate_counters"
 ONCE = "seen_once"
@@ -61,7 +62,7 @@ def current(db: Database, key: str, now: datetime | None = None) -> tuple[int, d
     now = now or datetime.now(UTC)
     totals: dict[datetime, int] = {}
     for doc in db[COUNTERS].find({"key": key, "expiresAt": {"$gt": now}}, {"n": 1, "expiresAt": 1}):
-        ends = _aware(doc["expiresAt"])
+        ends = as_utc(doc["expiresAt"])
         totals[ends] = totals.get(ends, 0) + int(doc["n"])
     if not totals:
         return 0, None
@@ -87,7 +88,7 @@ def first_time(db: Database, record_id: str, keep_s: float, now: datetime | None
         return True
     except DuplicateKeyError:
         found = db[ONCE].find_one({"_id": record_id}, {"expiresAt": 1})
-        if found is not None and _aware(found["expiresAt"]) <= now:
+        if found is not None and as_utc(found["expiresAt"]) <= now:
             # Expired but not pruned yet: the id is new again; the guarded delete lets one taker win.
             db[ONCE].delete_one({"_id": record_id, "expiresAt": found["expiresAt"]})
             return first_time(db, record_id, keep_s, now)
@@ -109,7 +110,3 @@ def _prune_sometimes(db: Database, collection: str, now: datetime) -> None:
     expired = [doc["_id"] for doc in db[collection].find({"expiresAt": {"$lte": now}}, {"_id": 1}).limit(PRUNE_BATCH)]
     if expired:
         db[collection].delete_many({"_id": {"$in": expired}})
-
-
-def _aware(value: Any) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -17,13 +17,13 @@ import os
 import socket
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from orchestrator.db import utcnow
+from orchestrator.db import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ _last_prune: dict[str, float] = {}
 
 
 def minute_of(moment: datetime) -> datetime:
-    return _aware(moment).replace(second=0, microsecond=0)
+    return as_utc(moment).replace(second=0, microsecond=0)
 
 
 def record(db: Database, accepted: int, duplicates: int, rejected: int, now: datetime | None = None) -> None:
@@ -100,7 +100,7 @@ def last_hour(db: Database, now: datetime | None = None) -> dict[str, Any]:
     minutes = [first + timedelta(minutes=n) for n in range(MINUTES)]
     totals = {m: {"accepted": 0, "duplicates": 0, "rejected": 0} for m in minutes}
     for doc in db[STATS].find({"minute": {"$gte": first, "$lte": current}}):
-        row = totals.get(_aware(doc["minute"]))
+        row = totals.get(as_utc(doc["minute"]))
         if row is not None:
             for name in row:
                 row[name] += int(doc.get(name) or 0)
@@ -113,7 +113,3 @@ def last_hour(db: Database, now: datetime | None = None) -> dict[str, Any]:
         "rejectedLastHour": sum(row["rejected"] for row in rows),
         "eventsPerSecond": round(recent / (RATE_MINUTES * 60), 3),
     }
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -42,7 +42,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator import credentials, expiring, retry, status_history
-from orchestrator.db import utcnow
+from orchestrator.db import as_utc, utcnow
+from orchestrator.serialize import to_rfc3339
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def event_body(entry: dict[str, Any], title: str | None, console_url: str | None
         "by": entry.get("by"),
         "reason": _clip(entry.get("reason")),
         "attempt": entry.get("attempt"),
-        "at": _iso(entry["at"]),
+        "at": to_rfc3339(entry["at"]),
         "url": f"{console_url}/runs/{entry['runId']}" if console_url else None,
     }
 
@@ -199,7 +200,7 @@ class Notifier:
                 if entry["_id"] in self._known:
                     continue
                 created += self._create(entry, now)
-                self._known[entry["_id"]] = _aware(entry["at"])
+                self._known[entry["_id"]] = as_utc(entry["at"])
         return created
 
     def _create(self, entry: dict[str, Any], now: datetime) -> bool:
@@ -304,7 +305,7 @@ def _retry_after_s(value: str | None) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (_aware(when) - datetime.now(UTC)).total_seconds())
+    return max(0.0, (as_utc(when) - datetime.now(UTC)).total_seconds())
 
 
 def _host(url: str) -> str:
@@ -331,11 +332,3 @@ def _clip(value: Any) -> str | None:
 def _mrkdwn(text: str) -> str:
     """Slack's three control characters escaped, as its message formatting asks."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _iso(value: datetime) -> str:
-    return _aware(value).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -15,12 +15,12 @@ shows idle pods, and is written without a run.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 
-from orchestrator.db import utcnow
+from orchestrator.db import as_utc, utcnow
 
 PODS = "pods"
 BUSY, IDLE, GONE = "busy", "idle", "gone"
@@ -76,7 +76,7 @@ def leave(db: Database, pod_id: str, slot: str) -> None:
 def state_of(doc: Mapping[str, Any], now: datetime) -> str:
     """busy (on a run), idle, or gone (no beat for `GONE_AFTER_INTERVALS` of its intervals)."""
     interval = float(doc.get("intervalS") or 10.0)
-    if _aware(doc["lastSeen"]) < now - timedelta(seconds=GONE_AFTER_INTERVALS * interval):
+    if as_utc(doc["lastSeen"]) < now - timedelta(seconds=GONE_AFTER_INTERVALS * interval):
         return GONE
     return BUSY if doc.get("run") else IDLE
 
@@ -93,7 +93,7 @@ def live(db: Database, now: datetime | None = None) -> list[dict[str, Any]]:
             "id": doc["_id"], "podId": doc.get("podId"), "slot": doc.get("slot"), "host": doc.get("host"),
             "pid": doc.get("pid"), "queues": doc.get("queues") or [], "state": state_of(doc, now),
             "run": doc.get("run"), "gpu": doc.get("gpu"), "startedAt": doc.get("startedAt"), "lastSeen": doc["lastSeen"],
-            "lastSeenAgoS": round(max((now - _aware(doc["lastSeen"])).total_seconds(), 0.0), 1),
+            "lastSeenAgoS": round(max((now - as_utc(doc["lastSeen"])).total_seconds(), 0.0), 1),
         })
     order = {BUSY: 0, IDLE: 1, GONE: 2}
     return sorted(found, key=lambda p: (order[p["state"]], str(p["podId"]), str(p["id"])))
@@ -111,7 +111,3 @@ def prune(db: Database, older_than: datetime) -> int:
         if len(ids) < PRUNE_BATCH:
             break
     return deleted
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

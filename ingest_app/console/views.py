@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.db import as_utc
 from orchestrator.events import SEQ_BLOCK, STAGES
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus
 
@@ -61,18 +62,15 @@ def is_active(status: Any) -> bool:
         return False
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def when(value: Any) -> str:
     """An absolute UTC time, to the second."""
-    return _aware(value).strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else "-"
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else "-"
 
 
 def clock(value: Any) -> str:
     """The time of day, for a log whose date is in the tooltip."""
-    return _aware(value).strftime("%H:%M:%S") if isinstance(value, datetime) else "-"
+    return as_utc(value).strftime("%H:%M:%S") if isinstance(value, datetime) else "-"
 
 
 def seq_label(seq: Any) -> str:
@@ -83,14 +81,14 @@ def seq_label(seq: Any) -> str:
 
 
 def iso(value: Any) -> str:
-    return _aware(value).isoformat() if isinstance(value, datetime) else ""
+    return as_utc(value).isoformat() if isinstance(value, datetime) else ""
 
 
 def ago(value: Any, now: datetime | None = None) -> str:
     """How long ago, in the largest unit that fits ("12 s ago", "3 min ago", "2 h ago", "4 d ago")."""
     if not isinstance(value, datetime):
         return "-"
-    seconds = ((now or datetime.now(UTC)) - _aware(value)).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - as_utc(value)).total_seconds()
     if seconds < 0:
         return "just now"
     return f"{duration(seconds)} ago"
@@ -121,7 +119,7 @@ def run_duration(run: dict[str, Any], now: datetime | None = None) -> str:
     if run.get("status") == RunStatus.AWAITING_HUMAN.value and isinstance(run.get("updatedAt"), datetime):
         finished = run["updatedAt"]  # its last event's write: the work ended there, the review has not
     ended = finished if isinstance(finished, datetime) else (now or datetime.now(UTC))
-    return duration((_aware(ended) - _aware(started)).total_seconds())
+    return duration((as_utc(ended) - as_utc(started)).total_seconds())
 
 
 def number(value: Any) -> str:
@@ -160,7 +158,7 @@ def timeline(stages: list[dict[str, Any]], now: datetime | None = None) -> list[
         started, completed = stage.get("startedAt"), stage.get("completedAt")
         if not isinstance(seconds, (int, float)) and isinstance(started, datetime):
             end = completed if isinstance(completed, datetime) else (now or datetime.now(UTC))
-            seconds = (_aware(end) - _aware(started)).total_seconds()
+            seconds = (as_utc(end) - as_utc(started)).total_seconds()
         steps.append(Step(name, title, status, percent(stage.get("progress")), duration(seconds), stage.get("summary")))
     return steps
 
