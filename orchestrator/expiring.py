@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -101,12 +102,24 @@ def forget(db: Database, record_id: str) -> None:
 
 
 def _prune_sometimes(db: Database, collection: str, now: datetime) -> None:
+    prune_sometimes(db, collection, {"expiresAt": {"$lte": now}})
+
+
+def prune_sometimes(db: Database, collection: str, expired: dict[str, Any], limit: int = PRUNE_BATCH) -> int:
+    """Delete a batch of `collection`'s documents matching `expired`, at most once per
+    `PRUNE_EVERY_S` per process and collection: the writers of records that nothing expires by
+    itself (these, `ingest_stats`) clean up after themselves without paying for it each write."""
     key = f"{db.name}/{collection}"
     tick = time.monotonic()
     with _prune_lock:
         if tick - _last_prune.get(key, -math.inf) < PRUNE_EVERY_S:
-            return
+            return 0
         _last_prune[key] = tick
-    expired = [doc["_id"] for doc in db[collection].find({"expiresAt": {"$lte": now}}, {"_id": 1}).limit(PRUNE_BATCH)]
-    if expired:
-        db[collection].delete_many({"_id": {"$in": expired}})
+    return delete_batch(db, collection, expired, limit)
+
+
+def delete_batch(db: Database, collection: str, query: dict[str, Any], limit: int = PRUNE_BATCH) -> int:
+    """Delete up to `limit` documents matching `query`, found by id first, so one call's work is
+    bounded whatever the collection holds; how many were deleted."""
+    ids = [doc["_id"] for doc in db[collection].find(query, {"_id": 1}).limit(limit)]
+    return db[collection].delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0

@@ -6,23 +6,22 @@ the whole document back, so two writers of one document lose increments): one do
 minute and process, `_id` = "{minute, ISO}@{host}:{pid}", raised with `$inc` by that process
 alone, under a lock. One write per request: the process remembers the document of its current
 minute, so only the first request of a minute inserts it. Nothing expires by itself: the writer
-deletes documents older than `KEEP_S`, at most every `PRUNE_EVERY_S`, `PRUNE_BATCH` at a time.
+deletes documents older than `KEEP_S`, as `expiring` prunes its own (`expiring.prune_sometimes`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from orchestrator import expiring
 from orchestrator.db import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,7 @@ log = logging.getLogger(__name__)
 STATS = "ingest_stats"
 #: Kept this long (the overview shows one hour), then pruned by the writers.
 KEEP_S = 2 * 3600.0
-PRUNE_EVERY_S = 30.0
-PRUNE_BATCH = 500
+PRUNE_BATCH = expiring.PRUNE_BATCH
 #: The overview's window, and the part of it `eventsPerSecond` averages over.
 MINUTES = 60
 RATE_MINUTES = 5
@@ -40,7 +38,6 @@ _HOST = socket.gethostname()
 _lock = threading.Lock()
 #: The id of the minute document this process last created, per database.
 _current: dict[str, str] = {}
-_last_prune: dict[str, float] = {}
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -62,7 +59,7 @@ def record(db: Database, accepted: int, duplicates: int, rejected: int, now: dat
             if _current.get(key) != doc_id or db[STATS].update_one({"_id": doc_id}, {"$inc": counts}).matched_count == 0:
                 _create(db, doc_id, minute, counts)
                 _current[key] = doc_id
-        _prune_sometimes(db, key, now)
+        expiring.prune_sometimes(db, STATS, _older_than(now - timedelta(seconds=KEEP_S)), PRUNE_BATCH)
     except PyMongoError as exc:
         log.warning("ingest counts of this request not recorded (%s)", exc)
 
@@ -74,19 +71,13 @@ def _create(db: Database, doc_id: str, minute: datetime, counts: dict[str, int])
         db[STATS].update_one({"_id": doc_id}, {"$inc": counts})
 
 
-def _prune_sometimes(db: Database, key: str, now: datetime) -> None:
-    tick = time.monotonic()
-    with _lock:
-        if tick - _last_prune.get(key, -math.inf) < PRUNE_EVERY_S:
-            return
-        _last_prune[key] = tick
-    prune(db, now - timedelta(seconds=KEEP_S))
-
-
 def prune(db: Database, older_than: datetime) -> int:
     """Delete up to `PRUNE_BATCH` documents of minutes before `older_than`; how many."""
-    old = [doc["_id"] for doc in db[STATS].find({"minute": {"$lt": older_than}}, {"_id": 1}).limit(PRUNE_BATCH)]
-    return db[STATS].delete_many({"_id": {"$in": old}}).deleted_count if old else 0
+    return expiring.delete_batch(db, STATS, _older_than(older_than), PRUNE_BATCH)
+
+
+def _older_than(moment: datetime) -> dict[str, Any]:
+    return {"minute": {"$lt": moment}}
 
 
 def last_hour(db: Database, now: datetime | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from orchestrator import expiring
 from orchestrator.db import as_utc, utcnow
 
 PODS = "pods"
@@ -104,10 +105,8 @@ def prune(db: Database, older_than: datetime) -> int:
     `PRUNE_MAX_BATCHES` of them (the next call goes on); how many were deleted."""
     deleted = 0
     for _ in range(PRUNE_MAX_BATCHES):
-        ids = [doc["_id"] for doc in db[PODS].find({"lastSeen": {"$lt": older_than}}, {"_id": 1}).limit(PRUNE_BATCH)]
-        if not ids:
-            break
-        deleted += db[PODS].delete_many({"_id": {"$in": ids}}).deleted_count
-        if len(ids) < PRUNE_BATCH:
+        batch = expiring.delete_batch(db, PODS, {"lastSeen": {"$lt": older_than}}, PRUNE_BATCH)
+        deleted += batch
+        if batch < PRUNE_BATCH:
             break
     return deleted

@@ -12,7 +12,7 @@ import mongomock
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from orchestrator import ingest_stats
+from orchestrator import expiring, ingest_stats
 from tests.fakes import DownDb
 from tests.helpers import bearer, make_settings
 from tests.ingest_helpers import NDJSON, STRUCTURED, Worker, ingest_app, insert_run, post_ndjson
@@ -25,7 +25,7 @@ MINUTE = NOW.replace(second=0)
 def _fresh_process_state(monkeypatch: Any) -> None:
     """Each test starts as a fresh process would: no minute document known, no prune yet."""
     monkeypatch.setattr(ingest_stats, "_current", {})
-    monkeypatch.setattr(ingest_stats, "_last_prune", {})
+    monkeypatch.setattr(expiring, "_last_prune", {})
 
 
 def _row(summary: dict[str, Any], minute: datetime) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def test_a_request_costs_one_write_once_its_minutes_document_exists(mock_db: Any
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(mongomock.collection.Collection, name, counted)
-    monkeypatch.setattr(ingest_stats, "_last_prune", {f"{id(mock_db.client)}/{mock_db.name}": float("inf")})
+    monkeypatch.setattr(expiring, "_last_prune", {f"{mock_db.name}/{ingest_stats.STATS}": float("inf")})
     for _ in range(4):
         ingest_stats.record(mock_db, 1, 0, 0, now=NOW)
     ingest_stats.record(mock_db, 1, 0, 0, now=NOW + timedelta(minutes=1))
@@ -94,7 +94,7 @@ def test_the_writer_prunes_documents_older_than_two_hours_at_most_every_30_s_in_
     assert mock_db.ingest_stats.count_documents({"_id": {"$regex": "^old-"}}) == 1, "one batch of 2"
     ingest_stats.record(mock_db, 1, 0, 0, now=NOW)
     assert mock_db.ingest_stats.count_documents({"_id": {"$regex": "^old-"}}) == 1, "not again within 30 s"
-    monkeypatch.setattr(ingest_stats, "_last_prune", {})
+    monkeypatch.setattr(expiring, "_last_prune", {})
     ingest_stats.record(mock_db, 1, 0, 0, now=NOW)
     assert mock_db.ingest_stats.count_documents({"_id": {"$regex": "^old-"}}) == 0
     assert mock_db.ingest_stats.find_one({"_id": "kept"}) is not None
