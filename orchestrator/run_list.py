@@ -23,6 +23,7 @@ from bson.errors import InvalidId
 from pymongo.database import Database
 
 from orchestrator import safe_json
+from orchestrator.errors import OrchestratorError
 from orchestrator.statuses import RunStatus
 
 SORT = [("createdAt", -1), ("_id", -1)]
@@ -30,6 +31,15 @@ SORT = [("createdAt", -1), ("_id", -1)]
 MAX_TITLE_MATCHES = 500
 #: The longest title search accepted (a title is at most 500 characters).
 MAX_SEARCH = 200
+
+
+class BadFilter(OrchestratorError, ValueError):
+    """A filter or cursor no page can be made from; `field` names the parameter."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -44,17 +54,17 @@ class RunFilter:
     def __post_init__(self) -> None:
         for status in self.statuses:
             if status not in RunStatus.__members__:
-                raise ValueError(f"{status!r} is not a run status; use one of {', '.join(RunStatus)}")
+                raise BadFilter("status", f"{status!r} is not a run status; use one of {', '.join(RunStatus)}")
         for name, value in (("title", self.title), ("pipeline", self.pipeline)):
             if value is not None and len(value) > MAX_SEARCH:
-                raise ValueError(f"a {name} filter is at most {MAX_SEARCH} characters")
+                raise BadFilter(name, f"a {name} filter is at most {MAX_SEARCH} characters")
             if value is not None and safe_json.text_errors(value):
-                raise ValueError(f"a {name} filter must be plain text (no NUL, no lone surrogate)")
+                raise BadFilter(name, f"a {name} filter must be plain text (no NUL, no lone surrogate)")
 
 
 def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """One page of runs and the cursor of the next page (None on the last). Each run carries the
-    `title` of its hypothesis. Raises ValueError for a cursor this module did not make."""
+    `title` of its hypothesis. Raises `BadFilter` for a cursor this module did not make."""
     query = _query(db, wanted)
     if query is None:
         return [], None
@@ -119,7 +129,7 @@ def encode_cursor(run: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
-    """(createdAt, _id) from a cursor `encode_cursor` made; ValueError otherwise."""
+    """(createdAt, _id) from a cursor `encode_cursor` made; `BadFilter` otherwise."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -130,7 +140,7 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
             raise ValueError("the run id is not storable text")
         return when, ObjectId(run_id) if kind == "oid" else run_id
     except (ValueError, TypeError, OverflowError, binascii.Error, InvalidId):
-        raise ValueError("not a cursor this server returned; start again without it") from None
+        raise BadFilter("cursor", "not a cursor this server returned; start again without it") from None
 
 
 def _older_than(created: datetime | None, run_id: Any) -> dict[str, Any]:

@@ -52,13 +52,13 @@ def _choice(name: str, allowed: Any) -> str | None:
 
 
 def _run_filter() -> tuple[run_list.RunFilter, dict[str, str]]:
-    status = _choice("status", {s.value for s in RunStatus})
+    status = request.args.get("status") or None
     pipeline = (request.args.get("pipeline") or "").strip() or None
     title = (request.args.get("q") or "").strip() or None
     try:
         wanted = run_list.RunFilter((status,) if status else (), pipeline, title)
-    except ValueError as exc:
-        abort(400, str(exc))
+    except run_list.BadFilter as exc:
+        abort(400, f"{exc.field}: {exc.reason}")
     params = {k: v for k, v in {"status": status, "pipeline": pipeline, "q": title}.items() if v}
     return wanted, params
 
@@ -68,7 +68,7 @@ def _runs_context() -> dict[str, Any]:
     cursor = request.args.get("cursor") or None
     try:
         found, next_cursor = run_list.page(_db(), wanted, cursor, PAGE_SIZE)
-    except ValueError:
+    except run_list.BadFilter:
         abort(400, "That page link is not valid any more; start again from the newest runs.")
     return {"runs": found, "counts": queries.runs_by_status(_db()), "params": params, "cursor": cursor,
             "next_cursor": next_cursor, "statuses": [s.value for s in RunStatus], "now": datetime.now(UTC)}
