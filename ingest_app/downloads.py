@@ -18,9 +18,13 @@ from ingest_app.problem import problem
 from ingest_app.state import app_state
 from orchestrator import errors
 
+#: Images a browser shows inline. SVG is left out on purpose: it can carry script, and an
+#: artifact's bytes come from a pipeline's code.
+INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+PDF = "application/pdf"
 #: Types served inline (shown in the page or the browser's PDF viewer); anything else is a
 #: download, so a pipeline's HTML or SVG never runs as this site's page.
-INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"})
+INLINE_TYPES = INLINE_IMAGES | {PDF}
 
 
 def find_artifact(db: Database, run_id: str, artifact_id: str) -> dict[str, Any]:
@@ -46,7 +50,8 @@ def send_artifact(db: Database, run_id: str, artifact_id: str, *, inline: bool) 
     return redirect(url, code=302)
 
 
-def _content_type(artifact: dict[str, Any]) -> str:
+def content_type(artifact: dict[str, Any]) -> str:
+    """The artifact's media type without parameters, lower case ("" when it has none)."""
     return str(artifact.get("contentType") or "").split(";")[0].strip().lower()
 
 
@@ -63,9 +68,9 @@ def _send_local(url: str, artifact: dict[str, Any], *, inline: bool) -> Response
         return problem(403, "Forbidden", f"artifact key {artifact['key']!r} points outside ARTIFACT_DIR")
     if not path.is_file():
         raise errors.NotFound(f"artifact {artifact['key']!r} is registered but its file is missing")
-    shown_inline = inline and _content_type(artifact) in INLINE_TYPES
+    shown_inline = inline and content_type(artifact) in INLINE_TYPES
     response = send_file(
-        path, mimetype=(_content_type(artifact) or None) if shown_inline else (artifact.get("contentType") or None),
+        path, mimetype=(content_type(artifact) or None) if shown_inline else (artifact.get("contentType") or None),
         as_attachment=not shown_inline, download_name=Path(artifact["key"]).name or "artifact",
     )
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -112,3 +112,5 @@ def _database(exc: PyMongoError) -> Response:
 
 for name, function in views.FILTERS.items():
     bp.add_app_template_filter(function, name)
+for name, test in views.TESTS.items():
+    bp.add_app_template_test(test, name)

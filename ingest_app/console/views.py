@@ -15,14 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest_app import downloads
 from orchestrator.db import as_utc
 from orchestrator.events import SEQ_BLOCK, STAGES
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus
 
-#: Artifact types a browser shows inline on the run page. SVG is left out on purpose: it can
-#: carry script, and an artifact's bytes come from a pipeline's code.
-INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-PDF = "application/pdf"
 #: The chart's drawing box, in SVG user units.
 CHART_W, CHART_H, CHART_PAD = 320.0, 120.0, 6.0
 
@@ -237,10 +234,10 @@ def minute_bars(per_minute: list[dict[str, Any]]) -> list[Bar]:
 
 def artifact_view(artifact: dict[str, Any]) -> str:
     """How the run page offers an artifact: "image" inline, "pdf" one click away, else "file"."""
-    kind = str(artifact.get("contentType") or "").split(";")[0].strip().lower()
-    if kind in INLINE_IMAGES:
+    kind = downloads.content_type(artifact)
+    if kind in downloads.INLINE_IMAGES:
         return "image"
-    return "pdf" if kind == PDF else "file"
+    return "pdf" if kind == downloads.PDF else "file"
 
 
 def size(value: Any) -> str:
@@ -291,5 +288,14 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "dict_without": dict_without, "clock": clock, "seq_label": seq_label, "tone": tone, "when": when, "iso": iso,
     "ago": ago, "duration": duration,
     "number": number, "percent": percent, "size": size, "event_level": event_level, "event_text": event_text,
-    "artifact_view": artifact_view, "run_duration": run_duration,
+    "run_duration": run_duration,
 }
+
+
+def viewed_as(artifact: dict[str, Any], view: str) -> bool:
+    """Template test: `artifacts | select("viewed_as", "image")`."""
+    return artifact_view(artifact) == view
+
+
+#: The template tests the console's pages use, by name.
+TESTS: dict[str, Callable[..., bool]] = {"viewed_as": viewed_as}
