@@ -44,8 +44,7 @@ def signin() -> Any:
     try:
         session.sign_in(token)
     except session.SignInRefused as exc:
-        status = 429 if "Too many" in str(exc) else 403
-        return render_template("console/signin.html", next=target, error=str(exc), disabled=False), status
+        return render_template("console/signin.html", next=target, error=str(exc), disabled=False), exc.status
     return redirect(target)
 
 

@@ -47,7 +47,12 @@ class Viewer:
 
 
 class SignInRefused(OrchestratorError):
-    """A sign-in that did not succeed; the message is shown on the sign-in page."""
+    """A sign-in that did not succeed; the message is shown on the sign-in page, with `status`
+    (403 for a token refused, 429 for an address throttled)."""
+
+    def __init__(self, message: str, status: int = 403):
+        super().__init__(message)
+        self.status = status
 
 
 def configure(app: Flask) -> None:
@@ -94,7 +99,7 @@ def sign_in(token: str) -> Viewer:
     state = app_state()
     address = request.remote_addr or "unknown"
     if state.sign_ins is not None and state.sign_ins.wait_s(address) > 0:
-        raise SignInRefused("Too many failed sign-ins from this address; wait a minute and try again.")
+        raise SignInRefused("Too many failed sign-ins from this address; wait a minute and try again.", 429)
     credential = state.keyring.find(token.strip()) if token.strip() else None
     if credential is None:
         if state.sign_ins is not None and token.strip():
