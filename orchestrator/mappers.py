@@ -42,6 +42,7 @@ from typing import Any
 
 from orchestrator import retry
 from orchestrator.events import EVENT_TYPES, STAGE_INDEX, STAGES, attempt_of, event_time, history_record, record_id
+from orchestrator.pods import gpu_facet
 from orchestrator.runs import event_status_update
 from orchestrator.statuses import RunStatus, StageStatus
 
@@ -214,8 +215,7 @@ def _heartbeat(ev: _Event) -> list[Write]:
     d = ev.data
     writes: list[Write] = [Update("runs", {"_id": ev.run_id}, {"$max": {"lastHeartbeat": ev.time}})]
     if any(d.get(k) is not None for k in ("gpu_util", "mem_gb", "temp_c")):
-        gpu = {"util": d.get("gpu_util"), "memGb": d.get("mem_gb"), "tempC": d.get("temp_c")}
-        writes.append(_run_facet(ev, "gpu", {"gpu": gpu}))
+        writes.append(_run_facet(ev, "gpu", {"gpu": gpu_facet(d)}))
     return writes
 
 

@@ -44,7 +44,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from orchestrator import credentials, expiring, retry, status_history
 from orchestrator.db import as_utc, utcnow
 from orchestrator.serialize import to_rfc3339
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, url_host
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Notifier:
     @property
     def receiver(self) -> str:
         """NOTIFY_URL as logs show it: the host alone."""
-        return _host(self.url)
+        return url_host(self.url)
 
     def collect(self, now: datetime | None = None) -> int:
         """Create the notification of every recent history entry of a notify status; how many
@@ -307,10 +307,6 @@ def _retry_after_s(value: str | None) -> float | None:
         return None
     return max(0.0, (as_utc(when) - datetime.now(UTC)).total_seconds())
 
-
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _without_url(text: str, url: str) -> str:

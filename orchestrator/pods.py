@@ -39,8 +39,9 @@ def presence_id(pod_id: str, slot: str) -> str:
 
 
 def gpu_facet(stats: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """`tasks.pod.gpu.gpu_stats()` ({"gpu_util", "mem_gb", "temp_c"}) as the run documents
-    store it ({"util", "memGb", "tempC"}); None for a pod with no visible GPU."""
+    """GPU telemetry as a pod reports it (`tasks.pod.gpu.gpu_stats()`, an `ai.run.heartbeat`'s
+    data: {"gpu_util", "mem_gb", "temp_c"}) in the shape the documents store ({"util", "memGb",
+    "tempC"}), for presence records and runs alike; None for a pod with no visible GPU."""
     if not stats:
         return None
     return {"util": stats.get("gpu_util"), "memGb": stats.get("mem_gb"), "tempC": stats.get("temp_c")}

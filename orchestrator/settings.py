@@ -239,7 +239,7 @@ def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tu
     return tuple(found)
 
 
-def _url_host(url: str) -> str:
+def url_host(url: str) -> str:
     """scheme://host/*** : enough to tell which receiver, nothing of a credential in its path."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/***"
@@ -428,7 +428,7 @@ class Settings:
             if out[name]:
                 out[name] = _without_password(str(out[name]))  # a URL may carry user:password too
         if self.notify_url:
-            out["notify_url"] = _url_host(self.notify_url)
+            out["notify_url"] = url_host(self.notify_url)
         return out
 
 
