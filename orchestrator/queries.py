@@ -9,7 +9,6 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from orchestrator import status_history
-from orchestrator.db import utcnow
 from orchestrator.runs import get_run
 from orchestrator.statuses import RunStatus
 
@@ -60,18 +59,6 @@ def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) ->
     """History after a seq, for a live tail (ties broken by time, then id)."""
     cursor = db.events.find({"runId": run_id, "seq": {"$gt": after_seq}})
     return list(cursor.sort([("seq", ASCENDING), ("time", ASCENDING), ("_id", ASCENDING)]).limit(limit))
-
-
-def stats(db: Database) -> dict[str, Any]:
-    """Runs per status, queue depth, oldest queued, pods seen in the last minute (by run
-    heartbeat; `orchestrator.operations.overview` has the pods' presence)."""
-    now = utcnow()
-    return {
-        "runsByStatus": runs_by_status(db),
-        "queueDepth": queue_depth(db),
-        "oldestQueuedAgeS": oldest_queued_age_s(db, now),
-        "podsSeenLastMinute": pods_seen_last_minute(db, now),
-    }
 
 
 def runs_by_status(db: Database) -> dict[str, int]:

@@ -19,7 +19,7 @@ from ingest_app import downloads
 from ingest_app.console import views
 from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
-from orchestrator import errors, operations, queries, run_list
+from orchestrator import errors, operations, queries, run_list, safe_json
 from orchestrator.events import EVENT_TYPES
 from orchestrator.statuses import RunStatus
 
@@ -163,7 +163,7 @@ def _after_seq() -> int:
         value = int(raw)
     except ValueError:
         abort(400, "after_seq must be a whole number")
-    if not -1 <= value < 2**63:
+    if not -1 <= value <= safe_json.MAX_INT:
         abort(400, "after_seq is out of range")
     return value
 
