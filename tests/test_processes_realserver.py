@@ -85,8 +85,12 @@ def test_ingest_down_during_a_run_loses_no_event(cluster):
     seqs = sorted(e["seq"] for e in cluster.db.events.find({"runId": run_id, "source": "worker://pod-a"}))
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every seq from the first to the last arrived"
     # The dedup records of a batch are written after its effects: the status may show first.
-    wait_until(lambda: cluster.db.events_seen.count_documents({"runId": run_id}) == len(seqs), 10,
-               "every event's dedup record")
+    try:
+        wait_until(lambda: cluster.db.events_seen.count_documents({"runId": run_id}) == len(seqs), 10,
+                   "every event's dedup record")
+    except TimeoutError:  # say which records are missing, and what each process logged
+        seen = cluster.db.events_seen.count_documents({"runId": run_id})
+        pytest.fail(f"{seen} dedup records for {len(seqs)} events after 10 s\n{cluster.logs()}")
 
 
 def test_a_sigkilled_worker_s_run_is_finished_by_another_with_nothing_doubled(cluster):
