@@ -340,17 +340,29 @@ def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: in
     obj: Ctx = click_ctx.obj
 
     def show_then_serve(settings: Settings, run_id: str, made_token: str | None) -> None:
+        console.line()
         console.print(summary(queries.run_detail(get_db(settings), run_id), settings))
         keep_serving(console)(settings, run_id, made_token)
 
-    run, settings = run_demo(title=title, idea=idea, seed=seed, timeout=timeout, output=output,
+    run, settings, timed_out = run_demo(title=title, idea=idea, seed=seed, timeout=timeout, output=output,
                              as_json=obj.as_json, console=console, pipeline=pipeline,
                              serve=show_then_serve if serve else None, port=port if serve else 0)
     if obj.as_json:  # one line, after the event lines `follow` printed
         click.echo(json.dumps(jsonable(run), sort_keys=True))
     elif not serve:  # --serve printed it before it served
+        console.line()  # the live view's last frame may not end its line when output is redirected
         console.print(summary(run, settings))
-    sys.exit(0 if run["status"] == RunStatus.AWAITING_HUMAN.value else EXIT_RUN_DID_NOT_FINISH)
+    if run["status"] != RunStatus.AWAITING_HUMAN.value:
+        _fail(_unfinished(run, timeout if timed_out else None), EXIT_RUN_DID_NOT_FINISH)
+
+
+def _unfinished(run: dict[str, Any], timed_out_after: float | None) -> str:
+    """Why a run the demo waited for did not reach AWAITING_HUMAN, in one line."""
+    if timed_out_after is not None:
+        return f"timed out after {timed_out_after:g} s; run {run['_id']} is {run['status']}"
+    error = run.get("error") or {}
+    why = f": {error.get('code')}: {error.get('message')}" if error else ""
+    return f"run {run['_id']} ended {run['status']}{why}"
 
 
 if __name__ == "__main__":

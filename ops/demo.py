@@ -10,26 +10,32 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery.contrib.testing.worker import start_worker
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from ingest_app import create_app
-from ops.live import follow, number
+from ops.live import SETTLED, follow, number
 from ops.terminal import shown
+from orchestrator import queries
 from orchestrator.credentials import new_token
 from orchestrator.db import get_db
 from orchestrator.dispatcher import Dispatcher
-from orchestrator.runs import create_hypothesis_and_run
-from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_QUEUE, Settings
+from orchestrator.errors import TransitionError
+from orchestrator.runs import cancel_run, create_hypothesis_and_run
+from orchestrator.settings import DEFAULT_PIPELINE, Settings
 from orchestrator.sweeper import Sweeper
 from tasks.celery import app
 from tasks.pod.runtime import shutdown_runtime
@@ -46,8 +52,26 @@ DEFAULT_IDEA = (
 )
 
 
+def _quiet_logging() -> None:
+    """Warnings and errors only, on stderr: the demo's story is its live view and summary, not the
+    ingest app's settings or an access-log line per event batch (the processes of a real
+    deployment still log at INFO)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+    for name in ("ingest_app", "werkzeug", "orchestrator", "tasks", "pipeline", "celery"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _embedded_defaults(output: Path) -> None:
     """Fill in the environment for whatever the user did not configure."""
+    if not os.environ.get("MONGODB_URL") and not os.environ.get("SPOOL_DIR"):
+        # Events a killed demo left in its spool belong to an embedded database that died with
+        # it: replayed, ingest would refuse every one of them for a run it never heard of.
+        shutil.rmtree(output / "spool", ignore_errors=True)
     os.environ.setdefault("MONGODB_URL", "mongomock://localhost/ai_scientist_demo")
     os.environ.setdefault("SPOOL_DIR", str(output / "spool"))
     os.environ.setdefault("WORK_DIR", str(output / "work"))
@@ -63,9 +87,9 @@ def _ingest_server(settings: Settings, port: int = 0) -> Iterator[str]:
     or a free one when it is 0 or taken); yields its base URL."""
     app = create_app(settings)
     try:
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
     except OSError:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="demo-ingest", daemon=True)
     thread.start()
     try:
@@ -75,10 +99,23 @@ def _ingest_server(settings: Settings, port: int = 0) -> Iterator[str]:
         thread.join(5)
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access-log line per request (werkzeug writes them past logging's levels)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+def demo_queue() -> str:
+    """A queue of the demo's own, so its worker takes its run and nobody else's, and nobody
+    else's worker takes its run, even on a shared database."""
+    return f"demo-{uuid.uuid4().hex[:12]}"
+
+
 @contextmanager
-def _worker() -> Iterator[None]:
-    """A Celery worker consuming the default queue in a thread of this process (solo pool)."""
-    with start_worker(app, pool="solo", concurrency=1, queues=[DEFAULT_QUEUE], perform_ping_check=False,
+def _worker(queue: str) -> Iterator[None]:
+    """A Celery worker consuming `queue` in a thread of this process (solo pool)."""
+    with start_worker(app, pool="solo", concurrency=1, queues=[queue], perform_ping_check=False,
                       loglevel="WARNING", shutdown_timeout=30):
         try:
             yield
@@ -87,11 +124,14 @@ def _worker() -> Iterator[None]:
 
 
 @contextmanager
-def _dispatcher(db: Any, settings: Settings) -> Iterator[None]:
+def _dispatcher(db: Any, settings: Settings, queue: str, sweep: bool) -> Iterator[None]:
+    """The dispatcher of the demo's queue only; with `sweep`, the sweeper too (on the embedded
+    database only: on a shared one, sweeping is the deployment's own dispatcher's job, with its
+    settings, not the demo's short lease)."""
     sweeper = Sweeper(db, settings, celery_sender)
-    dispatcher = Dispatcher(db, celery_sender, interval_s=0.1, use_change_stream=False, sweep=sweeper,
-                            on_database_error=sweeper.disconnected,
-                            connected_for=sweeper.connected_for)
+    dispatcher = Dispatcher(db, celery_sender, interval_s=0.1, use_change_stream=False,
+                            sweep=sweeper if sweep else None, on_database_error=sweeper.disconnected,
+                            connected_for=sweeper.connected_for, queue=queue)
     thread = threading.Thread(target=dispatcher.run_forever, name="demo-dispatcher", daemon=True)
     thread.start()
     try:
@@ -120,42 +160,69 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
     return table
 
 
+class DemoOutcome(NamedTuple):
+    run: dict[str, Any]
+    settings: Settings
+    #: The run had not settled when the demo's timeout passed (it was then canceled).
+    timed_out: bool
+
+
 def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, output: str, as_json: bool,
              console: Console, pipeline: str = DEFAULT_PIPELINE,
              serve: Callable[[Settings, str, str | None], None] | None = None,
-             port: int = 0) -> tuple[dict[str, Any], Settings]:
+             port: int = 0) -> DemoOutcome:
     """Start what is not configured, queue one hypothesis, follow it until it settles or
     `timeout` passes; return the final run detail and the settings used. `serve`, when given,
     is called with the settings, the run id and the operator token the demo made for its console
     (None when it made none: a token the user configured is never printed) once the run settled,
     while the ingest app (and its console, on `port`) still serves: `keep_serving` waits there
-    for Ctrl-C."""
+    for Ctrl-C. A run that has not settled when `timeout` passes is canceled."""
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    _quiet_logging()
+    shared = bool(os.environ.get("MONGODB_URL"))
     _embedded_defaults(out)
     made_token: str | None = None
+    queue = demo_queue()
     with ExitStack() as stack:
         if not os.environ.get("INGEST_URL"):
             os.environ.setdefault("INGEST_TOKEN", new_token())
-            if serve is not None and not os.environ.get("OPERATOR_TOKEN"):  # someone will sign in to the console
+            if not os.environ.get("OPERATOR_TOKEN"):  # printed only with --serve, for its console
                 made_token = os.environ["OPERATOR_TOKEN"] = new_token()
-            if serve is not None:
-                os.environ.setdefault("SECRET_KEY", new_token())
+            os.environ.setdefault("SECRET_KEY", new_token())  # the console of --serve signs its cookies
             ingest_url = stack.enter_context(_ingest_server(Settings.from_env(), port))
             os.environ["INGEST_URL"] = ingest_url
         settings = Settings.from_env()
         db = get_db(settings)
         where = (f": database {settings.redacted()['mongodb_url']}, ingest {settings.ingest_url}, "
-                 f"artifacts {settings.minio_endpoint or settings.artifact_dir}")
-        console.print(Text("demo", "bold") + shown(where))
-        stack.enter_context(_worker())
-        stack.enter_context(_dispatcher(db, settings))
+                 f"artifacts {settings.minio_endpoint or settings.artifact_dir}, queue {queue}")
+        console.print(Text("demo", "bold") + shown(where), soft_wrap=True)
+        stack.enter_context(_worker(queue))
+        stack.enter_context(_dispatcher(db, settings, queue, sweep=not shared))
         _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=pipeline,
-                                              max_attempts=settings.max_attempts, seed=seed)
+                                              queue=queue, max_attempts=settings.max_attempts, seed=seed)
         run = follow(db, run_id, interval=0.25, timeout=timeout, as_json=as_json, console=console)
-        if serve is not None:
+        timed_out = run["status"] not in SETTLED
+        if timed_out:
+            run = _cancel_and_wait(db, run_id, settings, f"the demo timed out after {timeout:g} s")
+        elif serve is not None:
             serve(settings, run_id, made_token)
-    return run, settings
+    return DemoOutcome(run, settings, timed_out)
+
+
+def _cancel_and_wait(db: Any, run_id: str, settings: Settings, reason: str) -> dict[str, Any]:
+    """Cancel the demo's run and give its worker the cancel grace to stop at a checkpoint, so
+    the worker thread can shut down instead of being abandoned mid-step."""
+    try:
+        cancel_run(db, run_id, by="demo", reason=reason)
+    except TransitionError:  # it settled between the last poll and now
+        pass
+    deadline = time.monotonic() + settings.cancel_grace_s + 5
+    run = queries.run_detail(db, run_id)
+    while run["status"] not in SETTLED and time.monotonic() < deadline:
+        time.sleep(0.25)
+        run = queries.run_detail(db, run_id)
+    return run
 
 
 def keep_serving(console: Console) -> Callable[[Settings, str, str | None], None]:

@@ -47,9 +47,13 @@ class Sender(Protocol):
     def __call__(self, run_id: str, attempt: int, *, queue: str, priority: int, task_id: str) -> None: ...
 
 
-def due_runs(db: Database, now: Any, limit: int = BATCH) -> list[dict[str, Any]]:
-    """QUEUED runs whose `notBefore` has passed, highest priority first, then oldest."""
-    query = {"status": RunStatus.QUEUED.value, "$or": [{"notBefore": None}, {"notBefore": {"$lte": now}}]}
+def due_runs(db: Database, now: Any, limit: int = BATCH, queue: str | None = None) -> list[dict[str, Any]]:
+    """QUEUED runs whose `notBefore` has passed, highest priority first, then oldest; only those
+    bound for `queue` when it is given (a dispatcher that serves one queue, as the demo's does
+    on a shared database, must not schedule anyone else's runs)."""
+    query: dict[str, Any] = {"status": RunStatus.QUEUED.value, "$or": [{"notBefore": None}, {"notBefore": {"$lte": now}}]}
+    if queue is not None:
+        query["queue"] = queue
     cursor = db.runs.find(query, {"attempt": 1, "priority": 1, "queue": 1, "createdAt": 1})
     return list(cursor.sort([("priority", DESCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
@@ -107,10 +111,10 @@ def _take(db: Database, run_id: str, attempt: int) -> dict[str, Any] | None:
     return dispatches.decide(db, run_id, attempt, dispatches.DISPATCH, taskId=str(uuid.uuid4()))
 
 
-def dispatch_once(db: Database, send: Sender, connected_for_s: float = 0.0) -> int:
-    """One pass over due runs; returns how many were sent."""
+def dispatch_once(db: Database, send: Sender, connected_for_s: float = 0.0, queue: str | None = None) -> int:
+    """One pass over due runs (of `queue` only, when given); returns how many were sent."""
     sent = 0
-    for run in due_runs(db, utcnow()):
+    for run in due_runs(db, utcnow(), queue=queue):
         if dispatch_run(db, run, send, connected_for_s):
             sent += 1
     return sent
@@ -122,7 +126,7 @@ class Dispatcher:
     def __init__(self, db: Database, send: Sender, *, interval_s: float, use_change_stream: bool,
                  sweep: Callable[[], object] | None = None, sweep_every_s: float = 5.0,
                  on_database_error: Callable[[], None] | None = None,
-                 connected_for: Callable[[], float] = lambda: 0.0):
+                 connected_for: Callable[[], float] = lambda: 0.0, queue: str | None = None):
         self.db = db
         self.send = send
         self.interval_s = interval_s
@@ -133,11 +137,13 @@ class Dispatcher:
         self.on_database_error = on_database_error
         #: How long the database has answered without a break (the sweeper keeps that time).
         self.connected_for = connected_for
+        #: Serve this queue's runs only (None: every queue).
+        self.queue = queue
         self._last_sweep = 0.0
         self.stopping = threading.Event()
 
     def _dispatch(self) -> None:
-        dispatch_once(self.db, self.send, self.connected_for())
+        dispatch_once(self.db, self.send, self.connected_for(), self.queue)
 
     def _maybe_sweep(self) -> None:
         """Run the sweeper on its own timer inside this process, so one Procfile line covers both."""

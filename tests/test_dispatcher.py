@@ -30,6 +30,15 @@ def test_a_run_whose_not_before_is_in_the_future_waits(mock_db):
     assert [r["_id"] for r in due_runs(mock_db, utcnow() + timedelta(minutes=6))] == [run_id]
 
 
+def test_a_dispatcher_of_one_queue_leaves_every_other_queues_runs_alone(mock_db):
+    theirs, mine = queued_run(mock_db, queue="gpu"), queued_run(mock_db, queue="demo-1")
+    sender = FakeSender()
+    assert [r["_id"] for r in due_runs(mock_db, utcnow(), queue="demo-1")] == [mine]
+    assert dispatch_once(mock_db, sender, queue="demo-1") == 1
+    assert sender.sent == [(mine, 1, "demo-1", 5)]
+    assert mock_db.runs.find_one({"_id": theirs})["status"] == "QUEUED"
+
+
 def test_dispatch_schedules_the_next_attempt_and_sends_it_to_the_runs_queue(mock_db):
     run_id = queued_run(mock_db, 7, queue="gpu-a100")
     sender = FakeSender()
