@@ -27,7 +27,7 @@ from ops.cli_core import EXIT_USAGE, Ctx, stop
 from ops.terminal import shown
 from orchestrator.hypotheses import HypothesisRequest, idea_json_from_text
 from orchestrator.runs import create_hypothesis_and_run
-from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
+from orchestrator.settings import BUILTIN_PIPELINES, DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
 
 _HYPOTHESIS = HypothesisRequest()
 
@@ -54,7 +54,8 @@ def known_pipelines(settings: Settings) -> dict[str, Callable[..., Any]]:
                    "idea); '-' reads standard input.")
 @click.option("--priority", type=click.IntRange(0, 9), default=DEFAULT_PRIORITY, show_default=True)
 @click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True,
-              help="The pipeline to run; `manage-runs pipelines` lists them (PIPELINE_MODULES adds a site's).")
+              help=f"The pipeline to run: {', '.join(BUILTIN_PIPELINES)} or one a site adds with PIPELINE_MODULES; "
+                   "`manage-runs pipelines` lists them with what each does and whether it can run here.")
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True)
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Default: MAX_ATTEMPTS.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,

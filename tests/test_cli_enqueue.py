@@ -99,7 +99,8 @@ def test_a_pipeline_from_pipeline_modules_is_taken(env, monkeypatch):
 
 def test_the_help_and_the_pipelines_command_list_the_pipelines(env, monkeypatch):
     monkeypatch.delenv("AI_SCIENTIST_ROOT", raising=False)
-    assert "manage-runs pipelines" in invoke("enqueue", "--help").output
+    help_text = " ".join(invoke("enqueue", "--help", terminal_width=200).output.split())
+    assert "manage-runs pipelines" in help_text and "demo, ai_scientist" in help_text
     listed = json.loads(invoke("pipelines", "--json").stdout)
     assert [p["name"] for p in listed] == sorted(registry.PIPELINES)
     demo = next(p for p in listed if p["name"] == "demo")
