@@ -28,9 +28,8 @@ from ingest_app.problem import problem
 from ingest_app.state import app_state
 from orchestrator import errors, queries, run_list, runs, safe_json
 from orchestrator.errors import OrchestratorError
-from orchestrator.limits import parse_limits
+from orchestrator.hypotheses import HypothesisRequest
 from orchestrator.serialize import jsonable
-from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -209,48 +208,6 @@ def run_events(run_id: str) -> Response:
 
 
 # --- routes: writes ---------------------------------------------------------------------------
-
-
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
-
-
-#: Queue and pipeline names end up in Celery routing keys and log lines: keep them plain.
-_NAME = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$", error="Must be 1-100 letters, digits, '_', '.', ':' or '-'.")
-
-
-def _limits(value: dict[str, Any]) -> None:
-    try:
-        parse_limits(value)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
-
-
-def _free_form(value: dict[str, Any]) -> None:
-    errors = safe_json.free_form_errors(value, "")
-    if errors:
-        raise ValidationError([f"{path}: {' '.join(reasons)}" if path else " ".join(reasons)
-                               for path, reasons in sorted(errors.items())])
-
-
-class HypothesisRequest(Schema):
-    """Body of POST /api/hypotheses. Unknown fields are refused so a typo ("maxAttempt") is an
-    error, not a silently ignored option."""
-
-    class Meta:
-        unknown = RAISE
-
-    title = fields.String(required=True, validate=[validate.Length(max=500), _not_blank])
-    idea = fields.String(required=True, validate=[validate.Length(max=200_000), _not_blank])
-    #: Free-form: anything the database stores as given, within `safe_json.MAX_FREE_FORM_BYTES`.
-    ideaJson = fields.Dict(load_default=None, allow_none=True, validate=_free_form)
-    priority = fields.Integer(strict=True, load_default=DEFAULT_PRIORITY, validate=validate.Range(0, 9))
-    pipeline = fields.String(load_default=DEFAULT_PIPELINE, validate=_NAME)
-    queue = fields.String(load_default=DEFAULT_QUEUE, validate=_NAME)
-    maxAttempts = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=100))
-    #: Wall-clock limits ({"runS": s, "stepS": {step: s}}), checked by `orchestrator.limits`.
-    limits = fields.Dict(load_default=None, allow_none=True, validate=_limits)
 
 
 class ActionRequest(Schema):

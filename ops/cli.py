@@ -1,8 +1,23 @@
 """`manage-runs`: the operator's command line.
 
-Human output uses rich tables; `--json` on every command prints machine-readable JSON instead.
-Exit codes: 0 done, 1 unexpected error, 2 usage error, 3 unknown id, 4 illegal action for the
-run's status, 5 database unreachable, 6 the demo run failed, was canceled or timed out.
+Human output uses rich tables; `--json`, before or after the command's name, prints
+machine-readable JSON instead. Wherever a command takes a run id (show, tail, cancel, retry,
+review) an unambiguous prefix of at least 4 characters will do (`orchestrator.run_ids`).
+
+Exit codes:
+  0  done (`tail`: the run reached AWAITING_HUMAN or HUMAN_VALIDATED)
+  1  unexpected error
+  2  usage error: a bad option or setting, fields `enqueue` refuses (all are named), a run id
+     prefix that is too short or matches more than one run (the candidates are named)
+  3  unknown run id
+  4  the action is not allowed in the run's status
+  5  the database is unreachable
+  6  the run ended without a result: `tail` on FAILED, CANCELED or HUMAN_REJECTED; `demo`:
+     the demo run failed, was canceled or timed out
+  7  `tail --timeout` gave up while the run goes on (one line on stderr names its status)
+
+Warnings about what the server cannot do (FerretDB: no TTL) are shown by `stats` and `migrate`
+only; see `ops.cli_core.SERVER_WARNING_COMMANDS` for why.
 """
 
 from __future__ import annotations
@@ -10,94 +25,56 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import click
-from pymongo.errors import PyMongoError
-from rich.console import Console
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ops.live import follow, run_view
-from ops.terminal import shown
+from ops import cli_core
+from ops.cli_core import (
+    EXIT_GAVE_UP,
+    EXIT_RUN_DID_NOT_FINISH,
+    JSON_HELP,
+    RUN_ID,
+    SERVER_WARNING_COMMANDS,
+    Ctx,
+    Group,
+    console,
+    stop,
+)
+from ops.commands_enqueue import enqueue, pipelines
+from ops.live import SETTLED, follow, run_view
+from ops.terminal import shown, visible
 from orchestrator import operations, queries, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
-from orchestrator.db import ensure_indexes, get_db, is_unavailable, utcnow
-from orchestrator.errors import NotFound, SettingsError, TransitionError
-from orchestrator.runs import ACCEPT, REJECT, cancel_run, create_hypothesis_and_run, retry_run, review_run
-from orchestrator.serialize import jsonable
-from orchestrator.settings import DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
+from orchestrator.db import get_db, utcnow
+from orchestrator.runs import ACCEPT, REJECT, cancel_run, retry_run, review_run
+from orchestrator.serialize import jsonable, to_rfc3339
+from orchestrator.settings import DEFAULT_PIPELINE, Settings
 from orchestrator.statuses import RunStatus
 from orchestrator.sweeper import sweep_once
 from tasks.sender import celery_sender
 
-EXIT_NOT_FOUND, EXIT_ILLEGAL, EXIT_NO_DATABASE, EXIT_RUN_DID_NOT_FINISH = 3, 4, 5, 6
-
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
-
-
-class Ctx:
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
-        self._db: Any = None
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = Settings.from_env()
-        return self._settings
-
-    @property
-    def db(self) -> Any:
-        if self._db is None:
-            self._db = get_db(self.settings)
-            ensure_indexes(self._db)
-        return self._db
-
-    def out(self, data: Any, human: Callable[[], Any]) -> None:
-        if self.as_json:
-            click.echo(json.dumps(jsonable(data), indent=2, sort_keys=True))
-        else:
-            rendered = human()
-            if rendered is not None:
-                console.print(rendered)
-
-
-def _fail(message: str, code: int) -> None:
-    errors.print(Text.assemble(("error:", "red"), " ", shown(message)))
-    sys.exit(code)
-
-
-class Group(click.Group):
-    """Turns the project's errors into one clear line and a meaningful exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except NotFound as exc:
-            _fail(str(exc), EXIT_NOT_FOUND)
-        except TransitionError as exc:
-            _fail(str(exc), EXIT_ILLEGAL)
-        except SettingsError as exc:
-            _fail(str(exc), 2)
-        except PyMongoError as exc:
-            if not is_unavailable(exc):
-                raise
-            url = Settings.from_env().redacted()["mongodb_url"]
-            _fail(f"MongoDB at {url} is unreachable ({type(exc).__name__}); check MONGODB_URL and that the server is up",
-                  EXIT_NO_DATABASE)
+#: What `tail` exits with when the run ends without a result (0 for the other settled statuses).
+DID_NOT_FINISH = frozenset({RunStatus.FAILED.value, RunStatus.CANCELED.value, RunStatus.HUMAN_REJECTED.value})
 
 
 @click.group(cls=Group)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def main(ctx: click.Context, as_json: bool) -> None:
-    """Operate AI-Scientist runs: list, inspect, follow, enqueue, cancel, retry, review, sweep, demo."""
-    ctx.obj = Ctx(as_json)
+    """Operate AI-Scientist runs: list, inspect, follow, enqueue, cancel, retry, review, sweep, demo.
+
+    Every command takes --json (before or after its name); a RUN may be given by an unambiguous
+    prefix of its id (at least 4 characters)."""
+    ctx.obj = Ctx(as_json, server_warnings_shown=ctx.invoked_subcommand in SERVER_WARNING_COMMANDS)
+
+
+main.add_command(enqueue)
+main.add_command(pipelines)
 
 
 @main.command("list")
@@ -110,17 +87,25 @@ def list_runs(obj: Ctx, status: str | None, limit: int) -> None:
     runs = list(obj.db.runs.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit))
 
     def table() -> Table:
-        t = Table(title=f"runs{f' ({status})' if status else ''}")
-        for column in ("run", "status", "attempt", "stage", "pod", "created"):
-            t.add_column(column)
+        # The id is never cut (it is what the other commands take); the other columns fold.
+        t = Table(title=f"runs{f' ({status})' if status else ''}", box=box.SIMPLE_HEAD, collapse_padding=True,
+                  pad_edge=False)
+        t.add_column("run", no_wrap=True, min_width=max((len(visible(r["_id"])) for r in runs), default=None))
+        for column in ("status", "attempt", "stage", "pod", "created (UTC)"):
+            t.add_column(column, overflow="fold")
         for run in runs:
             stage = run.get("currentStage") or {}
             t.add_row(shown(run["_id"]), shown(run["status"]), shown(run.get("attempt", 0)),
                       shown(f"{stage.get('name', '')} {_percent(stage.get('progress'))}" if stage else ""),
-                      shown(run.get("claimedBy") or ""), shown(jsonable(run.get("createdAt"))))
+                      shown(run.get("claimedBy") or ""), shown(_minute(run.get("createdAt"))))
         return t
 
     obj.out(runs, table)
+
+
+def _minute(value: Any) -> str:
+    """A time as 2024-05-01 12:00 (UTC): short enough for an 80-column table (--json has it whole)."""
+    return to_rfc3339(value)[:16].replace("T", " ") if hasattr(value, "isoformat") else str(value or "")
 
 
 def _percent(progress: Any) -> str:
@@ -129,7 +114,7 @@ def _percent(progress: Any) -> str:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.pass_obj
 def show(obj: Ctx, run_id: str) -> None:
     """Status, attempt, pod, stages, metrics, last events, artifacts and error of one run."""
@@ -138,50 +123,38 @@ def show(obj: Ctx, run_id: str) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between polls.")
-@click.option("--timeout", type=float, default=0, help="Give up after this many seconds (0: never).")
+@click.option("--timeout", type=float, default=0, help="Give up after this many seconds (0: never; exit 7).")
 @click.pass_obj
 def tail(obj: Ctx, run_id: str, interval: float, timeout: float) -> None:
-    """Follow a run live until it ends. With --json, print each new event as one JSON line."""
-    follow(obj.db, run_id, interval=interval, timeout=timeout, as_json=obj.as_json, console=console)
+    """Follow a run live until it ends. With --json, print each new event as one JSON line.
+
+    Exit 0 when the run reaches AWAITING_HUMAN or HUMAN_VALIDATED; 6 when it ends FAILED,
+    CANCELED or HUMAN_REJECTED, 7 when --timeout passes first, each with one line on stderr
+    saying which, so a script can wait on a run with `manage-runs tail RUN && ...`."""
+    run = follow(obj.db, run_id, interval=interval, timeout=timeout, as_json=obj.as_json, console=console)
+    status = str(run.get("status"))
+    if status not in SETTLED:  # `follow` returns an unsettled run only when its timeout passed
+        stop(shown(f"gave up after {timeout:g} s; run {run_id} is still {status}"), code=EXIT_GAVE_UP)
+    if status in DID_NOT_FINISH:
+        why = _why_ended(run)
+        stop(shown(f"run {run_id} {status}" + (f": {why}" if why else "")), code=EXIT_RUN_DID_NOT_FINISH)
+
+
+def _why_ended(run: dict[str, Any]) -> str:
+    """The failure's code and message, the cancel's or the review's author and reason."""
+    if run.get("status") == RunStatus.FAILED.value:
+        error = run.get("error") or {}
+        return ": ".join(str(part) for part in (error.get("code"), error.get("message")) if part)
+    record = run.get("cancel") if run.get("status") == RunStatus.CANCELED.value else run.get("review")
+    record = record if isinstance(record, dict) else {}
+    by, why = record.get("by"), record.get("reason") or record.get("notes")
+    return ": ".join(str(part) for part in (f"by {by}" if by else None, why) if part)
 
 
 @main.command()
-@click.option("--title", required=True)
-@click.option("--idea", required=True, help="The hypothesis text the pipeline works from.")
-@click.option("--priority", type=click.IntRange(0, 9), default=DEFAULT_PRIORITY, show_default=True)
-@click.option("--pipeline", default=DEFAULT_PIPELINE, show_default=True)
-@click.option("--queue", default=DEFAULT_QUEUE, show_default=True)
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Default: MAX_ATTEMPTS.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Wall-clock limit of each attempt's steps together, in seconds (default: the pipeline's).")
-@click.option("--step-timeout", "step_timeouts", multiple=True, metavar="STEP=SECONDS",
-              help="Wall-clock limit of one step, e.g. Stage_2=7200; repeatable (default: the pipeline's).")
-@click.pass_obj
-def enqueue(obj: Ctx, title: str, idea: str, priority: int, pipeline: str, queue: str, max_attempts: int | None,
-            timeout_s: float | None, step_timeouts: tuple[str, ...]) -> None:
-    """Insert a hypothesis and its QUEUED run, as the frontend does."""
-    limits: dict[str, Any] = {"runS": timeout_s} if timeout_s else {}
-    for given in step_timeouts:
-        name, _, value = given.partition("=")
-        try:
-            limits.setdefault("stepS", {})[name.strip()] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{given!r}: expected STEP=SECONDS, e.g. Stage_2=7200",
-                                     param_hint="--step-timeout") from None
-    try:
-        hypothesis_id, run_id = create_hypothesis_and_run(
-            obj.db, title, idea, priority=priority, pipeline=pipeline, queue=queue,
-            max_attempts=max_attempts or obj.settings.max_attempts, limits=limits or None,
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--timeout/--step-timeout") from None
-    obj.out({"hypothesisId": hypothesis_id, "runId": run_id}, lambda: shown(f"queued run {run_id} (hypothesis {hypothesis_id})"))
-
-
-@main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--reason", default=None)
 @click.pass_obj
 def cancel(obj: Ctx, run_id: str, reason: str | None) -> None:
@@ -192,7 +165,7 @@ def cancel(obj: Ctx, run_id: str, reason: str | None) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.pass_obj
 def retry(obj: Ctx, run_id: str) -> None:
     """FAILED or CANCELED -> QUEUED (the dispatcher sends the next attempt)."""
@@ -201,7 +174,7 @@ def retry(obj: Ctx, run_id: str) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--accept", "decision", flag_value=ACCEPT, help="The result holds: HUMAN_VALIDATED.")
 @click.option("--reject", "decision", flag_value=REJECT, help="The result does not hold: HUMAN_REJECTED (needs --notes).")
 @click.option("--notes", default=None, help="What the reviewer found; kept on the run.")
@@ -228,7 +201,8 @@ def _login_name() -> str:
 @main.command("stats")
 @click.pass_obj
 def show_stats(obj: Ctx) -> None:
-    """Runs per status, queue depth, age of the oldest queued run, pods busy, idle and gone (from
+    """Runs per status, queue depth (messages waiting in each queue: the GPU queue and each live
+    pod's, 0 when empty), age of the oldest queued run, pods busy, idle and gone (from
     their presence records), events accepted, duplicate and rejected by ingest in the last hour,
     dead letters. With --json: the operations overview (every pod, ingest counts per minute) and
     podsSeenLastMinute (pods with a run heartbeat in the last minute)."""
@@ -241,7 +215,7 @@ def show_stats(obj: Ctx) -> None:
         t.add_column("value", justify="right")
         for status, n in data["runsByStatus"].items():
             t.add_row(Text("runs ") + shown(status), shown(n))
-        for queue, n in sorted(data["queueDepth"].items()):
+        for queue, n in sorted(data["queueDepth"].items()):  # the GPU queue and every live pod's, even at 0
             t.add_row(Text("messages in queue ") + shown(queue), shown(n))
         t.add_row("oldest queued run (s)", str(data["oldestQueuedAgeS"] if data["oldestQueuedAgeS"] is not None else "-"))
         for state in ("busy", "idle", "gone"):
@@ -291,7 +265,7 @@ def migrate(obj: Ctx) -> None:
 
     def progress(collection: str, moved: int) -> None:
         if not obj.as_json:
-            errors.print(f"  {collection}: {moved} records moved", highlight=False)
+            cli_core.errors.print(f"  {collection}: {moved} records moved", highlight=False)
 
     moved = schema.migrate(obj.db, progress)
     result = {"from": before, "to": schema.SCHEMA_VERSION, "moved": moved}

@@ -139,7 +139,9 @@ def run_view(run: dict[str, Any]) -> Group:
 
 def follow(db: Database, run_id: str, *, interval: float, timeout: float, as_json: bool, console: Console) -> dict[str, Any]:
     """Poll the run and its events until it settles or `timeout` seconds pass (0: never); return
-    the last run detail. Draws the live view, or with `as_json` prints each new event as a line."""
+    the last run detail, whose status is in `SETTLED` unless the timeout passed first (that is how
+    a caller tells the two apart). Draws the live view, or with `as_json` prints each new event
+    as a line."""
     deadline = time.monotonic() + timeout if timeout else None
     last_seq = -1
     run = queries.run_detail(db, run_id)

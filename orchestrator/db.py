@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure, PyMongoError
 
-from orchestrator import schema
+from orchestrator import schema, server_warnings
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -218,9 +218,10 @@ def ensure_indexes(db: Database) -> list[str]:
     """Check the schema version (`orchestrator.schema`: SchemaError on a database newer than this
     release) and create every index; safe to call from every process at every start.
 
-    Returns the warnings for features the server lacks (each is also logged), instead of
-    crashing: FerretDB v1 answers a TTL index with NotImplemented, so there events_seen is
-    not expired and the warning says how to prune it.
+    Returns the warnings for features the server lacks, instead of crashing: FerretDB v1 answers
+    a TTL index with NotImplemented, so there events_seen is not expired and the warning says how
+    to prune it. Each is returned at every call and logged once per process
+    (`server_warnings.warn_once`).
     """
     warnings: list[str] = []
     schema.check(db)
@@ -266,5 +267,5 @@ def _no_ttl(exc: BaseException) -> str:
         f"server cannot expire events_seen (TTL index refused: {exc}); dedup records are kept "
         "until pruned with `manage-runs prune-seen`"
     )
-    log.warning(warning)
+    server_warnings.warn_once("no-ttl", warning)
     return warning

@@ -12,6 +12,7 @@ from pymongo.database import Database
 
 from orchestrator import ingest_stats, notify, pods, queries
 from orchestrator.db import utcnow
+from orchestrator.settings import DEFAULT_QUEUE
 
 #: Runs listed under "deadLetters" (those whose latest dead letter arrived last).
 DEAD_LETTER_RUNS = 20
@@ -20,7 +21,7 @@ RECENT_NOTIFICATIONS = 10
 
 
 def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
-    """{"runsByStatus": {status: n} (every status), "queueDepth": {queue: n},
+    """{"runsByStatus": {status: n} (every status), "queueDepth": {queue: n} (`known_queues` too),
     "oldestQueuedAgeS": seconds or None, "pods": `pods.live` (busy, idle, then gone),
     "podsBusy", "podsIdle", "podsGone": n, "ingest": `ingest_stats.last_hour`,
     "deadLetters": {"total": n, "runs": [{"runId", "count"}, ...] (latest 20)},
@@ -30,7 +31,7 @@ def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
     states = Counter(p["state"] for p in present)
     return {
         "runsByStatus": queries.runs_by_status(db),
-        "queueDepth": queries.queue_depth(db),
+        "queueDepth": queries.queue_depth(db, known_queues(present)),
         "oldestQueuedAgeS": queries.oldest_queued_age_s(db, now),
         "pods": present,
         "podsBusy": states[pods.BUSY],
@@ -40,3 +41,13 @@ def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
         "deadLetters": queries.dead_letter_summary(db, DEAD_LETTER_RUNS),
         "notifications": {"counts": notify.counts(db), "recent": notify.recent(db, RECENT_NOTIFICATIONS)},
     }
+
+
+def known_queues(present: list[dict[str, Any]]) -> list[str]:
+    """The queues whose depth is shown even when empty: the GPU queue every run goes to unless it
+    names another, and each queue a pod that is not gone consumes (its presence record)."""
+    queues = {DEFAULT_QUEUE}
+    for pod in present:
+        if pod.get("state") != pods.GONE:
+            queues.update(str(q) for q in pod.get("queues") or ())
+    return sorted(queues)

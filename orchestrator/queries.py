@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,11 +68,14 @@ def runs_by_status(db: Database) -> dict[str, int]:
     return {s.value: db.runs.count_documents({"status": s.value}) for s in RunStatus}
 
 
-def queue_depth(db: Database) -> dict[str, int]:
+def queue_depth(db: Database, known: Iterable[str] = ()) -> dict[str, int]:
     """Messages waiting per queue, from kombu's `messages` collection (Flower's broker tab does
-    not support MongoDB). kombu deletes a message when a worker fetches it: prefetched and
-    running tasks are not counted."""
-    return {str(row["_id"]): row["n"] for row in db.messages.aggregate([{"$group": {"_id": "$queue", "n": {"$sum": 1}}}])}
+    not support MongoDB): every queue that holds one, and each `known` queue, 0 when empty (an
+    empty queue has no document to group, and "gpu: 0" is the answer an operator looks for).
+    kombu deletes a message when a worker fetches it: prefetched and running tasks are not counted."""
+    depth = dict.fromkeys(known, 0)
+    depth.update({str(row["_id"]): row["n"] for row in db.messages.aggregate([{"$group": {"_id": "$queue", "n": {"$sum": 1}}}])})
+    return depth
 
 
 def oldest_queued_age_s(db: Database, now: datetime) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 
 from orchestrator.errors import SettingsError
@@ -15,6 +16,9 @@ PIPELINES: dict[str, Callable[[], Pipeline]] = {
     demo.NAME: demo.demo_pipeline,
     ai_scientist.NAME: ai_scientist.ai_scientist_pipeline,
 }
+#: The pipelines this package ships, before `load_modules` adds a site's; `settings.BUILTIN_PIPELINES`
+#: names the same ones for the web processes, which do not load this registry (a test checks).
+BUILTIN: tuple[str, ...] = tuple(PIPELINES)
 
 #: Pipelines that need more than this package (an installed library, a checkout, settings).
 _AVAILABILITY: dict[str, Callable[[], None]] = {
@@ -29,6 +33,20 @@ def check_available(name: str) -> None:
     check = _AVAILABILITY.get(name)
     if check is not None:
         check()
+
+
+def describe(name: str) -> str:
+    """One line saying what the pipeline `name` does: its factory's `description` attribute if it
+    has one, else the first sentence of the docstring of the module that defines the factory (the
+    built-ins' modules open with it), so a site's pipeline from PIPELINE_MODULES gets one too."""
+    factory = PIPELINES[name]
+    given = getattr(factory, "description", None)
+    if isinstance(given, str) and given.strip():
+        return " ".join(given.split())
+    module = inspect.getmodule(factory)
+    text = " ".join((inspect.getdoc(module) or "").split("\n\n")[0].split()) if module else ""
+    first, dot, _ = text.partition(". ")
+    return first + ("." if dot else "")
 
 
 def get_pipeline(name: str) -> Pipeline:

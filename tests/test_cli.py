@@ -120,16 +120,18 @@ def test_tail_prints_each_event_of_a_settled_run_as_json_lines(env):
     for seq in (3, 1, 2):
         event = make_event("ai.run.log", run_id, seq, "worker://p", {"level": "info", "message": f"m{seq}"})
         env.events.insert_one({"_id": event["id"], "runId": run_id, "seq": seq, "type": event["type"], "data": event["data"]})
-    code, out = run("--json", "tail", run_id)
-    assert code == 0
-    assert [json.loads(line)["data"]["message"] for line in out.splitlines()] == ["m1", "m2", "m3"]
+    result = CliRunner().invoke(main, ["--json", "tail", run_id])
+    assert result.exit_code == 6, "a FAILED run: the run did not finish"
+    assert [json.loads(line)["data"]["message"] for line in result.stdout.splitlines()] == ["m1", "m2", "m3"]
+    assert result.stderr.strip() == f"run {run_id} FAILED"
 
 
 def test_tail_gives_up_after_its_timeout_on_a_run_that_does_not_end(env):
     run_id = create_hypothesis_and_run(env, "t", "i")[1]
     began = time.monotonic()
-    code, _ = run("tail", run_id, "--timeout", "0.5", "--interval", "0.1")
-    assert code == 0 and time.monotonic() - began < 5
+    code, out = run("tail", run_id, "--timeout", "0.5", "--interval", "0.1")
+    assert code == 7 and time.monotonic() - began < 5
+    assert f"gave up after 0.5 s; run {run_id} is still QUEUED" in out
 
 
 def test_show_counts_the_run_s_dead_letters(env):

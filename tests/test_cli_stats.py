@@ -62,3 +62,16 @@ def test_stats_table_names_the_pods_in_each_state_and_the_ingest_counts(env):
 def test_stats_help_says_where_the_pods_and_ingest_counts_come_from():
     result = CliRunner().invoke(main, ["stats", "--help"], terminal_width=200)
     assert result.exit_code == 0 and "presence" in result.output and "ingest" in result.output
+
+
+def test_stats_shows_the_depth_of_every_known_queue_even_when_empty(env):
+    now = utcnow()
+    pods.beat(env, "cpu-pod", "h:4", run_id=None, attempt=None, gpu={}, now=now, queues=("cpu",))
+    pods.beat(env, "old-pod", "h:5", run_id=None, attempt=None, gpu={}, now=now - timedelta(minutes=10), queues=("old",))
+    env.messages.insert_one({"queue": "celeryev.x", "payload": "{}"})
+    stats = json.loads(CliRunner().invoke(main, ["stats", "--json"]).stdout)
+    assert stats["queueDepth"] == {"gpu": 0, "cpu": 0, "celeryev.x": 1}, "the GPU queue, a live pod's, one with messages"
+    result = CliRunner().invoke(main, ["stats"], terminal_width=200)
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
+            if "messages in queue" in line}
+    assert rows == {"messages in queue celeryev.x": "1", "messages in queue cpu": "0", "messages in queue gpu": "0"}

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from ops import cli
+from ops import cli, cli_core
 from ops.demo import summary
 from ops.terminal import shown, visible
 from orchestrator.db import embedded_client
@@ -76,8 +76,9 @@ def test_show_prints_markup_and_escapes_as_literal_text(db):
 def test_tail_of_a_settled_run_prints_the_same_safely(db):
     run_id = hostile_run(db)
     code, out = run("tail", run_id, "--timeout", "2")
-    assert code == 0, out
-    assert_shown_safely(out, MARKUP, ESCAPES_SHOWN, "[red]Code")
+    assert code == 6, out  # a FAILED run; its error in one line on stderr, as safely
+    assert_shown_safely(out, MARKUP, ESCAPES_SHOWN, "[red]Code", f"run {run_id} FAILED: [red]Code: boom {ESCAPES_SHOWN}"
+                        "\\nTraceback [/x]")
 
 
 def test_list_prints_stage_and_pod_as_literal_text(db):
@@ -95,7 +96,7 @@ def test_json_output_is_the_raw_values(db):
 
 def test_an_error_message_naming_a_hostile_id_is_one_safe_line(db, monkeypatch):
     errors = Console(file=io.StringIO(), width=400)
-    monkeypatch.setattr(cli, "errors", errors)
+    monkeypatch.setattr(cli_core, "errors", errors)
     code, _ = run("show", f"{MARKUP}\x1b[2J")
     text = errors.file.getvalue()
     assert code == 3

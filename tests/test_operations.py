@@ -25,7 +25,7 @@ def test_an_empty_system_has_every_key_with_zeros() -> None:
     assert set(view) == {"runsByStatus", "queueDepth", "oldestQueuedAgeS", "pods", "podsBusy", "podsIdle", "podsGone",
                          "ingest", "deadLetters", "notifications"}
     assert view["runsByStatus"] == {s.value: 0 for s in RunStatus}
-    assert (view["queueDepth"], view["oldestQueuedAgeS"], view["pods"]) == ({}, None, [])
+    assert (view["queueDepth"], view["oldestQueuedAgeS"], view["pods"]) == ({"gpu": 0}, None, [])
     assert (view["podsBusy"], view["podsIdle"], view["podsGone"]) == (0, 0, 0)
     assert view["deadLetters"] == {"total": 0, "runs": []}
     assert len(view["ingest"]["perMinute"]) == 60 and view["ingest"]["acceptedLastHour"] == 0

@@ -124,7 +124,8 @@ def test_a_pipeline_s_limits_and_a_run_s_overrides():
 
 def test_the_settings_name_exactly_the_pipelines_the_registry_ships() -> None:
     from orchestrator.settings import BUILTIN_PIPELINES, DEFAULT_PIPELINE
-    from pipeline import ai_scientist, demo
+    from pipeline import ai_scientist, demo, registry
 
     assert set(BUILTIN_PIPELINES) == {demo.NAME, ai_scientist.NAME}
+    assert set(BUILTIN_PIPELINES) == set(registry.BUILTIN), "a pipeline added to the registry is named in settings too"
     assert DEFAULT_PIPELINE in BUILTIN_PIPELINES

@@ -14,11 +14,12 @@ from flask import flash, g, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from ingest_app.api import HypothesisRequest, ReviewRequest
+from ingest_app.api import ReviewRequest
 from ingest_app.console import session
 from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
-from orchestrator import errors, runs, safe_json
+from orchestrator import errors, runs
+from orchestrator.hypotheses import HypothesisRequest, idea_json_from_text
 from orchestrator.settings import BUILTIN_PIPELINES, DEFAULT_PIPELINE, DEFAULT_PRIORITY
 
 _HYPOTHESIS = HypothesisRequest()
@@ -106,14 +107,9 @@ def _hypothesis_body(values: dict[str, str]) -> tuple[dict[str, Any], dict[str, 
     raw = values["ideaJson"].strip()
     if raw:
         try:
-            parsed = safe_json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            problems["ideaJson"] = [f"Not valid JSON: {exc}"]
-        else:
-            if not isinstance(parsed, dict):
-                problems["ideaJson"] = ["Must be a JSON object ({...})."]
-            else:
-                body["ideaJson"] = parsed
+            body["ideaJson"] = idea_json_from_text(raw)
+        except ValueError as exc:
+            problems["ideaJson"] = [str(exc)]
     return body, problems
 
 
