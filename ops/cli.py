@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -326,18 +325,12 @@ def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: in
     elif not serve:  # --serve printed it before it served
         console.line()  # the live view's last frame may not end its line when output is redirected
         console.print(summary(run, settings))
-    if run["status"] != RunStatus.AWAITING_HUMAN.value:
-        _fail(_unfinished(run, timeout if timed_out else None), EXIT_RUN_DID_NOT_FINISH)
-
-
-def _unfinished(run: dict[str, Any], timed_out_after: float | None) -> str:
-    """Why a run the demo waited for did not reach AWAITING_HUMAN, in one line."""
-    if timed_out_after is not None:
-        return f"timed out after {timed_out_after:g} s; run {run['_id']} is {run['status']}"
-    error = run.get("error") or {}
-    why = f": {error.get('code')}: {error.get('message')}" if error else ""
-    return f"run {run['_id']} ended {run['status']}{why}"
-
+    if run["status"] == RunStatus.AWAITING_HUMAN.value:
+        return
+    if timed_out:  # the demo canceled its run
+        stop(shown(f"timed out after {timeout:g} s; run {run['_id']} is {run['status']}"), code=EXIT_RUN_DID_NOT_FINISH)
+    why = _why_ended(run)
+    stop(shown(f"run {run['_id']} ended {run['status']}" + (f": {why}" if why else "")), code=EXIT_RUN_DID_NOT_FINISH)
 
 if __name__ == "__main__":
     main()

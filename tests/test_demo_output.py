@@ -37,7 +37,7 @@ def test_a_demo_that_times_out_says_so_cancels_its_run_and_exits_6(tmp_path: Pat
     done = _demo(tmp_path, "--timeout", "0.3")
     assert done.returncode == 6, done.stderr[-4000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: timed out after 0.3 s; run ") and last.endswith(" is CANCELED"), done.stderr[-2000:]
+    assert last.startswith("timed out after 0.3 s; run ") and last.endswith(" is CANCELED"), done.stderr[-2000:]
     assert "Traceback" not in done.stderr
 
 
