@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from orchestrator import credentials
 from orchestrator.credentials import Credential
 from orchestrator.errors import SettingsError
+from orchestrator.redaction import split_password, without_password
 from orchestrator.statuses import RunStatus
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
@@ -100,7 +101,7 @@ def _mongodb_url(env: Mapping[str, str]) -> tuple[str, str]:
     its password masked: these messages end up in terminals, pod logs and CI output."""
     url = _text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
     assert url is not None
-    shown = _without_password(url)
+    shown = without_password(url)
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in ("mongodb", "mongodb+srv", "mongomock"):
         raise SettingsError(
@@ -134,7 +135,7 @@ def _parse_mongodb_url(url: str, shown: str) -> dict[str, Any]:
     try:
         return _validate_uri(checked, warn=True, normalize=False)
     except (PyMongoError, ValueError) as exc:
-        _, password, _ = _split_password(url)
+        _, password, _ = split_password(url)
         reason = (str(exc).replace(password, "***") if password else str(exc)).rstrip(".")
         raise SettingsError(
             f"MONGODB_URL={shown!r} is not a valid MongoDB URL: {reason}; fix it, e.g. {DEFAULT_MONGODB_URL} "
@@ -426,7 +427,7 @@ class Settings:
         out["credentials"] = [f"{c.role}:{c.label}" for c in self.credentials]
         for name in ("mongodb_url", "ingest_url", "minio_endpoint"):
             if out[name]:
-                out[name] = _without_password(str(out[name]))  # a URL may carry user:password too
+                out[name] = without_password(str(out[name]))  # a URL may carry user:password too
         if self.notify_url:
             out["notify_url"] = url_host(self.notify_url)
         return out
@@ -448,33 +449,3 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
 def _worker_token(found: tuple[Credential, ...]) -> str | None:
     worker = next((c for c in found if c.role == credentials.WORKER), None)
     return worker.token if worker is not None else None
-
-
-#: URL options whose values are credentials, masked like the password.
-_SECRET_OPTIONS = re.compile(r"(?i)([?&](?:tlsCertificateKeyFilePassword|authMechanismProperties)=)[^&]*")
-
-
-def _without_password(url: str) -> str:
-    """mongodb://user:secret@host/db -> mongodb://user:***@host/db, for any text, parseable or
-    not: the messages about an unparseable URL need the mask most."""
-    before, password, after = _split_password(url)
-    masked = url if password is None else f"{before}***{after}"
-    return _SECRET_OPTIONS.sub(r"\1***", masked)
-
-
-def _split_password(url: str) -> tuple[str, str | None, str]:
-    """(text before the password, the password or None, text after it). The user part ends at
-    the last '@' before the options, as pymongo reads it; a password with an unescaped '?' is
-    cut at the last '@' of all, which may mask more than the password but never less."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    userinfo, at, hosts = rest.partition("?")[0].rpartition("@")
-    if not at:
-        userinfo, at, hosts = rest.rpartition("@")
-    else:
-        hosts = rest[len(userinfo) + 1:]
-    user, colon, password = userinfo.partition(":")
-    if not at or not colon:
-        return url, None, ""
-    return f"{head}{sep}{user}:", password, f"@{hosts}"

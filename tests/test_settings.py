@@ -116,9 +116,9 @@ def test_a_number_below_its_minimum_names_the_minimum_to_use():
     ],
 )
 def test_redacted_masks_the_password_of_any_url_even_an_unparseable_one(url, masked):
-    from orchestrator.settings import _without_password
+    from orchestrator.redaction import without_password
 
-    assert _without_password(url) == masked
+    assert without_password(url) == masked
 
 
 def test_redacted_settings_mask_a_password_in_any_url():
