@@ -1,5 +1,10 @@
 """gunicorn's configuration for the ingest app (Procfile: `gunicorn -c python:ingest_app.gunicorn_conf`).
 
+Where it listens: BIND_HOST:WEB_PORT from the settings (127.0.0.1:8000 by default, where
+INGEST_URL's default points), never the PORT that honcho hands each process (5000 to the first,
+5100 to the next...) and that gunicorn itself would bind on every interface. A `--bind` on the
+command line still wins.
+
 gunicorn builds the app in each worker after the master has bound the port. A bad setting there
 printed a traceback per worker and exited with gunicorn's "worker failed to boot" status (3),
 and a worker ended with any other status is simply started again. So the master checks the
@@ -26,6 +31,10 @@ from ingest_app.auth import make_verifier
 from ingest_app.metrics import multiprocess_dir
 from orchestrator.errors import SettingsError
 from orchestrator.startup import exit_bad_setting, settings_or_exit
+
+#: Read when gunicorn loads this file, in the master: BIND_HOST:WEB_PORT (a bad value ends the
+#: master here, in one line with status 2).
+bind = [settings_or_exit().bind_address]
 
 
 def on_starting(server: Any) -> None:

@@ -42,11 +42,11 @@ def test_every_scrape_shows_one_total_over_both_workers(tmp_path):
     stale.close()
     port = free_port()
     env = process_env(MONGODB_URL="mongomock://localhost/metrics_mp", INGEST_TOKEN=NDJSON["Authorization"].split()[1],
-                      PROMETHEUS_MULTIPROC_DIR=str(folder), ARTIFACT_DIR=str(tmp_path / "artifacts"),
+                      PROMETHEUS_MULTIPROC_DIR=str(folder), ARTIFACT_DIR=str(tmp_path / "artifacts"), WEB_PORT=str(port),
                       RATE_LIMIT="off")
     env.pop("INGEST_URL", None)
     child = Child("gunicorn-metrics", [PYTHON, "-m", "gunicorn", "-c", "python:ingest_app.gunicorn_conf", "--workers", "2",
-                                       "--bind", f"127.0.0.1:{port}", "ingest_app:create_app()"], env, log_dir=tmp_path)
+                                       "ingest_app:create_app()"], env, log_dir=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 60, "gunicorn to serve")
