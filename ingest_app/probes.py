@@ -49,5 +49,5 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """This process's counters and histograms (see ingest_app.metrics)."""
-    return Response(generate_latest(app_state().metrics.registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+    """The app's counters and histograms: under gunicorn, summed over its workers (see ingest_app.metrics)."""
+    return Response(generate_latest(app_state().metrics.scraped()), mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -36,8 +36,8 @@ def main() -> None:
     log.info("database: %s %s (%s)", features.name, features.version,
              "change streams" if features.change_streams else "no change streams: sweeping")
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-        log.info("Prometheus metrics on :%d/metrics", settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.bind_host)  # BIND_HOST: this machine unless told
+        log.info("Prometheus metrics on %s:%d/metrics", settings.bind_host, settings.metrics_port)
     sweeper = Sweeper(db, settings, celery_sender)
     dispatcher = Dispatcher(db, celery_sender, interval_s=settings.dispatch_interval_s,
                             use_change_stream=features.change_streams, sweep=sweeper,

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from orchestrator import credentials
 from orchestrator.credentials import Credential
 from orchestrator.errors import SettingsError
+from orchestrator.redaction import split_password, without_password
 from orchestrator.statuses import RunStatus
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
@@ -46,6 +47,24 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_NOTIFY_ON = ("AWAITING_HUMAN", "FAILED", "HUMAN_VALIDATED", "HUMAN_REJECTED")
 #: The bodies a notification can have (NOTIFY_FORMAT): our JSON object, or a Slack message.
 NOTIFY_FORMATS = ("json", "slack")
+#: Where the processes listen (BIND_HOST): this machine only, unless told otherwise.
+DEFAULT_BIND_HOST = "127.0.0.1"
+#: The web process's port (WEB_PORT), and with it INGEST_URL's default.
+DEFAULT_WEB_PORT = 8000
+#: Variables a process reads outside `Settings`, each with what reads it: the Procfile's shell
+#: lines, libraries, the pod runtime. Declared here, with their defaults, so one test
+#: (tests/test_configuration_documented.py) holds these, `Settings`, the Procfile, `.env.example`
+#: and the README's tables in agreement. honcho's per-process PORT is not among them: no process reads it.
+PROCESS_VARIABLES = {
+    "WEB_CONCURRENCY": "Procfile: gunicorn workers of the web process (4)",
+    "FLOWER_PORT": "Procfile: Flower's port (5555), on BIND_HOST",
+    "DATA_DIR": "Procfile: Flower's state and the web process's Prometheus files (./data)",
+    "PROMETHEUS_MULTIPROC_DIR": "prometheus_client: set by the Procfile for the web process alone (DATA_DIR/prometheus/web)",
+    "FLOWER_BASIC_AUTH": "Flower: user:password for its pages and API",
+    "POD_REGION": "worker: the pod's region, reported in ai.run.started",
+    "POD_IMAGE": "worker: the pod's image, reported in ai.run.started",
+    "SSL_CERT_FILE": "CA bundle for HTTPS to the S3 endpoint (certifi's otherwise)",
+}
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
@@ -70,7 +89,7 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -80,6 +99,8 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
         raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}.") from None
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}; set it to at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}={raw!r} is above the maximum {maximum}; set it to at most {maximum}.")
     return value
 
 
@@ -100,7 +121,7 @@ def _mongodb_url(env: Mapping[str, str]) -> tuple[str, str]:
     its password masked: these messages end up in terminals, pod logs and CI output."""
     url = _text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
     assert url is not None
-    shown = _without_password(url)
+    shown = without_password(url)
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in ("mongodb", "mongodb+srv", "mongomock"):
         raise SettingsError(
@@ -134,7 +155,7 @@ def _parse_mongodb_url(url: str, shown: str) -> dict[str, Any]:
     try:
         return _validate_uri(checked, warn=True, normalize=False)
     except (PyMongoError, ValueError) as exc:
-        _, password, _ = _split_password(url)
+        _, password, _ = split_password(url)
         reason = (str(exc).replace(password, "***") if password else str(exc)).rstrip(".")
         raise SettingsError(
             f"MONGODB_URL={shown!r} is not a valid MongoDB URL: {reason}; fix it, e.g. {DEFAULT_MONGODB_URL} "
@@ -239,6 +260,18 @@ def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tu
     return tuple(found)
 
 
+def _host(env: Mapping[str, str], name: str, default: str) -> str:
+    """An address to listen on: an IP address (0.0.0.0 or :: for every interface) or a host name."""
+    host = _text(env, name, default) or default
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
+            raise SettingsError(f"{name}={host!r} is not an address to listen on; use e.g. {default} "
+                                "(this machine only) or 0.0.0.0 (every interface).") from None
+    return host
+
+
 def url_host(url: str) -> str:
     """scheme://host/*** : enough to tell which receiver, nothing of a credential in its path."""
     parts = urlsplit(url)
@@ -252,7 +285,11 @@ class Settings:
     mongodb_url: str
     database: str
     #: Base URL of the ingest app; the worker posts events to {ingest_url}/api/ingest/events.
+    #: Defaults to the web process on this machine (http://127.0.0.1:WEB_PORT).
     ingest_url: str
+    #: Where the web process (and Flower, and the dispatcher's metrics) listen: BIND_HOST, WEB_PORT.
+    bind_host: str
+    web_port: int
     #: The token the worker sends: the first entry of INGEST_TOKEN. Never logged.
     ingest_token: str | None
     #: Every credential the API accepts, with its role and name (`orchestrator.credentials`).
@@ -344,10 +381,13 @@ class Settings:
         auth = (_text(env, "INGEST_AUTH", "required") or "required").lower()
         if auth not in ("required", "disabled"):
             raise SettingsError(f"INGEST_AUTH={auth!r} must be 'required' or 'disabled'.")
+        web_port = _integer(env, "WEB_PORT", DEFAULT_WEB_PORT, maximum=65535)
         settings = cls(
             mongodb_url=url,
             database=database,
-            ingest_url=_http_url(env, "INGEST_URL", "http://127.0.0.1:8000"),
+            ingest_url=_http_url(env, "INGEST_URL", f"http://127.0.0.1:{web_port}"),
+            bind_host=_host(env, "BIND_HOST", DEFAULT_BIND_HOST),
+            web_port=web_port,
             ingest_token=_worker_token(found),
             credentials=found,
             ingest_auth=auth,
@@ -368,7 +408,7 @@ class Settings:
             cancel_grace_s=_number(env, "CANCEL_GRACE_S", 30.0, minimum=0.0),
             schedule_timeout_s=_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
             sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),
-            metrics_port=_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0),
+            metrics_port=_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0, maximum=65535),
             max_attempts=_integer(env, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             pipeline_modules=tuple(m.strip() for m in (_text(env, "PIPELINE_MODULES", "") or "").split(",") if m.strip()),
             spool_dir=_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",
@@ -408,6 +448,12 @@ class Settings:
         return self.mongodb_url.startswith("mongomock://")
 
     @property
+    def bind_address(self) -> str:
+        """host:port for gunicorn's bind, an IPv6 address in brackets."""
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"{host}:{self.web_port}"
+
+    @property
     def broker_url(self) -> str:
         """The MongoDB URL for kombu, with server selection bounded so an unreachable server
         fails a connect in `mongodb_timeout_s` instead of pymongo's 30 s."""
@@ -426,7 +472,7 @@ class Settings:
         out["credentials"] = [f"{c.role}:{c.label}" for c in self.credentials]
         for name in ("mongodb_url", "ingest_url", "minio_endpoint"):
             if out[name]:
-                out[name] = _without_password(str(out[name]))  # a URL may carry user:password too
+                out[name] = without_password(str(out[name]))  # a URL may carry user:password too
         if self.notify_url:
             out["notify_url"] = url_host(self.notify_url)
         return out
@@ -448,33 +494,3 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
 def _worker_token(found: tuple[Credential, ...]) -> str | None:
     worker = next((c for c in found if c.role == credentials.WORKER), None)
     return worker.token if worker is not None else None
-
-
-#: URL options whose values are credentials, masked like the password.
-_SECRET_OPTIONS = re.compile(r"(?i)([?&](?:tlsCertificateKeyFilePassword|authMechanismProperties)=)[^&]*")
-
-
-def _without_password(url: str) -> str:
-    """mongodb://user:secret@host/db -> mongodb://user:***@host/db, for any text, parseable or
-    not: the messages about an unparseable URL need the mask most."""
-    before, password, after = _split_password(url)
-    masked = url if password is None else f"{before}***{after}"
-    return _SECRET_OPTIONS.sub(r"\1***", masked)
-
-
-def _split_password(url: str) -> tuple[str, str | None, str]:
-    """(text before the password, the password or None, text after it). The user part ends at
-    the last '@' before the options, as pymongo reads it; a password with an unescaped '?' is
-    cut at the last '@' of all, which may mask more than the password but never less."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    userinfo, at, hosts = rest.partition("?")[0].rpartition("@")
-    if not at:
-        userinfo, at, hosts = rest.rpartition("@")
-    else:
-        hosts = rest[len(userinfo) + 1:]
-    user, colon, password = userinfo.partition(":")
-    if not at or not colon:
-        return url, None, ""
-    return f"{head}{sep}{user}:", password, f"@{hosts}"

@@ -1,6 +1,7 @@
 """Celery's worker signals -> the pod runtime: prepare the database before the broker connects,
 start the runtime (and with it the presence record) with each process that runs tasks, flush
-and stop it at exit.
+and stop it at exit. Once the worker is ready, say in its log whether ingest and the artifact
+store answer (`orchestrator.preflight`).
 
 Listed in the app's `include`, so Celery imports it in a worker before `worker_init` fires.
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from typing import Any
 
 from celery import signals
 from pymongo.errors import PyMongoError
 
 from orchestrator.db import prepare_database
+from orchestrator.preflight import warn_unreachable
 from orchestrator.settings import Settings
 from tasks.pod.presence import announce_queues
 from tasks.pod.processes import children_of
@@ -79,10 +82,19 @@ def listen_for_stop() -> None:
         pass  # not the main thread (a threads pool): tasks there stop with the worker's own SIGTERM
 
 
+#: How long the start-up check keeps asking before it warns: `honcho start` starts the web
+#: process with the worker, and gunicorn may still be booting when the worker is ready.
+SERVICES_PATIENCE_S = 20.0
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    """The same for pools that run tasks in the main process (solo, threads); a prefork parent
-    must not, since the emitter's spool lock belongs to the child that runs tasks."""
+    """Start the runtime for pools that run tasks in the main process (solo, threads); a prefork
+    parent must not, since the emitter's spool lock belongs to the child that runs tasks. Check
+    ingest and the artifact store in a thread: a warning in the log, never a delay or a refusal."""
+    settings = Settings.from_env()
+    threading.Thread(target=warn_unreachable, args=(settings,), kwargs={"logger": log, "patience_s": SERVICES_PATIENCE_S},
+                     name="preflight", daemon=True).start()
     pool = getattr(sender, "pool", None)
     if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("solo", "thread"):
         runtime()

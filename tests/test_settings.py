@@ -31,11 +31,20 @@ def test_mongomock_url_selects_the_embedded_database():
         ({"INGEST_AUTH": "off"}, "INGEST_AUTH"),
         ({"LEASE_S": "10", "HEARTBEAT_INTERVAL_S": "15"}, "LEASE_S=10.0 must be longer"),
         ({"MINIO_ENDPOINT": "localhost:9000"}, "MINIO_ACCESS_KEY"),
+        ({"BIND_HOST": "every interface"}, "BIND_HOST"),
+        ({"WEB_PORT": "70000"}, "WEB_PORT='70000' is above the maximum 65535"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_the_web_process_listens_on_this_machine_where_ingest_url_points_unless_told():
+    settings = Settings.from_env({"WEB_PORT": "8123"})
+    assert (settings.bind_address, settings.ingest_url) == ("127.0.0.1:8123", "http://127.0.0.1:8123")
+    settings = Settings.from_env({"BIND_HOST": "::", "INGEST_URL": "https://ingest.example.org"})
+    assert (settings.bind_address, settings.ingest_url) == ("[::]:8000", "https://ingest.example.org")
 
 
 def test_broker_url_bounds_server_selection_so_a_down_server_fails_fast():
@@ -116,9 +125,9 @@ def test_a_number_below_its_minimum_names_the_minimum_to_use():
     ],
 )
 def test_redacted_masks_the_password_of_any_url_even_an_unparseable_one(url, masked):
-    from orchestrator.settings import _without_password
+    from orchestrator.redaction import without_password
 
-    assert _without_password(url) == masked
+    assert without_password(url) == masked
 
 
 def test_redacted_settings_mask_a_password_in_any_url():
