@@ -34,6 +34,7 @@ from orchestrator.credentials import new_token
 from orchestrator.db import get_db
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import TransitionError
+from orchestrator.preflight import warn_unreachable
 from orchestrator.runs import cancel_run, create_hypothesis_and_run
 from orchestrator.settings import DEFAULT_PIPELINE, Settings
 from orchestrator.sweeper import Sweeper
@@ -197,6 +198,7 @@ def run_demo(*, title: str | None, idea: str | None, seed: int, timeout: float, 
         where = (f": database {settings.redacted()['mongodb_url']}, ingest {settings.ingest_url}, "
                  f"artifacts {settings.minio_endpoint or settings.artifact_dir}, queue {queue}")
         console.print(Text("demo", "bold") + shown(where), soft_wrap=True)
+        warn_unreachable(settings, logger=log)  # a warning on stderr each, naming its variable
         stack.enter_context(_worker(queue))
         stack.enter_context(_dispatcher(db, settings, queue, sweep=not shared))
         _, run_id = create_hypothesis_and_run(db, title or DEFAULT_TITLE, idea or DEFAULT_IDEA, pipeline=pipeline,

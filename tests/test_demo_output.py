@@ -3,18 +3,20 @@ the live view and the summary; no settings dump, no access log; a timeout said a
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 from tests.servers import PYTHON, ROOT, process_env
 
 
-def _demo(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = process_env()
+def _demo(out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    given, env = env or {}, process_env()
     for name in ("MONGODB_URL", "INGEST_URL", "INGEST_TOKEN", "OPERATOR_TOKEN", "SECRET_KEY", "MINIO_ENDPOINT",
                  "SPOOL_DIR", "WORK_DIR", "ARTIFACT_DIR"):
         env.pop(name, None)
     env["COLUMNS"] = "100"
+    env.update(given)
     return subprocess.run([PYTHON, "-m", "ops.cli", "demo", "--output", str(out), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
@@ -48,3 +50,14 @@ def test_a_second_demo_in_the_same_folder_does_not_replay_the_first_ones_spool(t
     done = _demo(tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr[-4000:]
     assert not (spool / "leftover").exists()
+
+
+def test_a_demo_whose_object_store_does_not_answer_says_which_variable_at_its_start(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = _demo(tmp_path, "--timeout", "3", env={"MINIO_ENDPOINT": f"127.0.0.1:{port}", "MINIO_ACCESS_KEY": "k",
+                                                   "MINIO_SECRET_KEY": "secret-key", "MINIO_BUCKET": "b"})
+    first = done.stderr.strip().splitlines()[0]
+    assert first.startswith("WARNING ops.demo: ") and "MINIO_ENDPOINT" in first and str(port) in first, done.stderr[-3000:]
+    assert "INGEST_URL" not in done.stderr, "the demo's own ingest answered"
