@@ -12,14 +12,16 @@ The task is built so that the template ideas differ for real reasons, not by dec
   units, far worse conditioning).
 - Adam divides each parameter's step by a running root-mean-square of its gradient, which undoes
   the bad units much as scaling does; momentum and a cosine learning-rate decay do not touch the
-  units, so they change the loss far less.
+  units, so they change the loss far less (momentum's median effect is under 0.1%, though on some
+  seeds it tolerates a larger rate and gains several percent).
 - In raw units an L2 penalty barely changes anything (the learned weights are already tiny), and
   input noise, label smoothing (a few labels are flipped) and early stopping move the loss by
   about a percent either way: they pass review only when the seeds say they helped.
 
 Measured with the defaults below: over 80 run seeds, standardisation passed the demo's review 80
 times, class reweighting and squared features never; over 30 seeds, input noise passed 3 times,
-label smoothing once, early stopping twice, L2 never.
+label smoothing once, early stopping twice, L2 never; over 12 seeds, Adam passed 10 times,
+momentum 5, a cosine decay never.
 
 Every number comes from `numpy.random.default_rng` seeded from the run, so a run is repeatable.
 """
