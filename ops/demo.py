@@ -27,7 +27,7 @@ from rich.text import Text
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from ingest_app import create_app
-from ops.live import SETTLED, follow, number
+from ops.live import SETTLED, arm_line, follow, number, run_results, statistic_line
 from ops.terminal import shown
 from orchestrator import queries
 from orchestrator.credentials import new_token
@@ -143,16 +143,34 @@ def _dispatcher(db: Any, settings: Settings, queue: str, sweep: bool) -> Iterato
 
 
 def summary(run: dict[str, Any], settings: Settings) -> Table:
-    """What the demo prints at the end: status, verdict, scores, metrics and where the files are."""
+    """What the demo prints at the end: what it tested, status, verdict, the results (per arm mean ±
+    standard error and n, the test statistic), the reviewer's scores, each metric's last logged
+    value and where the files are. Results, scores and metrics are separate sections, so a t
+    statistic never reads as a score nor a last logged value as the result."""
     table = Table(title="demo run summary", show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     validation = run.get("validation") or {}
     table.add_row("run", shown(run["_id"]))
+    if run.get("ideaMapping"):
+        table.add_row("experiment", shown(run["ideaMapping"], "yellow"))
     table.add_row("status", shown(run["status"]))
     table.add_row("verdict", shown(validation.get("verdict", "-")))
+    results = run_results(run)
+    if results:
+        table.add_row("results", shown(f"{results.get('metric')}, mean ± standard error over n replicates"))
+        for arm in results.get("arms") or []:
+            table.add_row(shown(f"  {arm.get('name')}"), shown(arm_line(arm)))
+        if isinstance(results.get("test"), dict):
+            table.add_row("  test", shown(statistic_line(results["test"])))
+        for name, value in (results.get("effects") or {}).items():
+            table.add_row(shown(f"  effect {name}"), shown(number(value)))
+    if validation.get("scores"):
+        table.add_row("scores", shown(f"the reviewer's marks ({validation.get('model') or 'auto-validation'})"))
     for name, score in sorted((validation.get("scores") or {}).items()):
         table.add_row(shown(f"  score {name}"), shown(number(score)))
+    if run.get("metrics"):
+        table.add_row("metrics", "last logged value of each, not the result")
     for name, value in sorted((run.get("metrics") or {}).items()):
         table.add_row(shown(f"  metric {name}"), shown(number(value)))
     for artifact in run.get("artifacts") or []:

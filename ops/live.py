@@ -42,6 +42,8 @@ def header(run: dict[str, Any]) -> Table:
     rows = [
         ("run", shown(run["_id"])),
         ("hypothesis", shown(hypothesis.get("title") or run.get("hypothesisId") or "")),
+        # What the pipeline made of it (the demo maps a hypothesis onto one of its fixed experiments).
+        *([("experiment", shown(run["ideaMapping"], "yellow"))] if run.get("ideaMapping") else []),
         ("status", shown(status, _STATUS_STYLE.get(status, ""))),
         ("attempt", shown(f"{run.get('attempt', 0)} of {run.get('maxAttempts', '?')}")),
         ("pipeline", shown(run.get("pipeline"))),
@@ -84,11 +86,55 @@ def number(value: Any) -> str:
 
 
 def metrics_table(run: dict[str, Any]) -> Table:
-    table = Table(title="metrics (latest value)")
+    """Each metric's last logged value: a progress signal, not the result (`results_table` is)."""
+    table = Table(title="metrics (last logged value of each; the results table has the outcome)")
     table.add_column("name")
-    table.add_column("value", justify="right")
+    table.add_column("last logged", justify="right")
     for name, value in sorted((run.get("metrics") or {}).items()):
         table.add_row(shown(name), shown(number(value)))
+    return table
+
+
+def run_results(run: dict[str, Any]) -> dict[str, Any]:
+    """The measured outcome the verdict rests on (`results` of the latest validation), or {}."""
+    results = (run.get("validation") or {}).get("results")
+    return results if isinstance(results, dict) else {}
+
+
+def arm_line(arm: dict[str, Any]) -> str:
+    """'0.6872 ± 0.001934 (n = 5), accuracy 0.560': mean ± standard error over n."""
+    line = f"{_short(arm.get('mean'))} ± {_short(arm.get('stderr'))} (n = {arm.get('n')})"
+    return line + (f", accuracy {arm['accuracy']:.3f}" if isinstance(arm.get("accuracy"), (int, float)) else "")
+
+
+def _short(value: Any) -> str:
+    """Four significant digits: enough for a mean whose standard error is in the third."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def statistic_line(test: dict[str, Any]) -> str:
+    """'paired t-test, one-sided (...): statistic 14.77, df 4, p = 6.1e-05'."""
+    parts = [f"statistic {_short(test.get('statistic'))}"]
+    if test.get("df") is not None:
+        parts.append(f"df {number(test['df'])}")
+    if test.get("p_value") is not None:
+        parts.append(f"p = {test['p_value']:.2g}")
+    return f"{test.get('name')}: {', '.join(parts)}"
+
+
+def results_table(run: dict[str, Any]) -> Table:
+    """Per arm the metric's mean ± standard error over n, then the test statistic and the effect
+    sizes, each under its own name: the run's result, apart from the reviewer's scores."""
+    results = run_results(run)
+    table = Table(title=Text("results: ") + shown(results.get("metric") or ""), show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for arm in results.get("arms") or []:
+        table.add_row(shown(arm.get("name")), shown(arm_line(arm)))
+    if isinstance(results.get("test"), dict):
+        table.add_row("test", shown(statistic_line(results["test"])))
+    for name, value in (results.get("effects") or {}).items():
+        table.add_row(shown(f"effect {name}"), shown(number(value)))
     return table
 
 
@@ -126,6 +172,8 @@ def history_table(changes: list[dict[str, Any]]) -> Table:
 def run_view(run: dict[str, Any]) -> Group:
     """Everything `show` prints, and what `tail`/`demo` redraw live."""
     parts: list[Any] = [header(run), stages_table(run)]
+    if run_results(run):
+        parts.append(results_table(run))
     if run.get("metrics"):
         parts.append(metrics_table(run))
     if run.get("artifacts"):

@@ -203,8 +203,14 @@ class StageCompletedData(_Data):
 
 
 class IdeationGeneratedData(_Data):
+    """`chosen`: the idea the run goes on with; `mapping`: one sentence saying how the pipeline
+    turned the hypothesis into that idea (the demo maps it onto one of its fixed experiments),
+    shown with the run so nobody reads the result as a test of the words they wrote."""
+
     count = _StrictInt(required=True, validate=validate.Range(min=0))
     top_k = _StrictInt(validate=validate.Range(min=0), allow_none=True)
+    chosen = fields.String(validate=validate.Length(min=1, max=200), allow_none=True)
+    mapping = fields.String(validate=validate.Length(min=1, max=2000), allow_none=True)
 
 
 class PaperGeneratedData(_Data):
@@ -217,10 +223,38 @@ class AutoStartedData(_Data):
     rubric_version = fields.String(allow_none=True)
 
 
+class _ArmResult(Schema):
+    name = _text(required=True, max=200)
+    mean = _Finite(required=True)
+    stderr = _Finite(required=True, validate=validate.Range(min=0))
+    n = _StrictInt(required=True, validate=validate.Range(min=1))
+    accuracy = _Finite(allow_none=True)
+
+
+class _TestResult(Schema):
+    name = _text(required=True, max=200)
+    statistic = _Finite(required=True)
+    df = _Finite(validate=validate.Range(min=0), allow_none=True)
+    p_value = _Finite(validate=validate.Range(0, 1), allow_none=True)
+
+
+class _Results(Schema):
+    """The measured outcome the verdict rests on: per arm the metric's mean ± standard error over
+    n, the test statistic under its own name, and other effect sizes; kept apart from `scores`,
+    which are a reviewer's marks."""
+
+    metric = _text(required=True, max=200)
+    arms = fields.List(fields.Nested(_ArmResult), required=True, validate=validate.Length(max=50))
+    test = fields.Nested(_TestResult, allow_none=True)
+    effects = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)), values=_Finite(),
+                          allow_none=True)
+
+
 class AutoCompletedData(_Data):
     verdict = fields.String(required=True, validate=validate.OneOf(VERDICTS))
     scores = fields.Dict(keys=fields.String(), values=_Finite(), allow_none=True)
     notes = fields.String(allow_none=True)
+    results = fields.Nested(_Results, allow_none=True)
 
 
 class ArtifactRegisteredData(_Data):

@@ -299,12 +299,14 @@ def _canceled(ev: _Event) -> list[Write]:
 
 def _ideation(ev: _Event) -> list[Write]:
     d = ev.data
-    writes: list[Write] = [_run_facet(ev, "ideation", {"ideasCount": d["count"]})]
+    # The chosen idea and how the hypothesis was mapped onto it, when the pipeline says.
+    chosen = {field: d[key] for key, field in (("chosen", "chosenIdea"), ("mapping", "ideaMapping")) if d.get(key)}
+    writes: list[Write] = [_run_facet(ev, "ideation", {"ideasCount": d["count"], **chosen})]
     hypothesis_id = ev.run.get("hypothesisId")
     if hypothesis_id:
         # The hypothesis exists before its run; a missing one is not recreated as a stub.
         writes.append(_facet("hypotheses", hypothesis_id, "ideationSeq", ev.seq,
-                             {"ideasCount": d["count"], "topK": d.get("top_k")}))
+                             {"ideasCount": d["count"], "topK": d.get("top_k"), **chosen}))
     return writes
 
 
@@ -347,7 +349,8 @@ def _auto_completed(ev: _Event) -> list[Write]:
     d = ev.data
     record = {
         **ev.record_key(), "runId": ev.run_id, "kind": "auto", "verdict": d["verdict"], "scores": d.get("scores"),
-        "notes": d.get("notes"), "model": None, "attempt": ev.attempt, "seq": ev.seq, "createdAt": ev.time,
+        "results": d.get("results"), "notes": d.get("notes"), "model": None, "attempt": ev.attempt, "seq": ev.seq,
+        "createdAt": ev.time,
     }
     writes: list[Write] = [
         Create("validations", record),

@@ -69,8 +69,10 @@ class RunContext(ABC):
         """A safe stopping point: raises `Canceled` if the run was canceled."""
 
     @abstractmethod
-    def report_ideas(self, count: int, top_k: int | None = None) -> None:
-        """Ideation produced `count` ideas (of which `top_k` were kept)."""
+    def report_ideas(self, count: int, top_k: int | None = None, chosen: str | None = None,
+                     mapping: str | None = None) -> None:
+        """Ideation produced `count` ideas (of which `top_k` were kept); `chosen` names the one the
+        run goes on with and `mapping` says in a sentence how the hypothesis became that idea."""
 
     @abstractmethod
     def report_paper(self, path: Path, word_count: int | None = None) -> str:
@@ -81,8 +83,11 @@ class RunContext(ABC):
         """Auto-validation began with this reviewer model (or rule set)."""
 
     @abstractmethod
-    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None) -> None:
-        """Auto-validation's verdict ("pass" or "fail") with its scores and notes."""
+    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None,
+                       results: dict[str, Any] | None = None) -> None:
+        """Auto-validation's verdict ("pass" or "fail") with its scores and notes, and the measured
+        `results` it rests on ({metric, arms: [{name, mean, stderr, n, accuracy}], test: {name,
+        statistic, df, p_value}, effects}; `orchestrator.events` checks the shape)."""
 
 
 @dataclass
@@ -129,8 +134,10 @@ class RecordingContext(RunContext):
         if self.cancel_requested:
             raise Canceled("cancel requested")
 
-    def report_ideas(self, count: int, top_k: int | None = None) -> None:
-        self._record("ideas", count=count, top_k=top_k)
+    def report_ideas(self, count: int, top_k: int | None = None, chosen: str | None = None,
+                     mapping: str | None = None) -> None:
+        extra = {k: v for k, v in (("chosen", chosen), ("mapping", mapping)) if v is not None}
+        self._record("ideas", count=count, top_k=top_k, **extra)
 
     def report_paper(self, path: Path, word_count: int | None = None) -> str:
         key = self.save_artifact(path, "paper", "application/pdf")
@@ -140,7 +147,8 @@ class RecordingContext(RunContext):
     def validation_started(self, model: str, rubric_version: str | None = None) -> None:
         self._record("validation_started", model=model, rubric_version=rubric_version)
 
-    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None) -> None:
+    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None,
+                       results: dict[str, Any] | None = None) -> None:
         if verdict not in ("pass", "fail"):
             raise ValueError(f"verdict must be 'pass' or 'fail', got {verdict!r}")
-        self._record("verdict", verdict=verdict, scores=scores, notes=notes)
+        self._record("verdict", verdict=verdict, scores=scores, notes=notes, **({"results": results} if results else {}))

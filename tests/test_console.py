@@ -424,3 +424,21 @@ def test_a_filter_no_server_could_store_is_refused_before_the_query(app: Any, qu
     assert client.get(f"/?{query}", headers=HTML).status_code == 400
     api_query = query.replace("q=", "title=")  # the API names the title filter in full
     assert client.get(f"/api/runs?{api_query}", headers={"Authorization": f"Bearer {READER_TOKEN}"}).status_code == 400
+
+
+def test_the_run_page_says_which_experiment_ran_and_its_results_per_arm(app: Any, mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="SCHEDULED")
+    w = Worker(run_id)
+    mapping = "The demo maps this hypothesis onto its synthetic experiment adam_optimiser (matched on the word Adam)."
+    results = {"metric": "validation log-loss (lower is better)",
+               "arms": [{"name": "baseline", "mean": 0.687234, "stderr": 0.001934, "n": 5},
+                        {"name": "adam_optimiser", "mean": 0.469954, "stderr": 0.009986, "n": 5}],
+               "test": {"name": "paired t-test, one-sided", "statistic": 20.1224, "df": 4, "p_value": 1.8e-05}}
+    apply(mock_db, [w.event("ai.run.started", pod_id="pod-a", attempt=1),
+                    w.event("ai.ideation.generated", count=10, top_k=1, chosen="adam_optimiser", mapping=mapping),
+                    w.event("ai.validation.auto_completed", verdict="pass", scores={"overall": 1.0}, results=results)])
+    page = text_of(sign_in(app, READER_TOKEN).get(f"/runs/{run_id}", headers=HTML))
+    assert f"Experiment {mapping}" in page
+    assert "Results: validation log-loss (lower is better), mean ± standard error" in page
+    assert "baseline 0.6872 ± 0.001934 (n = 5)" in page and "adam_optimiser 0.47 ± 0.009986 (n = 5)" in page
+    assert "paired t-test, one-sided: statistic 20.12" in page and "df 4, p = 1.8e-05" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -37,10 +38,46 @@ def test_the_demo_run_ends_awaiting_human_review_with_every_stage_completed(demo
 
 def test_the_demo_run_has_measured_metrics_and_a_validation_record(demo_run):
     run, _ = demo_run
-    assert {"val_loss", "val_accuracy", "improvement"} <= set(run["metrics"])
+    assert {"preliminary_val_loss", "preliminary_val_accuracy", "baseline_val_loss_per_seed"} <= set(run["metrics"])
+    assert not [name for name in run["metrics"] if "trial" in name]  # a sweep's last point is no result
     validation = run["validation"]
     assert validation["kind"] == "auto" and validation["verdict"] in ("pass", "fail")
     assert validation["scores"] and validation["notes"]
+    assert all(0 <= score <= 1 for score in validation["scores"].values()), validation["scores"]
+
+
+def test_the_run_says_which_synthetic_experiment_it_tested_and_its_results_per_arm(demo_run):
+    run, _ = demo_run
+    assert run["chosenIdea"] == "feature_standardisation" == run["hypothesis"]["chosenIdea"]
+    assert run["ideaMapping"].startswith("The demo maps this hypothesis onto its synthetic experiment "
+                                         "feature_standardisation (")
+    results = run["validation"]["results"]
+    assert [arm["name"] for arm in results["arms"][:2]] == ["baseline", "feature_standardisation"]
+    assert all(arm["n"] == 5 and arm["stderr"] > 0 for arm in results["arms"])
+    assert results["test"]["name"].startswith("paired t-test") and results["test"]["df"] == 4
+
+
+def test_the_summary_puts_the_experiment_first_and_results_apart_from_scores_and_metrics(demo_run):
+    from rich.console import Console
+
+    from ops.demo import summary
+    from tests.helpers import make_settings
+
+    run, out = demo_run
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary(run, make_settings(ARTIFACT_DIR=str(Path(out) / "artifacts"))))
+    lines = [line.strip("│ ") for line in console.file.getvalue().splitlines()]
+    labels = [line.split("│")[0].strip() for line in lines if "│" in line]
+    assert labels[:3] == ["run", "experiment", "status"]
+    order = [labels.index(name) for name in ("results", "baseline", "feature_standardisation", "test", "scores",
+                                             "score overall", "metrics", "metric preliminary_val_loss")]
+    assert order == sorted(order)
+    row = {line.split("│")[0].strip(): line.split("│")[1].strip() for line in lines if "│" in line}
+    arm = run["validation"]["results"]["arms"][0]
+    assert row["baseline"] == f"{arm['mean']:.4g} ± {arm['stderr']:.4g} (n = 5), accuracy {arm['accuracy']:.3f}"
+    assert row["test"].startswith("paired t-test, one-sided (baseline loss - proposed loss > 0): statistic ")
+    assert ", df 4, p = " in row["test"]
+    assert row["metrics"] == "last logged value of each, not the result"
 
 
 def test_paper_and_figures_are_registered_with_the_sha256_of_the_stored_bytes(demo_run):
@@ -100,3 +137,24 @@ def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_p
         child.send_signal(signal.SIGINT)
         code = child.wait(30)
     assert code == 0
+
+
+def test_the_live_view_shows_the_experiment_under_the_hypothesis_and_results_before_metrics():
+    from rich.console import Console
+
+    from ops.live import run_view
+
+    run = {"_id": "r1", "status": "AWAITING_HUMAN", "hypothesis": {"title": "Adam converges faster than plain SGD"},
+           "ideaMapping": "The demo maps this hypothesis onto its synthetic experiment adam_optimiser.",
+           "metrics": {"preliminary_val_loss": 0.67},
+           "validation": {"results": {"metric": "validation log-loss", "arms": [
+               {"name": "baseline", "mean": 0.687234, "stderr": 0.001934, "n": 5, "accuracy": 0.56}],
+               "test": {"name": "paired t-test", "statistic": 20.12, "df": 4, "p_value": 1.8e-5}}}}
+    console = Console(file=io.StringIO(), width=200)
+    console.print(run_view(run))
+    text = console.file.getvalue()
+    assert text.index("hypothesis") < text.index("experiment  ") < text.index("status")
+    assert "adam_optimiser" in text
+    assert text.index("results: validation log-loss") < text.index("metrics (last logged value of each")
+    assert "0.6872 ± 0.001934 (n = 5), accuracy 0.560" in text
+    assert "paired t-test: statistic 20.12, df 4, p = 1.8e-05" in text

@@ -101,3 +101,39 @@ def test_the_history_record_keeps_the_event_and_its_trace_context() -> None:
     assert record["time"] == datetime(2026, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
     assert record["receivedAt"] == received and record["traceparent"] == event["traceparent"]
     assert record["data"] == event["data"] and record["type"] == event["type"]
+
+
+RESULTS = {
+    "metric": "validation log-loss (lower is better)",
+    "arms": [{"name": "baseline", "mean": 0.68, "stderr": 0.003, "n": 5, "accuracy": 0.56},
+             {"name": "adam_optimiser", "mean": 0.47, "stderr": 0.01, "n": 5}],
+    "test": {"name": "paired t-test, one-sided", "statistic": 20.1, "df": 4, "p_value": 1.8e-5},
+    "effects": {"cohen_dz": 9.0},
+}
+
+
+def test_a_verdict_carries_its_results_apart_from_its_scores_and_ideation_its_mapping() -> None:
+    verdict = validate_event(_event("ai.validation.auto_completed", verdict="pass", scores={"overall": 1.0},
+                                    results=RESULTS))
+    assert verdict["data"]["results"] == RESULTS
+    ideas = validate_event(_event("ai.ideation.generated", count=10, top_k=1, chosen="adam_optimiser",
+                                  mapping="The demo maps this hypothesis onto adam_optimiser."))
+    assert ideas["data"]["chosen"] == "adam_optimiser"
+    assert validate_event(_event("ai.ideation.generated", count=1))["data"] == {"run_id": RUN, "count": 1}
+
+
+@pytest.mark.parametrize(
+    ("results", "path"),
+    [
+        ({**RESULTS, "arms": [{"name": "a", "mean": 0.5, "stderr": -1.0, "n": 5}]}, "data.results.arms.0.stderr"),
+        ({**RESULTS, "arms": [{"name": "a", "mean": 0.5, "stderr": 0.1, "n": 0}]}, "data.results.arms.0.n"),
+        ({**RESULTS, "arms": [{"name": "a", "mean": float("nan"), "stderr": 0.1, "n": 5}]}, "data.results.arms.0.mean"),
+        ({**RESULTS, "test": {"name": "t", "statistic": 2.0, "p_value": 1.5}}, "data.results.test.p_value"),
+        ({**RESULTS, "test": {"name": "t"}}, "data.results.test.statistic"),
+        ({"arms": []}, "data.results.metric"),
+    ],
+)
+def test_malformed_results_are_refused_naming_the_field(results: dict[str, Any], path: str) -> None:
+    with pytest.raises(EventError) as caught:
+        validate_event(_event("ai.validation.auto_completed", verdict="pass", results=results))
+    assert path in caught.value.errors, caught.value.errors

@@ -205,6 +205,17 @@ def test_ideation_sets_the_count_on_the_hypothesis_and_the_run(mock_db: Any) -> 
     assert run["ideasCount"] == 12
 
 
+def test_ideation_records_the_chosen_idea_and_how_the_hypothesis_was_mapped_onto_it(mock_db: Any) -> None:
+    run_id = insert_run(mock_db)
+    mapping = "The demo maps this hypothesis onto its synthetic experiment adam_optimiser (matched on 'Adam')."
+    apply(mock_db, [Worker(run_id).event("ai.ideation.generated", count=10, top_k=1, chosen="adam_optimiser",
+                                         mapping=mapping)])
+    run = _run(mock_db, run_id)
+    hypothesis = mock_db.hypotheses.find_one({"_id": run["hypothesisId"]})
+    for document in (run, hypothesis):
+        assert (document["chosenIdea"], document["ideaMapping"]) == ("adam_optimiser", mapping)
+
+
 def test_paper_generated_records_the_key_and_word_count(mock_db: Any) -> None:
     run_id = insert_run(mock_db)
     key = f"runs/{run_id}/1/paper.pdf"
@@ -229,6 +240,17 @@ def test_auto_validation_moves_the_run_and_records_the_verdict_with_its_model(mo
         "runId": run_id, "kind": "auto", "verdict": "fail", "scores": {"soundness": 2.0}, "notes": "weak",
         "model": "reviewer-1", "createdAt": _time(w, 2),
     }
+
+
+def test_a_verdict_records_its_results_beside_its_scores(mock_db: Any) -> None:
+    run_id = insert_run(mock_db, status="RUNNING")
+    results = {"metric": "validation log-loss", "arms": [{"name": "baseline", "mean": 0.68, "stderr": 0.003, "n": 5}],
+               "test": {"name": "paired t-test", "statistic": 14.8, "df": 4, "p_value": 6e-5}}
+    completed = Worker(run_id).event("ai.validation.auto_completed", verdict="pass", scores={"overall": 1.0},
+                                     results=results)
+    apply(mock_db, [completed])
+    record = mock_db.validations.find_one({"eventId": completed["id"]})
+    assert (record["scores"], record["results"]) == ({"overall": 1.0}, results)
 
 
 def test_a_verdict_that_arrives_before_its_auto_started_gets_the_model_later(mock_db: Any) -> None:

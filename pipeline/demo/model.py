@@ -10,13 +10,18 @@ The task is built so that the template ideas differ for real reasons, not by dec
 - The classes are balanced by construction, so inverse-frequency class weights have nothing to
   correct; the true boundary is linear, so squared features only add variance (and, in raw
   units, far worse conditioning).
+- Adam divides each parameter's step by a running root-mean-square of its gradient, which undoes
+  the bad units much as scaling does; momentum and a cosine learning-rate decay do not touch the
+  units, so they change the loss far less (momentum's median effect is under 0.1%, though on some
+  seeds it tolerates a larger rate and gains several percent).
 - In raw units an L2 penalty barely changes anything (the learned weights are already tiny), and
   input noise, label smoothing (a few labels are flipped) and early stopping move the loss by
   about a percent either way: they pass review only when the seeds say they helped.
 
 Measured with the defaults below: over 80 run seeds, standardisation passed the demo's review 80
 times, class reweighting and squared features never; over 30 seeds, input noise passed 3 times,
-label smoothing once, early stopping twice, L2 never.
+label smoothing once, early stopping twice, L2 never; over 12 seeds, Adam passed 10 times,
+momentum 5, a cosine decay never.
 
 Every number comes from `numpy.random.default_rng` seeded from the run, so a run is repeatable.
 """
@@ -50,6 +55,10 @@ EPOCHS = 200
 GRAD_CLIP = 5.0
 #: Learning rates every arm is tuned over; the same grid for all, so tuning effort is equal.
 LR_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+#: Adam's decay of its second-moment estimate and its guard against division by zero (Kingma & Ba
+#: 2015, the values they recommend); its first-moment decay is `Recipe.momentum`.
+ADAM_BETA2 = 0.999
+ADAM_EPS = 1e-8
 #: Share of the training set an early-stopping recipe holds out to decide when to stop.
 EARLY_STOP_HOLDOUT = 0.2
 #: Epochs without improvement on that holdout before early stopping ends a fit.
@@ -91,6 +100,14 @@ class Recipe:
     input_noise: float = 0.0
     class_weights: bool = False
     early_stopping: bool = False
+    #: Decay of the exponential moving average of gradients each step follows (0: none, the
+    #: gradient itself), bias-corrected as in Adam.
+    momentum: float = 0.0
+    #: Divide each parameter's step by the root of its bias-corrected second moment (Adam's
+    #: per-parameter step sizes); with `momentum` 0.9 this is Adam.
+    adaptive: bool = False
+    #: "constant", or "cosine": the rate decays from `lr` to 0 over the epochs (half a cosine).
+    lr_schedule: str = "constant"
 
     def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         return replace(self, **overrides)
@@ -143,7 +160,8 @@ def fit(
     on_epoch: Callable[[int, float, float], None] | None = None,
     report_every: int = 0,
 ) -> Fit:
-    """Train by full-batch gradient descent and score on the validation set.
+    """Train by full-batch gradient descent (with the recipe's optimiser) and score on the
+    validation set.
 
     `on_epoch(epoch, val_loss, val_accuracy)` is called every `report_every` epochs (and after
     the last): the caller reports metrics and checks for cancel there.
@@ -152,12 +170,13 @@ def fit(
     stopper = _EarlyStopper(prep.x_stop, prep.y_stop) if prep.x_stop is not None and prep.y_stop is not None else None
     w = np.zeros(prep.x_fit.shape[1] + 1)
     epochs = recipe.n_epochs()
+    optimiser = _Optimiser(recipe, w.shape, epochs)
     epoch = 0
     for epoch in range(1, epochs + 1):
         x_step = prep.x_fit
         if recipe.input_noise:
             x_step = x_step + rng.normal(size=x_step.shape) * prep.feature_sd * recipe.input_noise
-        w = w - recipe.lr * _gradient(x_step, prep.targets, prep.sample_w, w, recipe.l2)
+        w = w - optimiser.step(_gradient(x_step, prep.targets, prep.sample_w, w, recipe.l2), epoch)
         if stopper and stopper.should_stop(w, epoch):
             break
         if on_epoch and report_every and (epoch % report_every == 0 or epoch == epochs):
@@ -165,6 +184,32 @@ def fit(
     if stopper and stopper.best_w is not None:
         w = stopper.best_w  # restore the weights that did best on the holdout
     return Fit(*prep.score(w), epoch)
+
+
+class _Optimiser:
+    """One update rule for every arm: plain gradient descent unless the recipe asks for more.
+
+    `momentum` > 0 follows a bias-corrected moving average of the gradients instead of the
+    gradient (Adam's first moment; Polyak's heavy ball in moving-average form), `adaptive`
+    divides by the root of the bias-corrected second moment, and both together are Adam
+    (Kingma & Ba 2015). With neither, `step` is `lr * grad` exactly, so the baseline is untouched.
+    """
+
+    def __init__(self, recipe: Recipe, shape: tuple[int, ...], epochs: int):
+        self.recipe, self.epochs = recipe, epochs
+        self.m, self.v = np.zeros(shape), np.zeros(shape)
+
+    def step(self, grad: np.ndarray, epoch: int) -> np.ndarray:
+        r = self.recipe
+        lr = r.lr * (0.5 * (1.0 + np.cos(np.pi * (epoch - 1) / self.epochs)) if r.lr_schedule == "cosine" else 1.0)
+        direction = grad
+        if r.momentum:
+            self.m = r.momentum * self.m + (1.0 - r.momentum) * grad
+            direction = self.m / (1.0 - r.momentum**epoch)
+        if r.adaptive:
+            self.v = ADAM_BETA2 * self.v + (1.0 - ADAM_BETA2) * grad**2
+            direction = direction / (np.sqrt(self.v / (1.0 - ADAM_BETA2**epoch)) + ADAM_EPS)
+        return lr * direction
 
 
 @dataclass(frozen=True)

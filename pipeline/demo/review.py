@@ -3,6 +3,10 @@
 The claim of every demo run is "the proposed change lowers validation log-loss". The reviewer
 recomputes the paired statistics from the stored per-seed numbers (it trusts no summary field)
 and passes the run only if every check holds, so a change that does not help fails.
+
+Its `scores` are shares of checks passed, all within 0..1, so they read alike; the measured
+numbers (each arm's mean ± standard error, the paired t statistic with its df and p-value, effect
+sizes) go in `results` under their own names, never among the scores.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 MODEL = "rule-based-reviewer"
-RUBRIC_VERSION = "1"
+#: 2: scores are 0..1 shares of checks; t, effect sizes and per-arm results moved to `results`.
+RUBRIC_VERSION = "2"
+#: What every demo result measures, as `results.metric` says it.
+METRIC = "validation log-loss (lower is better)"
+#: The name `results.test` gives the test, saying which way it is one-sided.
+TEST_NAME = "paired t-test, one-sided (baseline loss - proposed loss > 0)"
 
 #: Smallest mean improvement, as a share of the baseline's loss, that counts as a result.
 #: Below it a "significant" gain is too small to matter and likely an artefact of the optimiser.
@@ -37,6 +46,15 @@ class Paired:
     mean: float
     stderr: float
     t: float
+
+    @property
+    def df(self) -> int:
+        return max(self.n - 1, 0)
+
+    @property
+    def p_one_sided(self) -> float:
+        """P(T >= t) under no mean difference: the chance of a t this large by luck alone."""
+        return t_sf(self.t, self.df) if self.df >= 1 else 1.0
 
     @classmethod
     def of(cls, a: list[float], b: list[float]) -> Paired:
@@ -65,6 +83,7 @@ class Review:
     scores: dict[str, float]
     notes: str
     checks: tuple[Check, ...]
+    results: dict[str, Any]
 
 
 def t_critical(df: int) -> float:
@@ -72,6 +91,61 @@ def t_critical(df: int) -> float:
     if df < 1:
         return math.inf
     return _T_CRITICAL_05[max(k for k in _T_CRITICAL_05 if k <= df)] if df <= 30 else 1.96
+
+
+def t_sf(t: float, df: int) -> float:
+    """P(T >= t) for Student's t with `df` >= 1 degrees of freedom, exact for integer df
+    (Abramowitz & Stegun 26.7.3 and 26.7.4: a finite series in the angle atan(t / sqrt(df))), so
+    the demo needs no scipy."""
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:  # odd: A = 2/pi * (theta + sin * (cos + 2/3 cos^3 + ...))
+        term, series = math.cos(theta), 0.0
+        for k in range((df - 1) // 2):
+            series += term
+            term *= c2 * (2 * k + 2) / (2 * k + 3)
+        inside = 2 / math.pi * (theta + s * series)
+    else:  # even: A = sin * (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        term, series = 1.0, 0.0
+        for k in range(df // 2):
+            series += term
+            term *= c2 * (2 * k + 1) / (2 * k + 2)
+        inside = s * series
+    tail = max(0.0, (1.0 - inside) / 2)  # P(T >= |t|)
+    return tail if t >= 0 else 1.0 - tail
+
+
+def arm_result(name: str, arm: dict[str, Any]) -> dict[str, Any]:
+    """One arm as `results.arms` lists it, recomputed from its per-seed losses."""
+    losses = arm["val_loss"]
+    n = len(losses)
+    mean = sum(losses) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in losses) / (n - 1)) if n > 1 else 0.0
+    accuracy = sum(arm["val_accuracy"]) / n
+    return {"name": name, "mean": round(mean, 6), "stderr": round(sd / math.sqrt(n), 6), "n": n,
+            "accuracy": round(accuracy, 6)}
+
+
+def results(stage3: dict[str, Any], stage4: dict[str, Any]) -> dict[str, Any]:
+    """The measured outcome: every arm (baseline, the change, each ablation), the paired test of
+    baseline against the change, and its effect sizes."""
+    base, prop = stage3["baseline"], stage3["proposed"]
+    gain = Paired.of(base["val_loss"], prop["val_loss"])
+    base_mean = sum(base["val_loss"]) / len(base["val_loss"])
+    arms = [arm_result("baseline", base), arm_result(stage3["idea"], prop)]
+    arms += [arm_result(f"without {a['removed']}", a) for a in stage4["ablations"]]
+    return {
+        "metric": METRIC,
+        "arms": arms,
+        "test": {"name": TEST_NAME, "statistic": round(gain.t, 4), "df": gain.df,
+                 "p_value": float(f"{gain.p_one_sided:.4g}")},
+        "effects": {
+            "mean_difference": round(gain.mean, 6),
+            "mean_difference_stderr": round(gain.stderr, 6),
+            "relative_improvement": round(gain.mean / base_mean, 6) if base_mean > 0 else 0.0,
+            "cohen_dz": round(gain.mean / (gain.stderr * math.sqrt(gain.n)), 4) if gain.stderr > 0 else 0.0,
+        },
+    }
 
 
 def review(stage1: dict[str, Any], stage3: dict[str, Any], stage4: dict[str, Any]) -> Review:
@@ -87,22 +161,22 @@ def review(stage1: dict[str, Any], stage3: dict[str, Any], stage4: dict[str, Any
         Check("improves_on_average", gain.mean > 0,
               f"mean val-loss change {-gain.mean:+.4f} (baseline {base_mean:.4f})"),
         Check("significant", gain.t >= critical,
-              f"paired t = {gain.t:.2f} over {gain.n} seeds, needs >= {critical:.3f} (one-sided 5%)"),
+              f"paired t({gain.df}) = {gain.t:.2f}, one-sided p = {gain.p_one_sided:.2g}, over {gain.n} seeds; "
+              f"needs t >= {critical:.3f} (one-sided 5%)"),
         Check("meaningful_effect", relative >= MIN_RELATIVE_IMPROVEMENT,
               f"relative improvement {relative:.2%}, needs >= {MIN_RELATIVE_IMPROVEMENT:.0%}"),
         _ablation_check(stage4, base_mean, critical),
     ]
     checks = tuple(soundness + evidence)
     passed = all(c.passed for c in checks)
-    scores = {
+    scores = {  # shares of checks, 0..1; the statistics are in `results`
         "soundness": _share(soundness),
-        "significance": round(gain.t, 4),
-        "effect_size": round(relative, 6),
-        "cohen_dz": round(gain.mean / (gain.stderr * math.sqrt(gain.n)), 4) if gain.stderr > 0 else 0.0,
+        "evidence": _share(evidence),
         "ablation_consistency": _ablation_share(stage4),
         "overall": _share(list(checks)),
     }
-    return Review("pass" if passed else "fail", scores, _notes(stage3, checks, passed), checks)
+    return Review("pass" if passed else "fail", scores, _notes(stage3, checks, passed), checks,
+                  results(stage3, stage4))
 
 
 def _soundness_checks(stage1: dict[str, Any], base: dict, prop: dict, accuracy: Paired) -> list[Check]:

@@ -7,6 +7,12 @@ paper, and a rule-based review that fails the run when the measurements do not s
 
 Numbers depend on `ctx.seed` and the hypothesis text only, so every attempt of a run computes the
 same ones, and each step reads earlier outputs from `ctx.results` only (never their files).
+
+Metrics are progress signals named for what they are: the run keeps the last value logged per
+name, so a series says what it runs over (`preliminary_*` per epoch, `*_per_seed` per replicate),
+and a sweep's trials are no metrics at all (its last trial, the largest rate, is no result). The
+headline result (each arm's mean ± standard error over n, the test statistic with its df and
+p-value) goes with the verdict as structured `results`, and into the logs, not into metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 from pipeline.base import Pipeline, Step
 from pipeline.context import RunContext
 from pipeline.demo import figures, model
+from pipeline.demo import paper as writer
 from pipeline.demo import review as reviewer
 from pipeline.demo.ideas import TEMPLATES_BY_NAME, IdeaTemplate, choose, hypothesis_text
 from pipeline.errors import PipelineError
@@ -54,20 +61,24 @@ def demo_pipeline() -> Pipeline:
 
 
 def ideation(ctx: RunContext) -> dict[str, Any]:
-    """Score the template ideas against the hypothesis and keep the best match."""
+    """Score the template ideas against the hypothesis, keep the clear best match, and say in one
+    sentence (on the run, in the live view, in the paper) that this is what the demo tests."""
     ctx.progress(0.0)
     ctx.checkpoint()
-    template, candidates = choose(ctx.hypothesis)
-    matched = [c for c in candidates if c["score"] > 0]
-    ctx.report_ideas(count=len(candidates), top_k=len(matched))
-    ctx.log(f"chose idea {template.name}", score=candidates[0]["score"], matched=len(matched))
+    match = choose(ctx.hypothesis)
+    template, statement = match.template, match.statement()
+    matched = [c for c in match.candidates if c["score"] > 0]
+    ctx.report_ideas(count=len(match.candidates), top_k=len(matched), chosen=template.name, mapping=statement)
+    ctx.log(statement, score=match.score, matched=len(matched))
     ctx.progress(1.0)
     return {
         "idea": template.name,
         "title": template.title,
         "components": list(template.components),
-        "score": candidates[0]["score"],
-        "candidates": candidates,
+        "score": match.score,
+        "words": list(match.words),
+        "mapping": statement,
+        "candidates": match.candidates,
     }
 
 
@@ -86,8 +97,8 @@ def preliminary_investigation(ctx: RunContext) -> dict[str, Any]:
         curve["epoch"].append(epoch)
         curve["val_loss"].append(model.round6(loss))
         curve["val_accuracy"].append(model.round6(accuracy))
-        ctx.metric("val_loss", loss, step=epoch)
-        ctx.metric("val_accuracy", accuracy, step=epoch)
+        ctx.metric("preliminary_val_loss", loss, step=epoch)
+        ctx.metric("preliminary_val_accuracy", accuracy, step=epoch)
         ctx.progress(epoch / epochs)
         ctx.checkpoint()
 
@@ -107,10 +118,11 @@ def preliminary_investigation(ctx: RunContext) -> dict[str, Any]:
 def baseline_tuning(ctx: RunContext) -> dict[str, Any]:
     """Sweep the baseline's learning rate on the tuning split; keep the best."""
     seed = _need(ctx, "Stage_1")["data_seed"]
-    best, trials = _tune(seed, model.Recipe(), _trial_reporter(ctx, "baseline", 0.0, 1.0))
+    best, trials = _tune(seed, model.Recipe(), _trial_reporter(ctx, 0.0, 1.0))
     best_loss = min(t["val_loss"] for t in trials)
-    ctx.metric("best_val_loss", best_loss)
-    ctx.log(f"baseline tuned: lr {best.lr:g}, val loss {best_loss:.4f}")
+    ctx.metric("baseline_lr", best.lr)
+    ctx.metric("baseline_tuning_val_loss", best_loss)
+    _log_sweep(ctx, "baseline", trials, best.lr)
     return {"trials": trials, "best_lr": best.lr, "best_val_loss": best_loss}
 
 
@@ -119,20 +131,20 @@ def research_agenda(ctx: RunContext) -> dict[str, Any]:
     template = _template(ctx)
     seed = _need(ctx, "Stage_1")["data_seed"]
     baseline = model.Recipe(lr=_need(ctx, "Stage_2")["best_lr"])
-    proposed, trials = _tune(seed, _recipe(template, exclude=None), _trial_reporter(ctx, "proposed", 0.0, 0.4))
+    proposed, trials = _tune(seed, _recipe(template, exclude=None), _trial_reporter(ctx, 0.0, 0.4))
+    _log_sweep(ctx, template.name, trials, proposed.lr)
     arms = _evaluate(ctx, seed, {"baseline": baseline, "proposed": proposed}, N_SEEDS, 0.4)
     gain = reviewer.Paired.of(arms["baseline"]["val_loss"], arms["proposed"]["val_loss"])
-    ctx.metric("improvement", gain.mean)
-    ctx.metric("improvement_t", gain.t)
+    ctx.metric("proposed_lr", proposed.lr)
     ctx.log(f"{template.name}: val loss {arms['baseline']['mean']:.4f} -> {arms['proposed']['mean']:.4f}",
-            t=round(gain.t, 3), seeds=N_SEEDS)
+            t=round(gain.t, 3), df=gain.df, p=float(f"{gain.p_one_sided:.4g}"), seeds=N_SEEDS)
     arms["proposed"]["trials"] = trials
     return {
         "idea": template.name,
         "components": list(template.components),
         **arms,
         "improvement": {"mean": model.round6(gain.mean), "stderr": model.round6(gain.stderr),
-                        "t": round(gain.t, 4)},
+                        "t": round(gain.t, 4), "df": gain.df, "p": float(f"{gain.p_one_sided:.4g}")},
     }
 
 
@@ -145,10 +157,11 @@ def ablation_studies(ctx: RunContext) -> dict[str, Any]:
     ablations = []
     for i, component in enumerate(template.components):
         share = 1 / len(template.components)
-        recipe, _ = _tune(seed, _recipe(template, exclude=component), _trial_reporter(ctx, None, i * share, share / 2))
+        recipe, _ = _tune(seed, _recipe(template, exclude=component), _trial_reporter(ctx, i * share, share / 2))
         arm = _evaluate(ctx, seed, {component: recipe}, n_seeds, (i + 0.5) * share, share / 2)[component]
         cost = reviewer.Paired.of(arm["val_loss"], full["val_loss"])  # > 0: the component helps
-        ctx.metric(f"without_{component}_val_loss", arm["mean"])
+        ctx.log(f"without {component}: val loss {arm['mean']:.4f} ± {arm['stderr']:.4f}, {cost.mean:+.4f} against the "
+                "full change", component=component, lr=recipe.lr)
         ablations.append({"removed": component, **arm, "delta_mean": model.round6(cost.mean),
                           "delta_stderr": model.round6(cost.stderr)})
     ctx.progress(1.0)
@@ -161,12 +174,12 @@ def plots(ctx: RunContext) -> dict[str, Any]:
     out_dir = ctx.workdir / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = []
-    for i, (file_name, build) in enumerate(figures.FIGURES.items(), start=1):
+    for i, (name, plot) in enumerate(figures.FIGURES.items(), start=1):
         ctx.checkpoint()
-        path = out_dir / file_name
-        build(results).savefig(path, dpi=100)
+        path = out_dir / plot.file
+        figures.standalone(name, results).savefig(path, dpi=100)
         key = ctx.save_artifact(path, kind="figure", content_type="image/png")
-        saved.append({"file": f"figures/{file_name}", "key": key})
+        saved.append({"file": f"figures/{plot.file}", "key": key})
         ctx.progress(i / len(figures.FIGURES))
     return {"figures": saved}
 
@@ -176,13 +189,14 @@ def paper(ctx: RunContext) -> dict[str, Any]:
     results = _experiment_results(ctx)
     ctx.checkpoint()
     ctx.progress(0.1)
-    title, sections, table = _paper_text(ctx, results)
+    hypothesis_title, _ = hypothesis_text(ctx.hypothesis)
+    document = writer.build(hypothesis_title, results)
     path = ctx.workdir / "paper" / "paper.pdf"
-    word_count = figures.write_paper(path, title, sections, table, results)
+    word_count = figures.write_paper(path, document, results)
     ctx.progress(0.9)
     key = ctx.report_paper(path, word_count=word_count)
     ctx.progress(1.0)
-    return {"title": title, "key": key, "word_count": word_count}
+    return {"title": document.title, "key": key, "word_count": word_count}
 
 
 def auto_validation(ctx: RunContext) -> dict[str, Any]:
@@ -191,12 +205,13 @@ def auto_validation(ctx: RunContext) -> dict[str, Any]:
     ctx.validation_started(model=reviewer.MODEL, rubric_version=reviewer.RUBRIC_VERSION)
     ctx.progress(0.1)
     review = reviewer.review(_need(ctx, "Stage_1"), _need(ctx, "Stage_3"), _need(ctx, "Stage_4"))
-    ctx.report_verdict(review.verdict, scores=review.scores, notes=review.notes)
+    ctx.report_verdict(review.verdict, scores=review.scores, notes=review.notes, results=review.results)
     ctx.log(f"auto-validation: {review.verdict}", "info", **review.scores)
     ctx.progress(1.0)
     return {
         "verdict": review.verdict,
         "scores": review.scores,
+        "results": review.results,
         "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in review.checks],
     }
 
@@ -240,19 +255,29 @@ def _tune(
     return model.tune_lr(model.make_dataset(seed, _TUNING_REPLICATE), recipe, [seed, _TUNE_STREAM], on_trial)
 
 
-def _trial_reporter(ctx: RunContext, arm: str | None, start: float, span: float) -> Callable[[float, model.Fit], None]:
-    """A `tune_lr` callback: a metric per trial (when `arm` is named), progress, a cancel check."""
+def _trial_reporter(ctx: RunContext, start: float, span: float) -> Callable[[float, model.Fit], None]:
+    """A `tune_lr` callback: progress and a cancel check per trial. No metric: the run keeps the
+    last value per metric name, and the sweep's last point (the largest rate) is no result."""
     done = 0
 
     def on_trial(lr: float, result: model.Fit) -> None:
         nonlocal done
         done += 1
-        if arm:
-            ctx.metric(f"{arm}_trial_val_loss", result.val_loss, step=done)
         ctx.progress(min(1.0, start + span * done / len(model.LR_GRID)))
         ctx.checkpoint()
 
     return on_trial
+
+
+def _log_sweep(ctx: RunContext, arm: str, trials: list[dict[str, float]], kept: float) -> None:
+    """One line per sweep: the rate kept, and a warning when it is an end of the grid."""
+    edge = writer.sweep_edge(trials, kept)
+    loss = min(t["val_loss"] for t in trials)
+    if edge:
+        ctx.log(f"{arm} learning-rate sweep kept {kept:g}, the {edge} rate of the grid: its best rate may lie outside "
+                f"it (tuning val loss {loss:.4f})", "warning", arm=arm, lr=kept, edge=edge)
+    else:
+        ctx.log(f"{arm} learning-rate sweep kept {kept:g} (tuning val loss {loss:.4f})", arm=arm, lr=kept)
 
 
 def _evaluate(
@@ -269,7 +294,7 @@ def _evaluate(
             runs[arm]["val_loss"].append(model.round6(result.val_loss))
             runs[arm]["val_accuracy"].append(model.round6(result.val_accuracy))
             if len(recipes) > 1:
-                ctx.metric(f"{arm}_val_loss", result.val_loss, step=replicate)
+                ctx.metric(f"{arm}_val_loss_per_seed", result.val_loss, step=replicate)
         ctx.progress(min(1.0, start + span * replicate / n_seeds))
         ctx.checkpoint()
     return {arm: _summary(recipes[arm], run) for arm, run in runs.items()}
@@ -285,42 +310,3 @@ def _summary(recipe: model.Recipe, run: dict[str, list[float]]) -> dict[str, Any
 def _experiment_results(ctx: RunContext) -> dict[str, dict[str, Any]]:
     return {name: _need(ctx, name) for name in ("ideation", "Stage_1", "Stage_2", "Stage_3", "Stage_4")}
 
-
-def _paper_text(
-    ctx: RunContext, results: dict[str, dict[str, Any]]
-) -> tuple[str, list[tuple[str, str]], list[list[str]]]:
-    """Title, sections and results table, every number taken from the step outputs."""
-    s1, s2, s3, s4 = (results[k] for k in ("Stage_1", "Stage_2", "Stage_3", "Stage_4"))
-    template = TEMPLATES_BY_NAME[s3["idea"]]
-    base, prop, gain = s3["baseline"], s3["proposed"], s3["improvement"]
-    n = len(base["val_loss"])
-    data = s1["dataset"]
-    direction = "lowers" if gain["mean"] > 0 else "does not lower"
-    title = f"{template.title}: a {n}-seed controlled study on synthetic data"
-    hypothesis_title, _ = hypothesis_text(ctx.hypothesis)
-    sections = [
-        ("Abstract",
-         f"We test the hypothesis '{hypothesis_title or template.title}' with a logistic-regression "
-         f"baseline trained by gradient descent. Over {n} paired held-out seeds the change {direction} "
-         f"the mean validation log-loss from {base['mean']:.4f} to {prop['mean']:.4f} "
-         f"(improvement {gain['mean']:+.4f} ± {gain['stderr']:.4f} stderr, paired t = {gain['t']:.2f}); "
-         f"mean accuracy moves from {base['mean_accuracy']:.3f} to {prop['mean_accuracy']:.3f}."),
-        ("Setup",
-         f"Binary classification with {data['n_features']} features ({data['n_informative']} informative), "
-         f"feature scales from {data['feature_scale_min']:.3g} to {data['feature_scale_max']:.3g}, "
-         f"{data['n_train']} training and {data['n_val']} validation examples per seed. Both arms get "
-         f"the same learning-rate sweep ({len(s2['trials'])} values) on a separate tuning split; "
-         f"the baseline chose lr = {base['lr']:g}, the change lr = {prop['lr']:g}."),
-        ("Ablations",
-         "; ".join(f"without {a['removed']}: {a['mean']:.4f} (cost {a['delta_mean']:+.4f} ± "
-                   f"{a['delta_stderr']:.4f})" for a in s4["ablations"]) + "."),
-        ("Limitations",
-         "Synthetic data from one generative process, a linear model and a single metric; "
-         "the result says nothing about other data or models."),
-    ]
-    rows = [("baseline", base), (template.name, prop)] + [(f"without {a['removed']}", a) for a in s4["ablations"]]
-    table = [["arm", "lr", "val loss (mean ± se)", "val accuracy"]] + [
-        [label, f"{arm['lr']:g}", f"{arm['mean']:.4f} ± {arm['stderr']:.4f}", f"{arm['mean_accuracy']:.3f}"]
-        for label, arm in rows
-    ]
-    return title, sections, table

@@ -124,8 +124,10 @@ class WorkerContext(RunContext):
     def checkpoint(self) -> None:
         self._checkpoint()
 
-    def report_ideas(self, count: int, top_k: int | None = None) -> None:
-        self._emit("ai.ideation.generated", count=int(count), top_k=top_k)
+    def report_ideas(self, count: int, top_k: int | None = None, chosen: str | None = None,
+                     mapping: str | None = None) -> None:
+        extra = {k: v for k, v in (("chosen", chosen), ("mapping", mapping)) if v is not None}
+        self._emit("ai.ideation.generated", count=int(count), top_k=top_k, **extra)
 
     def report_paper(self, path: Path, word_count: int | None = None) -> str:
         key = self.save_artifact(path, "paper", "application/pdf")
@@ -135,5 +137,7 @@ class WorkerContext(RunContext):
     def validation_started(self, model: str, rubric_version: str | None = None) -> None:
         self._emit("ai.validation.auto_started", model=model, rubric_version=rubric_version)
 
-    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None) -> None:
-        self._emit("ai.validation.auto_completed", verdict=verdict, scores=scores, notes=notes)
+    def report_verdict(self, verdict: str, scores: dict[str, float] | None = None, notes: str | None = None,
+                       results: dict[str, Any] | None = None) -> None:
+        extra = {"results": results} if results is not None else {}
+        self._emit("ai.validation.auto_completed", verdict=verdict, scores=scores, notes=notes, **extra)
