@@ -1,5 +1,6 @@
 import functools
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -178,9 +179,25 @@ def test_stage_1_reports_a_learning_curve_with_epochs_as_steps(tmp_path):
 
 def test_stage_2_tries_every_learning_rate_and_keeps_the_best(tmp_path):
     out = _run(_context(tmp_path), EXPERIMENT[:3])["Stage_2"]
-    assert [t["lr"] for t in out["trials"]] == list(model.LR_GRID)
+    rates = [t["lr"] for t in out["trials"]]
+    assert set(model.LR_GRID) <= set(rates) and rates == sorted(rates)
     best = min(out["trials"], key=lambda t: t["val_loss"])
     assert (out["best_lr"], out["best_val_loss"]) == (best["lr"], best["val_loss"])
+
+
+@pytest.mark.parametrize(("best", "added"), [
+    (3e-6, {3e-5, 1e-5, 3e-6, 1e-6}),  # extended past the turn, which it then sees
+    (1e-3, set()),  # inside the grid: nothing added
+    (30.0, {3.0, 10.0, 30.0, 100.0}),
+    (1e-9, {3e-5, 1e-5, 3e-6, 1e-6}),  # never turns: stops after MAX_SWEEP_EXTENSIONS, at an edge still
+])
+def test_a_sweep_whose_best_is_an_end_of_the_grid_goes_on_beyond_it_a_few_rates(monkeypatch, best, added):
+    """The loss falls towards `best`: the sweep extends past the grid's end until it turns."""
+    monkeypatch.setattr(model, "fit", lambda data, recipe, rng: model.Fit(abs(math.log10(recipe.lr / best)), 0.5, 1))
+    recipe, trials = model.tune_lr(None, model.Recipe(), [0, 1], lambda lr, fit: None)
+    rates = [t["lr"] for t in trials]
+    assert set(rates) - set(model.LR_GRID) == added and rates == sorted(rates)
+    assert recipe.lr == min(trials, key=lambda t: t["val_loss"])["lr"]
 
 
 def test_stage_3_compares_both_arms_on_the_same_seeds(tmp_path):
@@ -477,7 +494,8 @@ def _discussion(paper):
 def test_the_discussion_says_when_the_baseline_kept_an_edge_of_its_sweep():
     results = _stored()
     low, _ = _paper(results=_with_lrs(results, 0, 4))
-    assert ("The baseline kept the smallest learning rate of its sweep (0.0001): its best rate may lie below the "
+    smallest = results["Stage_2"]["trials"][0]["lr"]
+    assert (f"The baseline kept the smallest learning rate of its sweep ({smallest:g}): its best rate may lie below the "
             "grid, so the baseline may be under-tuned and the gain over it overstated.") in _discussion(low)
     assert "The baseline's lowest tuning loss is at the smallest rate of the grid." in low.body()
     high, _ = _paper(results=_with_lrs(results, 4, -1))

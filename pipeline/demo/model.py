@@ -28,6 +28,7 @@ Every number comes from `numpy.random.default_rng` seeded from the run, so a run
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -55,6 +56,8 @@ EPOCHS = 200
 GRAD_CLIP = 5.0
 #: Learning rates every arm is tuned over; the same grid for all, so tuning effort is equal.
 LR_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+#: Rates a sweep may add beyond an end of `LR_GRID` while its best is that end (`tune_lr`).
+MAX_SWEEP_EXTENSIONS = 4
 #: Adam's decay of its second-moment estimate and its guard against division by zero (Kingma & Ba
 #: 2015, the values they recommend); its first-moment decay is `Recipe.momentum`.
 ADAM_BETA2 = 0.999
@@ -264,14 +267,38 @@ class _EarlyStopper:
 def tune_lr(
     data: Dataset, recipe: Recipe, rng_seed: list[int], on_trial: Callable[[float, Fit], None]
 ) -> tuple[Recipe, list[dict[str, float]]]:
-    """Pick the learning rate from `LR_GRID` by validation loss on `data`; report each trial."""
-    trials = []
-    for lr in LR_GRID:
+    """Pick the learning rate by validation loss on `data`, from `LR_GRID` and, while the best is
+    an end of what was tried, up to `MAX_SWEEP_EXTENSIONS` further rates beyond it: a rate kept at
+    the edge of a grid only says the best lies outside it, and an arm tuned that way (the raw
+    baseline, whose large features want tiny steps) would be compared under-tuned. Reports each
+    trial; returns them sorted by rate."""
+    trials: list[dict[str, float]] = []
+
+    def trial(lr: float) -> None:
         result = fit(data, replace(recipe, lr=lr), np.random.default_rng(rng_seed))
         on_trial(lr, result)
         trials.append({"lr": lr, "val_loss": round6(result.val_loss), "val_accuracy": round6(result.val_accuracy)})
-    best = min(trials, key=lambda t: t["val_loss"])
-    return replace(recipe, lr=best["lr"]), trials
+
+    for lr in LR_GRID:
+        trial(lr)
+    for _ in range(MAX_SWEEP_EXTENSIONS):
+        rates = sorted(t["lr"] for t in trials)
+        best = min(trials, key=lambda t: t["val_loss"])["lr"]
+        if best not in (rates[0], rates[-1]):
+            break
+        trial(_next_rate(best, down=best == rates[0]))
+    best_trial = min(trials, key=lambda t: t["val_loss"])
+    return replace(recipe, lr=best_trial["lr"]), sorted(trials, key=lambda t: t["lr"])
+
+
+def _next_rate(lr: float, *, down: bool) -> float:
+    """The grid's next step beyond `lr` (1, 3, 10, 30, ... per decade), rounded as the grid is."""
+    mantissa = lr / 10.0 ** math.floor(math.log10(lr) + 1e-9)
+    if down:
+        step = 0.3 if mantissa < 2 else 1 / 3  # 1e-4 -> 3e-5 -> 1e-5
+    else:
+        step = 3.0 if mantissa < 2 else 10 / 3
+    return float(f"{lr * step:.1g}")
 
 
 class _Transform:

@@ -184,8 +184,11 @@ def _methods(w: _Writer, template: IdeaTemplate, s1: dict, s2: dict, s3: dict) -
                   f"by full-batch gradient descent {w.cite('cauchy1847')} with a constant learning rate for "
                   f"{s1['epochs']} epochs, the gradient's norm clipped at {model.GRAD_CLIP:g} {w.cite('pascanu2013')}.")
     w.add("text", f"Change. {template.title} {w.cite(*template.references)}: {template.method}.")
-    w.add("text", f"Tuning. Each arm's learning rate is chosen from the same grid of {len(grid)} values, {min(grid):g} "
-                  f"to {max(grid):g}, by validation log-loss on a separate tuning replicate {w.cite('bengio2012')}; "
+    lrs = model.LR_GRID
+    w.add("text", f"Tuning. Each arm's learning rate is chosen from the same grid of {len(lrs)} values, {min(lrs):g} "
+                  f"to {max(lrs):g}, extended by up to {model.MAX_SWEEP_EXTENSIONS} further rates beyond an end "
+                  f"while the best rate is that end (the baseline's sweep tried {len(grid)}, {min(grid):g} to "
+                  f"{max(grid):g}), by validation log-loss on a separate tuning replicate {w.cite('bengio2012')}; "
                   f"the baseline kept {s3['baseline']['lr']:g} and the change {s3['proposed']['lr']:g}.")
     ablation = (f"Ablations remove one component at a time ({', '.join(components)}), re-tune the learning rate "
                 "and evaluate on the same replicates." if len(components) > 1 else
