@@ -25,6 +25,7 @@ from __future__ import annotations
 import getpass
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,6 +46,7 @@ from ops.cli_core import (
     stop,
 )
 from ops.commands_enqueue import enqueue, pipelines
+from ops.env_file import fill_empty
 from ops.live import SETTLED, follow, run_view
 from ops.terminal import shown, visible
 from orchestrator import operations, queries, schema
@@ -274,12 +276,24 @@ def migrate(obj: Ctx) -> None:
 
 @main.command()
 @click.option("--name", default=None, help="Who will hold it: printed as NAME:TOKEN, and NAME becomes `by` on what it changes.")
+@click.option("--fill", "env_file", type=click.Path(exists=True, dir_okay=False, writable=True, path_type=Path),
+              default=None, help="Write a fresh token into each empty credential line of this .env file "
+                                 "(INGEST_TOKEN=, OPERATOR_TOKEN=, READER_TOKEN=, SECRET_KEY=, ...) instead of printing one.")
 @click.pass_obj
-def token(obj: Ctx, name: str | None) -> None:
-    """Print a fresh random token for INGEST_TOKEN, READER_TOKEN, OPERATOR_TOKEN or METRICS_TOKEN.
+def token(obj: Ctx, name: str | None, env_file: Path | None) -> None:
+    """Print a fresh random token for INGEST_TOKEN, READER_TOKEN, OPERATOR_TOKEN, METRICS_TOKEN or
+    SECRET_KEY; with --fill, fill every empty one of a .env file (`cp .env.example .env` first).
 
     Needs no database and no settings. To rotate a token, append the new one to the variable's
     comma-separated list, move the clients over, then remove the old one."""
+    if env_file is not None:
+        if name:
+            raise click.UsageError("--name names one printed token; --fill writes several")
+        filled = fill_empty(env_file, new_token)
+        obj.out({"file": str(env_file), "filled": filled},
+                lambda: shown(f"{env_file}: filled {', '.join(filled)}" if filled
+                              else f"{env_file}: no empty credential to fill (a value already set is never replaced)"))
+        return
     fresh = new_token()
     entry = f"{name}:{fresh}" if name else fresh
     parse("--name", OPERATOR, entry)  # the same check the servers make at start

@@ -10,9 +10,12 @@ INGEST_URL said 8000. Here honcho hands the web process PORT=5000 too (no PORT i
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +24,6 @@ import pymongo
 import pytest
 import requests
 
-from orchestrator.credentials import new_token
 from orchestrator.runs import create_hypothesis_and_run
 from tests.servers import PYTHON, ROOT, Child, free_port, process_env, wait_until
 from tests.test_configuration_documented import declared, env_example
@@ -32,13 +34,21 @@ PROCESSES = ("web", "worker", "dispatcher")
 
 
 def honcho_env(tmp_path: Path, url: str, port: int) -> dict[str, str]:
-    """`.env` in `tmp_path`: `.env.example` as shipped, then the test's own lines (honcho's later
-    lines win). Returns the tokens. The environment honcho itself gets has none of our
-    variables, so `.env` is all the processes see."""
-    tokens = {name: new_token() for name in ("INGEST_TOKEN", "OPERATOR_TOKEN", "READER_TOKEN", "SECRET_KEY")}
-    own = {**tokens, "MONGODB_URL": url, "WEB_PORT": str(port)}
-    text = (ROOT / ".env.example").read_text() + "\n" + "".join(f"{k}={v}\n" for k, v in own.items())
-    (tmp_path / ".env").write_text(text)
+    """`.env` in `tmp_path` as the README makes it: `.env.example` copied, its credentials filled
+    by `manage-runs token --fill .env`; then the test's own lines (honcho's later lines win).
+    Returns the tokens. The environment honcho itself gets has none of our variables, so `.env`
+    is all the processes see."""
+    env = tmp_path / ".env"
+    shutil.copy(ROOT / ".env.example", env)
+    done = subprocess.run([PYTHON, "-m", "ops.cli", "--json", "token", "--fill", str(env)], cwd=ROOT, env=process_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    filled = json.loads(done.stdout)["filled"]
+    values = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    tokens = {name: values[name] for name in filled}
+    assert set(tokens) == {"INGEST_TOKEN", "OPERATOR_TOKEN", "READER_TOKEN", "SECRET_KEY"}
+    with env.open("a") as out:
+        out.write(f"\nMONGODB_URL={url}\nWEB_PORT={port}\n")
     return tokens
 
 
