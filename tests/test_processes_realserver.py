@@ -82,15 +82,22 @@ def test_ingest_down_during_a_run_loses_no_event(cluster):
     assert cluster.db.runs.find_one({"_id": run_id})["status"] == "RUNNING"
     cluster.start_ingest()
     cluster.wait_status(run_id, {"AWAITING_HUMAN"}, 90)
-    seqs = sorted(e["seq"] for e in cluster.db.events.find({"runId": run_id, "source": "worker://pod-a"}))
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every seq from the first to the last arrived"
-    # The dedup records of a batch are written after its effects: the status may show first.
+    pod = {"runId": run_id, "source": "worker://pod-a"}
+
+    def applied_and_recorded() -> list[int] | None:
+        """The pod's seqs once every event stored has its dedup record. Read together: the
+        spool's last batches (a final log line, a heartbeat) may land after the run's status
+        changed, and a batch's dedup records are written after its effects."""
+        seqs = sorted(e["seq"] for e in cluster.db.events.find(pod, {"seq": 1}))
+        return seqs if seqs and cluster.db.events_seen.count_documents(pod) == len(seqs) else None
+
     try:
-        wait_until(lambda: cluster.db.events_seen.count_documents({"runId": run_id}) == len(seqs), 10,
-                   "every event's dedup record")
-    except TimeoutError:  # say which records are missing, and what each process logged
-        seen = cluster.db.events_seen.count_documents({"runId": run_id})
-        pytest.fail(f"{seen} dedup records for {len(seqs)} events after 10 s\n{cluster.logs()}")
+        seqs = wait_until(applied_and_recorded, 10, "every event's dedup record")
+    except TimeoutError:  # say what is missing, and what each process logged
+        stored = cluster.db.events.count_documents(pod)
+        seen = cluster.db.events_seen.count_documents(pod)
+        pytest.fail(f"{seen} dedup records for {stored} events after 10 s\n{cluster.logs()}")
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every seq from the first to the last arrived"
 
 
 def test_a_sigkilled_worker_s_run_is_finished_by_another_with_nothing_doubled(cluster):
