@@ -9,6 +9,7 @@ Listed in the app's `include`, so Celery imports it in a worker before `worker_i
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -27,10 +28,17 @@ from tasks.pod.runtime import request_stop, runtime, shutdown_runtime
 log = logging.getLogger(__name__)
 
 
+#: Set by the main process when its warm shutdown begins. Made at `worker_init`, before the pool
+#: forks, so every pool child shares it (`listen_for_stop` reads it).
+_shutting_down: Any = None
+
+
 @signals.worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     """Indexes and kombu's broadcast collection exist before the broker connects. The queues
     this worker consumes (`-Q`) go into each pool child's presence record."""
+    global _shutting_down
+    _shutting_down = multiprocessing.Event()
     prepare_database(Settings.from_env())
     try:
         announce_queues(list(sender.app.amqp.queues.consume_from))
@@ -42,7 +50,13 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 def _on_child_start(**_: Any) -> None:
     """Start the emitter as soon as a pool child exists, not at its first task: a backlog an
     earlier child left in the spool (ingest was down when it exited) is sent right away. With
-    the database down this is left to the first task, which needs it anyway."""
+    the database down this is left to the first task, which needs it anyway.
+
+    `STOP_SIGNAL` is ignored until a task starts (`listen_for_stop`): billiard would otherwise
+    make it a terminate signal of the child, so a warm shutdown killed every idle child (exit
+    code 70), the pool forked a fresh one, and an idle worker took 6 s to stop, past honcho's
+    5 s before SIGKILL."""
+    signal.signal(STOP_SIGNAL, signal.SIG_IGN)
     try:
         runtime()
     except PyMongoError as exc:
@@ -62,6 +76,8 @@ def _on_shutting_down(sig: Any = None, how: Any = None, **_: Any) -> None:
     process marks itself stopping too, so a pool child forked from now on (the consumer may
     still hand it one more message) inherits the mark and gives that message back."""
     request_stop(f"the worker is shutting down ({sig or 'SIGTERM'})")
+    if _shutting_down is not None:
+        _shutting_down.set()
     for pid in children_of(os.getpid()):
         try:
             os.kill(pid, STOP_SIGNAL)
@@ -74,12 +90,15 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
 
 
 def listen_for_stop() -> None:
-    """Take `STOP_SIGNAL` in this process (a pool child, when its task starts: billiard resets
-    the child's signal handlers after `worker_process_init`, so earlier would not hold)."""
+    """Take `STOP_SIGNAL` in this process (a pool child, when its task starts), then check
+    whether the worker's warm shutdown began while it was idle and ignoring the signal: a task
+    the pool handed it after that is given back like one the signal interrupts."""
     try:
         signal.signal(STOP_SIGNAL, _on_stop_signal)
     except ValueError:
         pass  # not the main thread (a threads pool): tasks there stop with the worker's own SIGTERM
+    if _shutting_down is not None and _shutting_down.is_set():
+        request_stop("the worker is shutting down (it began before this task started)")
 
 
 #: How long the start-up check keeps asking before it warns: `honcho start` starts the web

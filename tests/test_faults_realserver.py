@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from devtools.proxy import WireProxy
-from orchestrator import claims
+from orchestrator import claims, pods
 from orchestrator.runs import create_hypothesis_and_run
 from tests.cluster import Cluster
 from tests.helpers import status_chain
@@ -282,3 +282,20 @@ def test_a_worker_told_to_stop_hands_its_run_back_and_exits_in_bounded_time(clus
     assert claims.get_claim(cluster.db, run_id, 1)["releaseReason"] == "preempted"
     handed = [c for c in status_chain(cluster.db)(run_id) if c["to"] == "QUEUED"]
     assert [(c["from"], c["by"], c["attempt"]) for c in handed] == [("RUNNING", "sweeper", 1)], handed
+
+
+def test_an_idle_worker_told_to_stop_ends_its_pool_child_cleanly_and_forks_no_other(cluster) -> None:
+    """The stop signal a warm shutdown sends each pool child used to kill an idle one (billiard
+    made it a terminate signal: exit code 70); the pool then forked a fresh child mid-shutdown,
+    and the worker took longer than honcho waits before SIGKILL."""
+    cluster.start_ingest()
+    idle = cluster.start_worker("pod-idle")
+    wait_until(lambda: cluster.db[pods.PODS].find_one({"podId": "pod-idle"}), 60,
+               "the pool child's presence record")
+    idle.process.send_signal(signal.SIGTERM)
+    idle.process.wait(30)
+    log = idle.output()
+    assert "exited with 'exitcode" not in log and "exited with 'signal" not in log, log[-3000:]
+    assert idle.process.returncode == 0
+    wait_until(lambda: cluster.db[pods.PODS].count_documents({"podId": "pod-idle"}) == 0, 10,
+               "the child's presence record to go with it")
