@@ -3,7 +3,8 @@
 The one place where the embedded mode adapts kombu: the stock transport connects with
 pymongo's `MongoClient` and creates `messages.broadcast` as a capped collection, which mongomock
 refuses (`NotImplementedError`). This subclass hands kombu the shared embedded database and
-creates the broadcast collection uncapped; everything else (fetch by find-and-delete, priority,
+creates the broadcast collection uncapped, and like the `mongodb://` one stops polling once the
+worker is stopping (`tasks.broker`); everything else (fetch by find-and-delete, priority,
 routing, fanout) is kombu's own code. Registered under the alias "mongomock" by `register()`.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES, mongodb
 
 from orchestrator.db import embedded_client
+from tasks.broker import StopPollingAtShutdown
 
 ALIAS = "mongomock"
 
@@ -28,7 +30,7 @@ class Channel(mongodb.Channel):
             database.create_collection(self.broadcast_collection)
 
 
-class Transport(mongodb.Transport):
+class Transport(StopPollingAtShutdown, mongodb.Transport):
     Channel = Channel
     driver_type = "mongodb"
     driver_name = "mongomock"

@@ -118,8 +118,9 @@ def test_honcho_start_as_shipped_takes_a_queued_run_to_awaiting_human(real_serve
             honcho.stop()
             client.drop_database(database)
             client.close()
-    # honcho sends SIGKILL to what is still running 5 s after the first process stopped; an idle
-    # Celery worker's warm shutdown takes about that long, so either way is a clean stop here.
+    # honcho sends SIGKILL to what is still running 5 s after it sent SIGTERM. An idle Celery
+    # worker's warm shutdown took about that long before `tasks/broker.py`; either way is a clean
+    # stop here.
     leaders = {int(pid) for pid in re.findall(r"\w+\.1 started \(pid=(\d+)\)", honcho.output())}
     assert len(leaders) == len(PROCESSES), honcho.output()[:3000]
     wait_until(lambda: not sessions_alive(leaders), 10, "every process honcho started to exit")
