@@ -37,12 +37,14 @@ from ops import cli_core
 from ops.cli_core import (
     EXIT_GAVE_UP,
     EXIT_RUN_DID_NOT_FINISH,
+    EXIT_USAGE,
     JSON_HELP,
     RUN_ID,
     SERVER_WARNING_COMMANDS,
     Ctx,
     Group,
     console,
+    fail,
     stop,
 )
 from ops.commands_enqueue import enqueue, pipelines
@@ -289,7 +291,10 @@ def token(obj: Ctx, name: str | None, env_file: Path | None) -> None:
     if env_file is not None:
         if name:
             raise click.UsageError("--name names one printed token; --fill writes several")
-        filled = fill_empty(env_file, new_token)
+        try:
+            filled = fill_empty(env_file, new_token)
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"{env_file}: cannot fill it ({type(exc).__name__}: {exc})", EXIT_USAGE)
         obj.out({"file": str(env_file), "filled": filled},
                 lambda: shown(f"{env_file}: filled {', '.join(filled)}" if filled
                               else f"{env_file}: no empty credential to fill (a value already set is never replaced)"))

@@ -27,7 +27,7 @@ from rich.text import Text
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from ingest_app import create_app
-from ops.live import SETTLED, arm_line, follow, number, run_results, statistic_line
+from ops.live import SETTLED, follow, number, result_rows, run_results
 from ops.terminal import shown
 from orchestrator import queries
 from orchestrator.credentials import new_token
@@ -150,7 +150,7 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
     table = Table(title="demo run summary", show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    validation = run.get("validation") or {}
+    validation = run.get("autoValidation") or run.get("validation") or {}
     table.add_row("run", shown(run["_id"]))
     if run.get("ideaMapping"):
         table.add_row("experiment", shown(run["ideaMapping"], "yellow"))
@@ -159,12 +159,8 @@ def summary(run: dict[str, Any], settings: Settings) -> Table:
     results = run_results(run)
     if results:
         table.add_row("results", shown(f"{results.get('metric')}, mean ± standard error over n replicates"))
-        for arm in results.get("arms") or []:
-            table.add_row(shown(f"  {arm.get('name')}"), shown(arm_line(arm)))
-        if isinstance(results.get("test"), dict):
-            table.add_row("  test", shown(statistic_line(results["test"])))
-        for name, value in (results.get("effects") or {}).items():
-            table.add_row(shown(f"  effect {name}"), shown(number(value)))
+        for label, value in result_rows(run):
+            table.add_row(shown(f"  {label}"), shown(value))
     if validation.get("scores"):
         table.add_row("scores", shown(f"the reviewer's marks ({validation.get('model') or 'auto-validation'})"))
     for name, score in sorted((validation.get("scores") or {}).items()):

@@ -3,8 +3,9 @@
 
 Only a line that assigns nothing (`OPERATOR_TOKEN=`) is filled: a value someone set is never
 replaced, and a commented line (`#METRICS_TOKEN=`) stays off. The file is rewritten through a
-temporary file in its folder and renamed over it, with the original's permissions (readable by
-its owner alone when it was new to secrets), so a crash never leaves half a file.
+temporary file in its folder and renamed over it, so a crash never leaves half a file, and left
+readable and writable by its owner alone (it holds secrets now, whatever its mode was). A `.env`
+that is a symlink has its target rewritten, and stays a symlink.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ _EMPTY = re.compile(r"^(?P<name>[A-Z_][A-Z0-9_]*)=[ \t]*$")
 
 def fill_empty(path: Path, fresh: Callable[[], str]) -> list[str]:
     """Give each `FILLABLE` variable that `path` assigns nothing a `fresh()` value; return the
-    names filled, in file order (none: the file is left untouched)."""
+    names filled, in file order (none: the file is left untouched). Raises OSError or
+    UnicodeDecodeError for a file it cannot read or write."""
+    path = path.resolve()
     with open(path, encoding="utf-8", newline="") as given:  # newline="": its line endings kept as they are
         lines = given.read().splitlines(keepends=True)
     filled: list[str] = []

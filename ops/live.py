@@ -17,6 +17,7 @@ from rich.text import Text
 from ops.terminal import shown
 from orchestrator import queries
 from orchestrator.events import STAGES
+from orchestrator.numbers import mean_pm
 from orchestrator.serialize import jsonable, to_rfc3339
 from orchestrator.statuses import TERMINAL, RunStatus
 
@@ -96,14 +97,15 @@ def metrics_table(run: dict[str, Any]) -> Table:
 
 
 def run_results(run: dict[str, Any]) -> dict[str, Any]:
-    """The measured outcome the verdict rests on (`results` of the latest validation), or {}."""
-    results = (run.get("validation") or {}).get("results")
+    """The measured outcome the verdict rests on (`results` of the auto-validation: a reviewer's
+    record, the latest after a review, carries none), or {}."""
+    results = (run.get("autoValidation") or run.get("validation") or {}).get("results")
     return results if isinstance(results, dict) else {}
 
 
 def arm_line(arm: dict[str, Any]) -> str:
-    """'0.6872 ± 0.001934 (n = 5), accuracy 0.560': mean ± standard error over n."""
-    line = f"{_short(arm.get('mean'))} ± {_short(arm.get('stderr'))} (n = {arm.get('n')})"
+    """'0.6872 ± 0.0019 (n = 5), accuracy 0.560': mean ± standard error over n."""
+    line = f"{mean_pm(arm.get('mean'), arm.get('stderr'))} (n = {arm.get('n')})"
     return line + (f", accuracy {arm['accuracy']:.3f}" if isinstance(arm.get("accuracy"), (int, float)) else "")
 
 
@@ -125,17 +127,23 @@ def statistic_line(test: dict[str, Any]) -> str:
 def results_table(run: dict[str, Any]) -> Table:
     """Per arm the metric's mean ± standard error over n, then the test statistic and the effect
     sizes, each under its own name: the run's result, apart from the reviewer's scores."""
-    results = run_results(run)
-    table = Table(title=Text("results: ") + shown(results.get("metric") or ""), show_header=False)
+    table = Table(title=Text("results: ") + shown(run_results(run).get("metric") or ""), show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for arm in results.get("arms") or []:
-        table.add_row(shown(arm.get("name")), shown(arm_line(arm)))
-    if isinstance(results.get("test"), dict):
-        table.add_row("test", shown(statistic_line(results["test"])))
-    for name, value in (results.get("effects") or {}).items():
-        table.add_row(shown(f"effect {name}"), shown(number(value)))
+    for label, value in result_rows(run):
+        table.add_row(shown(label), shown(value))
     return table
+
+
+def result_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) per arm, then the test and each effect size: what `results_table` and the
+    demo's summary both show."""
+    results = run_results(run)
+    rows = [(str(arm.get("name")), arm_line(arm)) for arm in results.get("arms") or []]
+    if isinstance(results.get("test"), dict):
+        rows.append(("test", statistic_line(results["test"])))
+    rows += [(f"effect {name}", number(value)) for name, value in (results.get("effects") or {}).items()]
+    return rows
 
 
 def artifacts_table(run: dict[str, Any]) -> Table:

@@ -43,8 +43,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator import credentials, expiring, retry, status_history
 from orchestrator.db import as_utc, utcnow
+from orchestrator.redaction import url_host
 from orchestrator.serialize import to_rfc3339
-from orchestrator.settings import Settings, url_host
+from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
 

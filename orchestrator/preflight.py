@@ -18,13 +18,12 @@ import os
 import re
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from minio.error import MinioException, S3Error
 
-from orchestrator.redaction import without_password
+from orchestrator.redaction import url_origin, without_password
 from orchestrator.settings import Settings
 from orchestrator.storage import minio_client
 
@@ -57,13 +56,14 @@ def warn_unreachable(settings: Settings, *, logger: logging.Logger | None = None
     for warning in warnings:
         logger.warning("%s", warning)
     if not warnings:
-        logger.info("ingest at %s is ready; artifacts go to %s", _where(settings.ingest_url), _store_name(settings))
+        logger.info("ingest at %s is ready; artifacts go to %s", url_origin(settings.ingest_url, path=True),
+                    _store_name(settings))
     return warnings
 
 
 def _ingest(settings: Settings, timeout_s: float) -> str | None:
     url = f"{settings.ingest_url}/readyz"
-    where = _where(settings.ingest_url)
+    where = url_origin(settings.ingest_url, path=True)
     try:
         response = requests.get(url, timeout=(timeout_s, timeout_s), allow_redirects=False)
     except requests.RequestException as exc:
@@ -88,9 +88,9 @@ def _store(settings: Settings, timeout_s: float) -> str | None:
 def _minio(settings: Settings, timeout_s: float) -> str | None:
     assert settings.minio_endpoint is not None
     where = f"MINIO_ENDPOINT={without_password(settings.minio_endpoint)}"
-    client = minio_client(settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key,
-                          secure=settings.minio_secure, connect_timeout_s=timeout_s, read_timeout_s=timeout_s)
     try:
+        client = minio_client(settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key,
+                              secure=settings.minio_secure, connect_timeout_s=timeout_s, read_timeout_s=timeout_s)
         client.bucket_exists(settings.minio_bucket)  # a missing bucket is made at the first upload
     except S3Error as exc:
         return (f"the object store at {where} refuses us ({exc.code}): uploads will fail, and the runs with "
@@ -118,13 +118,6 @@ def _store_name(settings: Settings) -> str:
     if settings.minio_endpoint:
         return f"bucket {settings.minio_bucket} at {without_password(settings.minio_endpoint)}"
     return str(settings.artifact_dir)
-
-
-def _where(url: str) -> str:
-    """scheme://host:port of a URL, without a user or password it may carry."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"\)\]]+)")

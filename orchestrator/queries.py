@@ -15,7 +15,8 @@ from orchestrator.statuses import RunStatus
 
 
 def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
-    """The run with its hypothesis, stages (in order), artifacts, latest validation, last events,
+    """The run with its hypothesis, stages (in order), artifacts, latest validation (and latest
+    auto-validation), last events,
     its status history and how many of its events were dead-lettered on a pod.
 
     Raises `NotFound` for an unknown id."""
@@ -23,7 +24,11 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     run["hypothesis"] = db.hypotheses.find_one({"_id": run.get("hypothesisId")})
     run["stages"] = list(db.stages.find({"runId": run_id}).sort([("index", ASCENDING), ("_id", ASCENDING)]))
     run["artifacts"] = list(db.artifacts.find({"runId": run_id}).sort([("createdAt", ASCENDING), ("_id", ASCENDING)]))
-    run["validation"] = next(iter(db.validations.find({"runId": run_id}).sort("createdAt", DESCENDING).limit(1)), None)
+    validations = list(db.validations.find({"runId": run_id}).sort([("createdAt", DESCENDING), ("_id", DESCENDING)]))
+    run["validation"] = next(iter(validations), None)
+    # The auto-validation's verdict, scores and results stay the run's measured outcome after a
+    # reviewer's record (which has none) becomes the latest validation.
+    run["autoValidation"] = next((v for v in validations if v.get("kind") == "auto"), None)
     recent = db.events.find({"runId": run_id}).sort([("seq", DESCENDING), ("time", DESCENDING)]).limit(events)
     run["recentEvents"] = list(reversed(list(recent))) if events > 0 else []
     run["deadLetters"] = dead_letters(db, run_id)

@@ -8,6 +8,7 @@ pod logs and CI output. Kept apart from `orchestrator.settings` so any module th
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 #: URL options whose values are credentials, masked like the password.
 _SECRET_OPTIONS = re.compile(r"(?i)([?&](?:tlsCertificateKeyFilePassword|authMechanismProperties)=)[^&]*")
@@ -37,3 +38,18 @@ def split_password(url: str) -> tuple[str, str | None, str]:
     if not at or not colon:
         return url, None, ""
     return f"{head}{sep}{user}:", password, f"@{hosts}"
+
+
+def url_host(url: str) -> str:
+    """scheme://host/*** : enough to tell which receiver, nothing of a credential in its path."""
+    return f"{url_origin(url)}/***"
+
+
+def url_origin(url: str, *, path: bool = False) -> str:
+    """scheme://host:port of a URL (and its path, with `path`), without the user and password it
+    may carry; an IPv6 host keeps its brackets."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path if path else ''}"

@@ -6,20 +6,31 @@ its value and what would be accepted, so a pod fails at boot and not an hour int
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestrator import credentials
 from orchestrator.credentials import Credential
+from orchestrator.env_values import (
+    local_address,
+    read_boolean,
+    read_choice,
+    read_endpoint,
+    read_host,
+    read_http_url,
+    read_integer,
+    read_networks,
+    read_number,
+    read_optional_url,
+    read_origins,
+    read_rate,
+    read_text,
+)
 from orchestrator.errors import SettingsError
-from orchestrator.redaction import split_password, without_password
+from orchestrator.redaction import split_password, url_host, without_password
 from orchestrator.statuses import RunStatus
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
@@ -67,59 +78,10 @@ PROCESS_VARIABLES = {
 }
 
 
-def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip()
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; set it to a number such as {default}.") from None
-    if not math.isfinite(value):  # nan passes every comparison below and inf never ends a wait
-        raise SettingsError(f"{name}={raw!r} is not a finite number; set it to a number such as {default}.")
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}; set it to at least {minimum}.")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}.") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} is below the minimum {minimum}; set it to at least {minimum}.")
-    if maximum is not None and value > maximum:
-        raise SettingsError(f"{name}={raw!r} is above the maximum {maximum}; set it to at most {maximum}.")
-    return value
-
-
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false.")
-
-
 def _mongodb_url(env: Mapping[str, str]) -> tuple[str, str]:
     """Return the URL and its database name (the URL's path). Every message shows the URL with
     its password masked: these messages end up in terminals, pod logs and CI output."""
-    url = _text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
+    url = read_text(env, "MONGODB_URL", DEFAULT_MONGODB_URL)
     assert url is not None
     shown = without_password(url)
     scheme = url.partition("://")[0] if "://" in url else ""
@@ -163,87 +125,16 @@ def _parse_mongodb_url(url: str, shown: str) -> dict[str, Any]:
         ) from None
 
 
-def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
-    url = _text(env, name, default)
-    assert url is not None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name}={url!r} must be an http:// or https:// URL, e.g. {default}.")
-    return url.rstrip("/")
-
-
-_RATE = re.compile(r"^[1-9]\d*\s*(/|per)\s*([1-9]\d*\s*)?(second|minute|hour|day)s?$")
-
-
-def _rate(env: Mapping[str, str], name: str, default: str) -> str:
-    """A rate in the `limits` notation ("100/second", "5/minute;1000/day"), or "" for "off"."""
-    value = _text(env, name, default) or default
-    if value.lower() == "off":
-        return ""
-    if not all(_RATE.match(part.strip()) for part in value.split(";")):
-        raise SettingsError(f"{name}={value!r} is not a rate; write e.g. {default} or 100/second;5000/hour, or off.")
-    return value
-
-
-def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """A comma-separated list of networks (10.0.0.0/8, 2001:db8::/32, or one address)."""
-    found = []
-    for entry in (_text(env, name, "") or "").split(","):
-        if entry.strip():
-            try:
-                found.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
-            except ValueError:
-                raise SettingsError(f"{name}: {entry.strip()!r} is not an address or network such as 10.0.0.0/8.") from None
-    return tuple(found)
-
-
-def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Browser origins (scheme://host[:port]) allowed to call the API from another site."""
-    found = []
-    for entry in (_text(env, name, "") or "").split(","):
-        origin = entry.strip().rstrip("/")
-        if not origin:
-            continue
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-            raise SettingsError(
-                f"{name}: {origin!r} is not an origin; give scheme://host[:port] such as https://lab.example.org "
-                "(no '*': name each site that may call the API)."
-            )
-        found.append(origin)
-    return tuple(found)
-
-
-def _optional_url(env: Mapping[str, str], name: str, example: str, *, secret: bool = False) -> str | None:
-    """An optional http(s) URL. A `secret` one (a Slack incoming webhook's path is its
-    credential) is never echoed in the message."""
-    url = _text(env, name, None)
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        shown = "" if secret else f"={url!r}"
-        raise SettingsError(f"{name}{shown} must be an http:// or https:// URL, e.g. {example}.")
-    return url.rstrip("/") if not secret else url
-
-
 def _webhook_secret(env: Mapping[str, str], name: str) -> str | None:
-    secret = _text(env, name, None)
+    secret = read_text(env, name, None)
     if secret is not None:
         credentials.webhook(name, secret)  # the one rule of webhook secrets; never echoes it
     return secret
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = (_text(env, name, choices[0]) or choices[0]).lower()
-    if value not in choices:
-        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}.")
-    return value
-
-
 def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of run statuses (any case), in the order given."""
-    raw = _text(env, name, None)
+    raw = read_text(env, name, None)
     if raw is None:
         return default
     found: list[str] = []
@@ -258,24 +149,6 @@ def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tu
     if not found:
         raise SettingsError(f"{name}={raw!r} names no status; leave it unset for {','.join(default)}.")
     return tuple(found)
-
-
-def _host(env: Mapping[str, str], name: str, default: str) -> str:
-    """An address to listen on: an IP address (0.0.0.0 or :: for every interface) or a host name."""
-    host = _text(env, name, default) or default
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
-            raise SettingsError(f"{name}={host!r} is not an address to listen on; use e.g. {default} "
-                                "(this machine only) or 0.0.0.0 (every interface).") from None
-    return host
-
-
-def url_host(url: str) -> str:
-    """scheme://host/*** : enough to tell which receiver, nothing of a credential in its path."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/***"
 
 
 @dataclass(frozen=True)
@@ -378,57 +251,58 @@ class Settings:
         env = os.environ if env is None else env
         url, database = _mongodb_url(env)
         found = credentials.from_env(env)
-        auth = (_text(env, "INGEST_AUTH", "required") or "required").lower()
+        auth = (read_text(env, "INGEST_AUTH", "required") or "required").lower()
         if auth not in ("required", "disabled"):
             raise SettingsError(f"INGEST_AUTH={auth!r} must be 'required' or 'disabled'.")
-        web_port = _integer(env, "WEB_PORT", DEFAULT_WEB_PORT, maximum=65535)
+        web_port = read_integer(env, "WEB_PORT", DEFAULT_WEB_PORT, maximum=65535)
+        bind_host = read_host(env, "BIND_HOST", DEFAULT_BIND_HOST)
         settings = cls(
             mongodb_url=url,
             database=database,
-            ingest_url=_http_url(env, "INGEST_URL", f"http://127.0.0.1:{web_port}"),
-            bind_host=_host(env, "BIND_HOST", DEFAULT_BIND_HOST),
+            ingest_url=read_http_url(env, "INGEST_URL", f"http://{local_address(bind_host)}:{web_port}"),
+            bind_host=bind_host,
             web_port=web_port,
             ingest_token=_worker_token(found),
             credentials=found,
             ingest_auth=auth,
-            ingest_webhook_secret=_text(env, "INGEST_WEBHOOK_SECRET", None),
-            minio_endpoint=_text(env, "MINIO_ENDPOINT", None),
-            minio_access_key=_text(env, "MINIO_ACCESS_KEY", None),
-            minio_secret_key=_text(env, "MINIO_SECRET_KEY", None),
-            minio_bucket=_text(env, "MINIO_BUCKET", "ai-scientist") or "ai-scientist",
-            minio_secure=_boolean(env, "MINIO_SECURE", False),
-            artifact_dir=_text(env, "ARTIFACT_DIR", os.path.abspath("artifacts")) or "artifacts",
-            pod_id=_text(env, "POD_ID", socket.gethostname()) or "pod",
-            mongodb_timeout_s=_number(env, "MONGODB_TIMEOUT_S", 5.0, minimum=0.1),
-            broker_polling_interval_s=_number(env, "BROKER_POLLING_INTERVAL_S", 0.1, minimum=0.01),
-            dispatch_interval_s=_number(env, "DISPATCH_INTERVAL", 1.0, minimum=0.01),
-            heartbeat_interval_s=_number(env, "HEARTBEAT_INTERVAL_S", 15.0, minimum=0.05),
-            lease_s=_number(env, "LEASE_S", 90.0, minimum=0.1),
-            clock_skew_s=_number(env, "CLOCK_SKEW_S", 5.0, minimum=0.0),
-            cancel_grace_s=_number(env, "CANCEL_GRACE_S", 30.0, minimum=0.0),
-            schedule_timeout_s=_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
-            sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),
-            metrics_port=_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0, maximum=65535),
-            max_attempts=_integer(env, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
-            pipeline_modules=tuple(m.strip() for m in (_text(env, "PIPELINE_MODULES", "") or "").split(",") if m.strip()),
-            spool_dir=_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",
-            work_dir=_text(env, "WORK_DIR", os.path.abspath("work")) or "work",
-            max_body_bytes=_integer(env, "INGEST_MAX_BODY_BYTES", 5 * 1024 * 1024),
-            max_batch_events=_integer(env, "INGEST_MAX_BATCH_EVENTS", 1000),
-            max_line_bytes=_integer(env, "INGEST_MAX_LINE_BYTES", 256 * 1024),
-            rate_limit=_rate(env, "RATE_LIMIT", "100/second"),
-            auth_failure_limit=_rate(env, "AUTH_FAILURE_LIMIT", "20/minute"),
-            trusted_proxies=_integer(env, "TRUSTED_PROXIES", 0, minimum=0),
-            ingest_allow_cidrs=_networks(env, "INGEST_ALLOW_CIDRS"),
-            cors_origins=_origins(env, "CORS_ORIGINS"),
+            ingest_webhook_secret=read_text(env, "INGEST_WEBHOOK_SECRET", None),
+            minio_endpoint=read_endpoint(env, "MINIO_ENDPOINT"),
+            minio_access_key=read_text(env, "MINIO_ACCESS_KEY", None),
+            minio_secret_key=read_text(env, "MINIO_SECRET_KEY", None),
+            minio_bucket=read_text(env, "MINIO_BUCKET", "ai-scientist") or "ai-scientist",
+            minio_secure=read_boolean(env, "MINIO_SECURE", False),
+            artifact_dir=read_text(env, "ARTIFACT_DIR", os.path.abspath("artifacts")) or "artifacts",
+            pod_id=read_text(env, "POD_ID", socket.gethostname()) or "pod",
+            mongodb_timeout_s=read_number(env, "MONGODB_TIMEOUT_S", 5.0, minimum=0.1),
+            broker_polling_interval_s=read_number(env, "BROKER_POLLING_INTERVAL_S", 0.1, minimum=0.01),
+            dispatch_interval_s=read_number(env, "DISPATCH_INTERVAL", 1.0, minimum=0.01),
+            heartbeat_interval_s=read_number(env, "HEARTBEAT_INTERVAL_S", 15.0, minimum=0.05),
+            lease_s=read_number(env, "LEASE_S", 90.0, minimum=0.1),
+            clock_skew_s=read_number(env, "CLOCK_SKEW_S", 5.0, minimum=0.0),
+            cancel_grace_s=read_number(env, "CANCEL_GRACE_S", 30.0, minimum=0.0),
+            schedule_timeout_s=read_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
+            sweep_interval_s=read_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),
+            metrics_port=read_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0, maximum=65535),
+            max_attempts=read_integer(env, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            pipeline_modules=tuple(m.strip() for m in (read_text(env, "PIPELINE_MODULES", "") or "").split(",") if m.strip()),
+            spool_dir=read_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",
+            work_dir=read_text(env, "WORK_DIR", os.path.abspath("work")) or "work",
+            max_body_bytes=read_integer(env, "INGEST_MAX_BODY_BYTES", 5 * 1024 * 1024),
+            max_batch_events=read_integer(env, "INGEST_MAX_BATCH_EVENTS", 1000),
+            max_line_bytes=read_integer(env, "INGEST_MAX_LINE_BYTES", 256 * 1024),
+            rate_limit=read_rate(env, "RATE_LIMIT", "100/second"),
+            auth_failure_limit=read_rate(env, "AUTH_FAILURE_LIMIT", "20/minute"),
+            trusted_proxies=read_integer(env, "TRUSTED_PROXIES", 0, minimum=0),
+            ingest_allow_cidrs=read_networks(env, "INGEST_ALLOW_CIDRS"),
+            cors_origins=read_origins(env, "CORS_ORIGINS"),
             secret_key=_secret_key(env),
-            console_cookie_secure=_boolean(env, "CONSOLE_COOKIE_SECURE", False),
-            presence_interval_s=_number(env, "PRESENCE_INTERVAL_S", 10.0, minimum=0.05),
-            notify_url=_optional_url(env, "NOTIFY_URL", "https://receiver.example.org/hooks/runs", secret=True),
+            console_cookie_secure=read_boolean(env, "CONSOLE_COOKIE_SECURE", False),
+            presence_interval_s=read_number(env, "PRESENCE_INTERVAL_S", 10.0, minimum=0.05),
+            notify_url=read_optional_url(env, "NOTIFY_URL", "https://receiver.example.org/hooks/runs", secret=True),
             notify_secret=_webhook_secret(env, "NOTIFY_SECRET"),
-            notify_format=_choice(env, "NOTIFY_FORMAT", NOTIFY_FORMATS),
+            notify_format=read_choice(env, "NOTIFY_FORMAT", NOTIFY_FORMATS),
             notify_on=_statuses(env, "NOTIFY_ON", DEFAULT_NOTIFY_ON),
-            console_url=_optional_url(env, "CONSOLE_URL", "https://console.lab.example.org"),
+            console_url=read_optional_url(env, "CONSOLE_URL", "https://console.lab.example.org"),
         )
         settings._check_consistency()
         return settings
@@ -483,7 +357,7 @@ MIN_SECRET_KEY_CHARS = 32
 
 
 def _secret_key(env: Mapping[str, str]) -> str | None:
-    value = _text(env, "SECRET_KEY", None)
+    value = read_text(env, "SECRET_KEY", None)
     if value is not None and (len(value) < MIN_SECRET_KEY_CHARS or len(set(value)) < 10):
         raise SettingsError(
             f"SECRET_KEY is too weak ({len(value)} characters): it signs the console's sessions, so use at least "

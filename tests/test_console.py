@@ -440,5 +440,5 @@ def test_the_run_page_says_which_experiment_ran_and_its_results_per_arm(app: Any
     page = text_of(sign_in(app, READER_TOKEN).get(f"/runs/{run_id}", headers=HTML))
     assert f"Experiment {mapping}" in page
     assert "Results: validation log-loss (lower is better), mean ± standard error" in page
-    assert "baseline 0.6872 ± 0.001934 (n = 5)" in page and "adam_optimiser 0.47 ± 0.009986 (n = 5)" in page
+    assert "baseline 0.6872 ± 0.0019 (n = 5)" in page and "adam_optimiser 0.470 ± 0.010 (n = 5)" in page
     assert "paired t-test, one-sided: statistic 20.12" in page and "df 4, p = 1.8e-05" in page

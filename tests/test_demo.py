@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.events import EXPERIMENT_STAGES, STAGE_NAMES
+from orchestrator.numbers import mean_pm
 from tests.servers import PYTHON, ROOT, process_env
 
 
@@ -74,7 +75,7 @@ def test_the_summary_puts_the_experiment_first_and_results_apart_from_scores_and
     assert order == sorted(order)
     row = {line.split("│")[0].strip(): line.split("│")[1].strip() for line in lines if "│" in line}
     arm = run["validation"]["results"]["arms"][0]
-    assert row["baseline"] == f"{arm['mean']:.4g} ± {arm['stderr']:.4g} (n = 5), accuracy {arm['accuracy']:.3f}"
+    assert row["baseline"] == f"{mean_pm(arm['mean'], arm['stderr'])} (n = 5), accuracy {arm['accuracy']:.3f}"
     assert row["test"].startswith("paired t-test, one-sided (baseline loss - proposed loss > 0): statistic ")
     assert ", df 4, p = " in row["test"]
     assert row["metrics"] == "last logged value of each, not the result"
@@ -156,5 +157,5 @@ def test_the_live_view_shows_the_experiment_under_the_hypothesis_and_results_bef
     assert text.index("hypothesis") < text.index("experiment  ") < text.index("status")
     assert "adam_optimiser" in text
     assert text.index("results: validation log-loss") < text.index("metrics (last logged value of each")
-    assert "0.6872 ± 0.001934 (n = 5), accuracy 0.560" in text
+    assert "0.6872 ± 0.0019 (n = 5), accuracy 0.560" in text
     assert "paired t-test: statistic 20.12, df 4, p = 1.8e-05" in text

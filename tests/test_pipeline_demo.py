@@ -11,7 +11,7 @@ import pytest
 from orchestrator.events import STAGE_NAMES, make_event, validate_event
 from pipeline import Canceled, InvalidIdea, get_pipeline
 from pipeline.context import RecordingContext
-from pipeline.demo import figures, model
+from pipeline.demo import figures, ideas, model
 from pipeline.demo import paper as writer
 from pipeline.demo import review as reviewer
 from pipeline.demo import steps as demo
@@ -84,6 +84,16 @@ def test_ideation_says_plainly_which_synthetic_experiment_it_maps_the_hypothesis
     assert "matched on the words 'standardisation', 'Standardise', 'zero mean', 'unit variance'" in out["mapping"]
     assert "not the hypothesis as worded" in out["mapping"]
     assert ctx.of("log")[0]["message"] == out["mapping"]  # in the run's history too
+
+
+def test_a_hypothesis_stuffed_with_long_keywords_still_gets_a_mapping_ingest_accepts():
+    words = ["standardi", "normali", "rescal", "whiten", "centering", "z-score", "scaling", "centring"]
+    idea = " ".join(w + "x" * 300 for w in words)
+    match = ideas.choose({"title": "Standardise " + idea, "idea": idea})
+    statement = match.statement()
+    assert len(statement) <= 2000 and statement.count("'") == 2 * ideas.MAX_WORDS_SHOWN and ", ...)" in statement
+    validate_event(make_event("ai.ideation.generated", "r", 1, "worker://t",
+                              {"count": 1, "mapping": statement, "chosen": match.template.name}))
 
 
 def test_an_optimiser_hypothesis_is_tested_with_adam_not_by_an_incidental_word(tmp_path):

@@ -132,3 +132,18 @@ def test_manage_runs_review_needs_a_decision_and_notes_to_reject(cli_db: Any) ->
 def test_manage_runs_review_of_a_running_run_exits_4(cli_db: Any) -> None:
     code, out = _cli("review", insert_run(cli_db, status="RUNNING"), "--accept")
     assert code == 4 and "AWAITING_HUMAN" in out
+
+
+def test_after_a_review_the_run_still_shows_the_auto_validations_verdict_and_results(mock_db: Any) -> None:
+    """The reviewer's record becomes the latest validation and carries no results: `show`, `tail`
+    and the console read the auto-validation's for the measured outcome."""
+    from ops.live import run_results
+    from orchestrator.queries import run_detail
+
+    run_id = run_with_history(mock_db)
+    mock_db.validations.update_one({"runId": run_id, "kind": "auto"},
+                                   {"$set": {"results": {"metric": "loss", "arms": [{"name": "a", "mean": 1, "stderr": 0.1, "n": 3}]}}})
+    review_run(mock_db, run_id, "accept", by="carol", notes="solid")
+    detail = run_detail(mock_db, run_id)
+    assert detail["validation"]["kind"] == "human" and detail["autoValidation"]["kind"] == "auto"
+    assert run_results(detail)["arms"][0]["name"] == "a"

@@ -33,6 +33,11 @@ def test_mongomock_url_selects_the_embedded_database():
         ({"MINIO_ENDPOINT": "localhost:9000"}, "MINIO_ACCESS_KEY"),
         ({"BIND_HOST": "every interface"}, "BIND_HOST"),
         ({"WEB_PORT": "70000"}, "WEB_PORT='70000' is above the maximum 65535"),
+        # A port urllib cannot read was a traceback in the start-up service check, not a setting error.
+        ({"INGEST_URL": "http://127.0.0.1:99999"}, "INGEST_URL='http://127.0.0.1:99999' has a bad port"),
+        ({"INGEST_URL": "http://u:pw@h:x1/"}, r"INGEST_URL='http://u:\*\*\*@h:x1/' has a bad port"),
+        ({"MINIO_ENDPOINT": "minio:abc"}, "MINIO_ENDPOINT='minio:abc' has a bad port"),
+        ({"MINIO_ENDPOINT": "http://minio:9000"}, "MINIO_ENDPOINT='http://minio:9000' must be host:port"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(env, named):
@@ -45,6 +50,10 @@ def test_the_web_process_listens_on_this_machine_where_ingest_url_points_unless_
     assert (settings.bind_address, settings.ingest_url) == ("127.0.0.1:8123", "http://127.0.0.1:8123")
     settings = Settings.from_env({"BIND_HOST": "::", "INGEST_URL": "https://ingest.example.org"})
     assert (settings.bind_address, settings.ingest_url) == ("[::]:8000", "https://ingest.example.org")
+    # Unset, INGEST_URL is where the web process listens as seen from this machine.
+    for host, url in (("10.1.2.3", "http://10.1.2.3:8000"), ("0.0.0.0", "http://127.0.0.1:8000"),
+                      ("::1", "http://[::1]:8000"), ("::", "http://127.0.0.1:8000")):
+        assert Settings.from_env({"BIND_HOST": host}).ingest_url == url
 
 
 def test_broker_url_bounds_server_selection_so_a_down_server_fails_fast():

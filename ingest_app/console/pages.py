@@ -105,9 +105,8 @@ def _log_filter() -> tuple[str | None, str | None]:
 
 def _run_context(run_id: str) -> dict[str, Any]:
     detail = queries.run_detail(_db(), run_id, events=0)
-    auto = next(iter(_db().validations.find({"runId": run_id, "kind": "auto"}).sort([("createdAt", -1)]).limit(1)), None)
     return {
-        "run": detail, "auto_validation": auto, "steps": views.timeline(detail["stages"]),
+        "run": detail, "auto_validation": detail["autoValidation"], "steps": views.timeline(detail["stages"]),
         "charts": views.charts(queries.metric_series(_db(), run_id)), "version": _version(detail),
         "live": views.is_live(detail.get("status")), "reviewable": detail.get("status") == RunStatus.AWAITING_HUMAN.value,
         "now": datetime.now(UTC),

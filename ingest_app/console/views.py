@@ -18,6 +18,7 @@ from typing import Any
 from ingest_app import downloads
 from orchestrator.db import as_utc
 from orchestrator.events import SEQ_BLOCK, STAGES
+from orchestrator.numbers import mean_pm
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus
 
 #: The chart's drawing box, in SVG user units.
@@ -288,7 +289,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "dict_without": dict_without, "clock": clock, "seq_label": seq_label, "tone": tone, "when": when, "iso": iso,
     "ago": ago, "duration": duration,
     "number": number, "percent": percent, "size": size, "event_level": event_level, "event_text": event_text,
-    "run_duration": run_duration,
+    "run_duration": run_duration, "mean_pm": lambda arm: mean_pm(arm.get("mean"), arm.get("stderr")),
 }
 
 

@@ -151,6 +151,11 @@ TEMPLATES: tuple[IdeaTemplate, ...] = (
 TEMPLATES_BY_NAME: dict[str, IdeaTemplate] = {t.name: t for t in TEMPLATES}
 
 
+#: Matched words the mapping sentence names (each cut at 40 characters), so a hypothesis full of
+#: keywords cannot push the sentence past what `ai.ideation.generated` accepts (2,000 characters).
+MAX_WORDS_SHOWN = 6
+
+
 @dataclass(frozen=True)
 class Match:
     """The template a hypothesis maps onto and why."""
@@ -164,7 +169,8 @@ class Match:
 
     def statement(self) -> str:
         """The sentence the run, the live view and the paper show: what the demo tests instead."""
-        words = ", ".join(f"'{w}'" for w in self.words)
+        shown = [w[:40] for w in self.words[:MAX_WORDS_SHOWN]]
+        words = ", ".join(f"'{w}'" for w in shown) + (", ..." if len(self.words) > MAX_WORDS_SHOWN else "")
         return (f"The demo maps this hypothesis onto its synthetic experiment {self.template.name} "
                 f"({self.template.title}; matched on the words {words}). It tests only that change "
                 "against a logistic-regression baseline on synthetic data, not the hypothesis as worded.")

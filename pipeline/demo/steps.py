@@ -123,6 +123,7 @@ def baseline_tuning(ctx: RunContext) -> dict[str, Any]:
     ctx.metric("baseline_lr", best.lr)
     ctx.metric("baseline_tuning_val_loss", best_loss)
     _log_sweep(ctx, "baseline", trials, best.lr)
+    ctx.progress(1.0)  # the sweep's length is known only at its end (it may go beyond its grid)
     return {"trials": trials, "best_lr": best.lr, "best_val_loss": best_loss}
 
 
@@ -263,7 +264,7 @@ def _trial_reporter(ctx: RunContext, start: float, span: float) -> Callable[[flo
     def on_trial(lr: float, result: model.Fit) -> None:
         nonlocal done
         done += 1
-        ctx.progress(min(1.0, start + span * done / len(model.LR_GRID)))
+        ctx.progress(min(1.0, start + span * done / (len(model.LR_GRID) + model.MAX_SWEEP_EXTENSIONS)))
         ctx.checkpoint()
 
     return on_trial
