@@ -158,7 +158,7 @@ class Settings:
     mongodb_url: str
     database: str
     #: Base URL of the ingest app; the worker posts events to {ingest_url}/api/ingest/events.
-    #: Defaults to the web process on this machine (http://127.0.0.1:WEB_PORT).
+    #: Defaults to the web process on this machine (http://BIND_HOST:WEB_PORT, 127.0.0.1 for 0.0.0.0).
     ingest_url: str
     #: Where the web process (and Flower, and the dispatcher's metrics) listen: BIND_HOST, WEB_PORT.
     bind_host: str

@@ -66,3 +66,16 @@ def test_fill_refuses_a_missing_file_and_name_together_with_fill(tmp_path: Path)
     code, output = _fill(env, "--name", "alice")
     assert code == 2 and "--fill writes several" in output
     assert env.read_text() == "INGEST_TOKEN=\n"
+
+
+def test_fill_writes_through_a_symlink_and_says_in_one_line_what_it_cannot_read(tmp_path: Path) -> None:
+    target = tmp_path / "real.env"
+    target.write_text("OPERATOR_TOKEN=\n")
+    link = tmp_path / ".env"
+    link.symlink_to(target)
+    assert _fill(link)[0] == 0
+    assert link.is_symlink() and target.read_text().startswith("OPERATOR_TOKEN=") and len(target.read_text()) > 40
+    binary = tmp_path / "binary.env"
+    binary.write_bytes(b"READER_TOKEN=\n\xff\xfe\n")
+    code, output = _fill(binary)
+    assert code == 2 and "binary.env: cannot fill it (UnicodeDecodeError" in output and "Traceback" not in output
