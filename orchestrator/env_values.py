@@ -92,12 +92,14 @@ def local_address(bind_host: str) -> str:
 
 
 def read_endpoint(env: Mapping[str, str], name: str) -> str | None:
-    """host:port of an S3 API (MINIO_ENDPOINT), without a scheme: MINIO_SECURE says which."""
+    """An S3 API's host:port (MINIO_ENDPOINT), or http(s)://host:port, whose scheme then decides
+    TLS (`storage.minio_client`); no path."""
     value = read_text(env, name, None)
     if value is not None:
-        parts = urlsplit(f"//{value}")
-        if "/" in value or not parts.hostname:
-            raise SettingsError(f"{name}={value!r} must be host:port, e.g. localhost:9000 (no scheme, no path).")
+        parts = urlsplit(value if "://" in value else f"//{value}")
+        if parts.scheme not in ("", "http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise SettingsError(f"{name}={without_password(value)!r} must be host:port (or http(s)://host:port), "
+                                "e.g. localhost:9000, with no path.")
         check_port(name, value, parts)
     return value
 

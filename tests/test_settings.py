@@ -37,7 +37,8 @@ def test_mongomock_url_selects_the_embedded_database():
         ({"INGEST_URL": "http://127.0.0.1:99999"}, "INGEST_URL='http://127.0.0.1:99999' has a bad port"),
         ({"INGEST_URL": "http://u:pw@h:x1/"}, r"INGEST_URL='http://u:\*\*\*@h:x1/' has a bad port"),
         ({"MINIO_ENDPOINT": "minio:abc"}, "MINIO_ENDPOINT='minio:abc' has a bad port"),
-        ({"MINIO_ENDPOINT": "http://minio:9000"}, "MINIO_ENDPOINT='http://minio:9000' must be host:port"),
+        ({"MINIO_ENDPOINT": "minio:9000/bucket"}, "MINIO_ENDPOINT='minio:9000/bucket' must be host:port"),
+        ({"MINIO_ENDPOINT": "ftp://minio:9000"}, "MINIO_ENDPOINT='ftp://minio:9000' must be host:port"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(env, named):
