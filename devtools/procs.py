@@ -28,6 +28,26 @@ class ServerUnavailable(RuntimeError):
     """The server cannot be had; the message says why and how to fix it."""
 
 
+#: Fields of /proc/PID/stat after the command name: the process group and the session.
+_STAT_FIELD = {"group": 2, "session": 3}
+
+
+def alive_in(ids: set[int], *, by: str) -> list[str]:
+    """Live processes (zombies skipped: killed, only waiting for whoever adopted them to reap
+    them) whose process `group` or `session` is one of `ids`, as "pid: stat" lines, from /proc."""
+    alive = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[_STAT_FIELD[by]]) in ids:
+            alive.append(f"{entry}: {stat[:80]}")
+    return alive
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

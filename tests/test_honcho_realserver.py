@@ -24,6 +24,7 @@ import pymongo
 import pytest
 import requests
 
+from devtools.procs import alive_in
 from orchestrator.runs import create_hypothesis_and_run
 from tests.servers import PYTHON, ROOT, Child, free_port, process_env, wait_until
 from tests.test_configuration_documented import declared, env_example
@@ -50,23 +51,6 @@ def honcho_env(tmp_path: Path, url: str, port: int) -> dict[str, str]:
     with env.open("a") as out:
         out.write(f"\nMONGODB_URL={url}\nWEB_PORT={port}\n")
     return tokens
-
-
-def sessions_alive(leaders: set[int]) -> list[str]:
-    """Processes still running in the sessions honcho started (each Procfile line is a session
-    leader; gunicorn's and Celery's children stay in its session)."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[3]) in leaders:
-            alive.append(f"{entry.name}: {stat[:80]}")
-    return alive
 
 
 def outside_address() -> str | None:
@@ -123,4 +107,4 @@ def test_honcho_start_as_shipped_takes_a_queued_run_to_awaiting_human(real_serve
     # stop here.
     leaders = {int(pid) for pid in re.findall(r"\w+\.1 started \(pid=(\d+)\)", honcho.output())}
     assert len(leaders) == len(PROCESSES), honcho.output()[:3000]
-    wait_until(lambda: not sessions_alive(leaders), 10, "every process honcho started to exit")
+    wait_until(lambda: not alive_in(leaders, by="session"), 10, "every process honcho started to exit")

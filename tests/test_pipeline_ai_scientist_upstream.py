@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from devtools.procs import alive_in
 from pipeline import AllNodesBuggy, ExperimentStateLost, PipelineUnavailable
 from pipeline.ai_scientist import ai_scientist_pipeline, child, steps
 from pipeline.context import RecordingContext
@@ -228,27 +229,12 @@ def _tree_search_of(ctx):
 
 
 def _gone(process, within_s: float = 5.0):
-    """No live process is left in `process`'s group within `within_s`. Killed members may linger
-    a moment as zombies until whoever adopted them reaps them (in a container that may be never),
-    and `killpg(pgid, 0)` counts those too: read /proc instead, skipping zombies."""
+    """No live process is left in `process`'s group within `within_s` (`killpg(pgid, 0)` would
+    count killed members not yet reaped, which in a container may be never)."""
     deadline = time.monotonic() + within_s
-    while _group_alive(process.pid) and time.monotonic() < deadline:
+    while alive_in({process.pid}, by="group") and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not _group_alive(process.pid)
-
-
-def _group_alive(pgid: int) -> list[str]:
-    alive = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                alive.append(entry)
-    return alive
+    return not alive_in({process.pid}, by="group")
 
 
 def test_the_pipelines_close_stops_a_tree_search_left_running_between_two_stages(upstream, tmp_path, monkeypatch):
