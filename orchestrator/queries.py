@@ -15,9 +15,9 @@ from orchestrator.statuses import RunStatus
 
 
 def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
-    """The run with its hypothesis, stages (in order), artifacts, latest validation (and latest
-    auto-validation), last events,
-    its status history and how many of its events were dead-lettered on a pod.
+    """The run with its hypothesis, stages (in order), artifacts, latest validation and latest
+    auto-validation, last events, its status history and how many of its events were
+    dead-lettered on a pod.
 
     Raises `NotFound` for an unknown id."""
     run = get_run(db, run_id)
