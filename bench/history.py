@@ -49,6 +49,7 @@ def capture(url: str, output: Path, timeout_s: float = 300) -> Template:
         raise BenchError(f"the demo run for the history's template failed ({result.returncode}):\n{result.stderr[-2000:]}")
     import pymongo
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(url, tz_aware=True) as client:
         db = client.get_default_database()
         runs = list(db.runs.find())
