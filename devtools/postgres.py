@@ -7,6 +7,9 @@ the `postgres` user (`runuser`), and the directory is handed to that user.
 The server can be stopped the ways a fault test needs: `stop()` (a clean shutdown) and
 `crash()` (`pg_ctl stop -m immediate`: every backend quits at once, no checkpoint, and the next
 start replays the WAL, as after a power cut or an OOM kill).
+
+The cluster gets the GIN indexes of `orchestrator.index_plan` as a deployment would (`FERRETDB_PG_INDEXES=0`
+for FerretDB's tables as it leaves them).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class PostgresServer:
     """One cluster in a temporary directory of its own (a directory of the caller's would be
     unreachable for `postgres` when it is private to root), removed by `close`."""
 
-    def __init__(self, prefix: str = "postgresql-", durable: bool = False):
+    def __init__(self, prefix: str = "postgresql-", durable: bool = False, gin_indexes: bool = True):
         self.root = Path(tempfile.mkdtemp(prefix=prefix))
         self.port = free_port()
         self.datadir = self.root / "pgdata"
@@ -61,6 +64,9 @@ class PostgresServer:
         self.durable = durable
         self.bin = bin_dir()
         self._initialised = False
+        #: Install `orchestrator.index_plan.postgresql_sql` when the cluster is made, as the README
+        #: tells an operator to (False: FerretDB's tables as it leaves them, for contrast).
+        self.gin_indexes = gin_indexes
 
     def url(self) -> str:
         """The URL FerretDB's `-postgresql-url` takes (trust authentication on loopback)."""
@@ -80,6 +86,20 @@ class PostgresServer:
         if not self._initialised:
             self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
             self._initialised = True
+            if self.gin_indexes:
+                from orchestrator.index_plan import postgresql_sql
+
+                self.sql(postgresql_sql())
+
+    def sql(self, script: str) -> str:
+        """Run `script` with psql as the cluster's superuser in FerretDB's database; its output."""
+        assert self.bin is not None
+        argv = self._as_owner([str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                               "-p", str(self.port), "-U", USER, "-d", DATABASE, "-f", "-"])
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, check=False, cwd=self.root)
+        if done.returncode != 0:
+            raise ServerUnavailable(f"PostgreSQL: psql failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+        return done.stdout
 
     def stop(self) -> None:
         """A clean shutdown (`-m fast`: open sessions are ended, then a checkpoint)."""

@@ -35,6 +35,15 @@ def backend_from_env() -> str:
     return backend
 
 
+def pg_indexes_from_env() -> bool:
+    """`FERRETDB_PG_INDEXES`: 1 (default) installs `orchestrator.index_plan`'s GIN indexes in the
+    test cluster, as a deployment does; 0 leaves FerretDB's tables as it makes them."""
+    value = os.environ.get("FERRETDB_PG_INDEXES", "").strip() or "1"
+    if value not in ("0", "1"):
+        raise ServerUnavailable(f"FERRETDB_PG_INDEXES={value!r}: expected 1 or 0")
+    return value == "1"
+
+
 class MongoServer:
     """One server for a test session or a bench run; `close` removes its data."""
 
@@ -45,7 +54,8 @@ class MongoServer:
         self.datadir = Path(tempfile.mkdtemp(prefix=prefix))
         self.log_path = self.datadir / "ferretdb.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.postgres = PostgresServer(f"{prefix}pg-", durable) if self.backend == "postgresql" else None
+        self.postgres = (PostgresServer(f"{prefix}pg-", durable, gin_indexes=pg_indexes_from_env())
+                         if self.backend == "postgresql" else None)
         self._down_at = 0.0
 
     @property

@@ -51,7 +51,7 @@ from ops.commands_enqueue import enqueue, pipelines
 from ops.env_file import fill_empty
 from ops.live import SETTLED, follow, run_view
 from ops.terminal import shown, visible
-from orchestrator import operations, queries, schema
+from orchestrator import index_plan, operations, queries, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import get_db, utcnow
 from orchestrator.runs import ACCEPT, REJECT, cancel_run, retry_run, review_run
@@ -218,6 +218,8 @@ def show_stats(obj: Ctx) -> None:
         t.add_column("value", justify="right")
         for status, n in data["runsByStatus"].items():
             t.add_row(Text("runs ") + shown(status), shown(n))
+        counted_s = max((now - data["terminalCountedAt"]).total_seconds(), 0.0)
+        t.add_row("terminal statuses counted (s ago)", f"{counted_s:.0f}")
         for queue, n in sorted(data["queueDepth"].items()):  # the GPU queue and every live pod's, even at 0
             t.add_row(Text("messages in queue ") + shown(queue), shown(n))
         t.add_row("oldest queued run (s)", str(data["oldestQueuedAgeS"] if data["oldestQueuedAgeS"] is not None else "-"))
@@ -255,6 +257,23 @@ def prune_seen(obj: Ctx, days: int) -> None:
     """Delete dedup records older than DAYS, where the server has no TTL expiry (FerretDB)."""
     deleted = obj.db.events_seen.delete_many({"processedAt": {"$lt": utcnow() - timedelta(days=days)}}).deleted_count
     obj.out({"deleted": deleted}, lambda: f"deleted {deleted} dedup records older than {days} days")
+
+
+@main.command("postgresql-indexes")
+@click.pass_obj
+def postgresql_indexes(obj: Ctx) -> None:
+    """Print the SQL that gives FerretDB on PostgreSQL the indexes its queries can use.
+
+    FerretDB v1 scans a whole table for every query, `_id` lookups included, unless these GIN
+    indexes exist (docs/queries.md). Run it once per PostgreSQL cluster as a superuser; it covers
+    the collections that exist and, through an event trigger, every one made later:
+    `manage-runs postgresql-indexes | psql "postgres://postgres@HOST:5432/ferretdb"`. Idempotent.
+    Needs no database connection; MongoDB needs none of it."""
+    sql = index_plan.postgresql_sql()
+    if obj.as_json:
+        obj.out({"sql": sql}, lambda: sql)
+    else:
+        click.echo(sql, nl=False)  # verbatim, for psql: no wrapping to the terminal's width
 
 
 @main.command()

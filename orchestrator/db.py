@@ -14,17 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
 from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure, PyMongoError
 
-from orchestrator import schema, server_warnings
+from orchestrator import index_plan, schema, seen_retention, server_warnings
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: Dedup records live this long; a resend older than that is applied again (mappers are idempotent).
-EVENTS_SEEN_TTL_S = 7 * 24 * 3600
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
@@ -140,46 +137,9 @@ def probe_features(db: Database) -> ServerFeatures:
     return ServerFeatures(name=name, version=str(info.get("version", "?")), change_streams=change_streams)
 
 
-def _indexes() -> dict[str, list[IndexModel]]:
-    return {
-        "hypotheses": [IndexModel([("createdAt", DESCENDING)], name="createdAt")],
-        "runs": [
-            IndexModel([("status", ASCENDING), ("priority", DESCENDING), ("createdAt", ASCENDING)],
-                       name="status_priority_createdAt"),
-            IndexModel([("createdAt", DESCENDING)], name="createdAt"),
-            IndexModel([("hypothesisId", ASCENDING)], name="hypothesisId"),
-        ],
-        "claims": [IndexModel([("runId", ASCENDING), ("attempt", ASCENDING)], name="runId_attempt")],
-        "stages": [IndexModel([("runId", ASCENDING), ("index", ASCENDING)], name="runId_index")],
-        "events": [
-            IndexModel([("runId", ASCENDING), ("seq", ASCENDING)], name="runId_seq"),
-            IndexModel([("type", ASCENDING), ("receivedAt", DESCENDING)], name="type_receivedAt"),
-            IndexModel([("eventId", ASCENDING)], name="eventId"),
-        ],
-        "events_seen": [
-            IndexModel([("source", ASCENDING), ("eventId", ASCENDING)], name="source_eventId", unique=True),
-        ],
-        "artifacts": [
-            IndexModel([("runId", ASCENDING), ("createdAt", ASCENDING)], name="runId_createdAt"),
-        ],
-        "validations": [IndexModel([("runId", ASCENDING), ("createdAt", DESCENDING)], name="runId_createdAt")],
-        "status_history": [
-            IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at"),
-            # The notifier's query: one status, the entries since its lookback (orchestrator.notify).
-            IndexModel([("to", ASCENDING), ("at", ASCENDING)], name="to_at"),
-        ],
-        "notifications": [
-            IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)], name="state_nextAttemptAt"),
-            IndexModel([("createdAt", DESCENDING)], name="createdAt"),
-        ],
-        "dispatches": [IndexModel([("runId", ASCENDING)], name="runId")],
-        "rate_counters": [IndexModel([("key", ASCENDING), ("expiresAt", DESCENDING)], name="key_expiresAt")],
-        "seen_once": [IndexModel([("expiresAt", ASCENDING)], name="expiresAt")],
-    }
-
-
 def _ttl_index() -> IndexModel:
-    return IndexModel([("processedAt", ASCENDING)], name="processedAt_ttl", expireAfterSeconds=EVENTS_SEEN_TTL_S)
+    return IndexModel([("processedAt", ASCENDING)], name=seen_retention.TTL_INDEX,
+                      expireAfterSeconds=seen_retention.EVENTS_SEEN_TTL_S)
 
 
 #: kombu's fanout collection and its size (kombu's own default, `capped_queue_size`).
@@ -226,7 +186,7 @@ def ensure_indexes(db: Database) -> list[str]:
     warnings: list[str] = []
     schema.check(db)
     _ensure_broadcast(db)
-    for collection, models in _indexes().items():
+    for collection, models in index_plan.mongodb_indexes().items():
         for model in models:
             # One index per call: FerretDB v1.24 drops the connection (a Go panic, "slice bounds
             # out of range") when one createIndexes names two or more indexes that all exist,
@@ -264,8 +224,8 @@ def _create_index(db: Database, collection: str, model: IndexModel) -> None:
 
 def _no_ttl(exc: BaseException) -> str:
     warning = (
-        f"server cannot expire events_seen (TTL index refused: {exc}); dedup records are kept "
-        "until pruned with `manage-runs prune-seen`"
+        f"server cannot expire events_seen (TTL index refused: {exc}); the sweeper deletes dedup records "
+        "an hour at a time once they are 7 days old (those written before this release: `manage-runs prune-seen`)"
     )
     server_warnings.warn_once("no-ttl", warning)
     return warning

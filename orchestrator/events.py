@@ -452,7 +452,16 @@ def history_record(event: dict[str, Any], *, received_at: datetime) -> dict[str,
     for name in ("traceparent", "tracestate"):
         if name in event:
             record[name] = event[name]
+    if is_dead_letter_notice(event):
+        record["deadLetter"] = True  # top level: an equality every server finds by index
     return record
+
+
+def is_dead_letter_notice(event: dict[str, Any]) -> bool:
+    """A pod's warning that it kept one of the run's events in its dead-letter file."""
+    data = event.get("data")
+    kv = data.get("kv") if isinstance(data, dict) else None
+    return event.get("type") == "ai.run.log" and isinstance(kv, dict) and kv.get("deadLetter") is True
 
 
 def now_rfc3339() -> str:

@@ -34,7 +34,7 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from orchestrator import mappers
+from orchestrator import mappers, seen_retention
 from orchestrator.db import ServerFeatures, utcnow
 from orchestrator.events import EVENT_TYPES, EventError, validate_event
 from orchestrator.ingest_history import Asserted, record_event_changes
@@ -268,12 +268,11 @@ def _seen_before(db: Database, candidates: list[_Candidate]) -> set[tuple[str, s
 
 
 def _load_runs(db: Database, run_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """One query. A batch normally holds one run's events (the worker batches per run); an
-    equality filter then keeps it an index lookup on FerretDB too, where `$in` scans."""
-    if not run_ids:
-        return {}
-    query: dict[str, Any] = {"_id": next(iter(run_ids))} if len(run_ids) == 1 else {"_id": {"$in": sorted(run_ids)}}
-    return {run["_id"]: run for run in db.runs.find(query, _RUN_FIELDS)}
+    """One `_id` lookup per run. A batch normally holds one run's events (the worker batches per
+    run); an equality is an index lookup on every server, where FerretDB evaluates `$in` in its
+    Go code over every run."""
+    found = (db.runs.find_one({"_id": run_id}, _RUN_FIELDS) for run_id in sorted(run_ids))
+    return {run["_id"]: run for run in found if run is not None}
 
 
 def _known_run(c: _Candidate, runs: dict[str, dict[str, Any]]) -> bool:
@@ -361,7 +360,8 @@ def _mark_seen(db: Database, candidates: list[_Candidate], now: datetime) -> set
     """Write the dedup records, after the effects. Returns the pairs whose record another
     process wrote first: that process reports them accepted, so this one reports duplicate."""
     records = [
-        {"source": c.key[0], "eventId": c.key[1], "runId": c.run_id, "processedAt": now} for c in candidates
+        {"source": c.key[0], "eventId": c.key[1], "runId": c.run_id, "processedAt": now,
+         "bucket": seen_retention.bucket_of(now)} for c in candidates
     ]
     try:
         db.events_seen.insert_many(records, ordered=False)

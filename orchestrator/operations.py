@@ -10,7 +10,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from orchestrator import ingest_stats, notify, pods, queries
+from orchestrator import ingest_stats, notify, pods, queries, run_counts
 from orchestrator.db import utcnow
 from orchestrator.settings import DEFAULT_QUEUE
 
@@ -21,7 +21,8 @@ RECENT_NOTIFICATIONS = 10
 
 
 def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
-    """{"runsByStatus": {status: n} (every status), "queueDepth": {queue: n} (`known_queues` too),
+    """{"runsByStatus": {status: n} (every status), "terminalCountedAt": when the terminal
+    statuses were counted (`run_counts`), "queueDepth": {queue: n} (`known_queues` too),
     "oldestQueuedAgeS": seconds or None, "pods": `pods.live` (busy, idle, then gone),
     "podsBusy", "podsIdle", "podsGone": n, "ingest": `ingest_stats.last_hour`,
     "deadLetters": {"total": n, "runs": [{"runId", "count"}, ...] (latest 20)},
@@ -29,8 +30,10 @@ def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     present = pods.live(db, now)
     states = Counter(p["state"] for p in present)
+    counts, counted_at = run_counts.by_status(db, now)
     return {
-        "runsByStatus": queries.runs_by_status(db),
+        "runsByStatus": counts,
+        "terminalCountedAt": counted_at,
         "queueDepth": queries.queue_depth(db, known_queues(present)),
         "oldestQueuedAgeS": queries.oldest_queued_age_s(db, now),
         "pods": present,

@@ -10,8 +10,9 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from orchestrator import status_history
+from orchestrator.db import as_utc
 from orchestrator.runs import get_run
-from orchestrator.statuses import RunStatus
+from orchestrator.statuses import ACTIVE, RunStatus
 
 
 def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
@@ -36,8 +37,9 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     return run
 
 
-#: A pod's warning that it could never deliver an event and kept it in its dead-letter file.
-DEAD_LETTER = {"type": "ai.run.log", "data.kv.deadLetter": True}
+#: A pod's warning that it could never deliver an event and kept it in its dead-letter file
+#: (`events.is_dead_letter_notice`), flagged at the top level of its record.
+DEAD_LETTER = {"deadLetter": True}
 
 
 def dead_letters(db: Database, run_id: str) -> int:
@@ -67,12 +69,6 @@ def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) ->
     return list(cursor.sort([("seq", ASCENDING), ("time", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
 
-def runs_by_status(db: Database) -> dict[str, int]:
-    """Runs per status, every status listed: one count per status, an equality on the indexed
-    field (FerretDB runs it in PostgreSQL; a `$group` over every run would run in its Go code)."""
-    return {s.value: db.runs.count_documents({"status": s.value}) for s in RunStatus}
-
-
 def queue_depth(db: Database, known: Iterable[str] = ()) -> dict[str, int]:
     """Messages waiting per queue, from kombu's `messages` collection (Flower's broker tab does
     not support MongoDB): every queue that holds one, and each `known` queue, 0 when empty (an
@@ -90,9 +86,17 @@ def oldest_queued_age_s(db: Database, now: datetime) -> float | None:
 
 
 def pods_seen_last_minute(db: Database, now: datetime) -> list[str]:
-    """Pods whose run heartbeat is under a minute old (`claimedBy`): busy pods only."""
-    pods = db.runs.distinct("claimedBy", {"lastHeartbeat": {"$gte": now - timedelta(minutes=1)}})
-    return sorted(str(p) for p in pods if p)
+    """Pods whose run heartbeat is under a minute old (`claimedBy`): busy pods only. Only a run a
+    worker holds has a fresh heartbeat, so one equality query per such status finds them all
+    without reading the history."""
+    cutoff = now - timedelta(minutes=1)
+    pods = set()
+    for status in sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED, RunStatus.AWAITING_HUMAN}):
+        for run in db.runs.find({"status": status}, {"claimedBy": 1, "lastHeartbeat": 1}):
+            beat = run.get("lastHeartbeat")
+            if run.get("claimedBy") and isinstance(beat, datetime) and as_utc(beat) >= cutoff:
+                pods.add(str(run["claimedBy"]))
+    return sorted(pods)
 
 
 #: Metric points a run page draws: enough for a long run's curves, bounded for the page's size.

@@ -7,6 +7,9 @@ Versions:
    two sources was answered "accepted" twice and the second record silently dropped.
 2. They are keyed by (source, id), like the dedup record (`events.record_id`). Each carries `source`
    and `eventId`.
+3. A pod's dead-letter notice in `events` carries `deadLetter: true` at the top level, so the
+   count of dead letters is an indexed equality (before, a match on `data.kv.deadLetter`, which
+   FerretDB evaluates in its Go code over the whole history).
 
 A process refuses to start on a database whose version is newer than it knows (an old release
 would write the old shapes back); on an older one it works and warns until it is migrated.
@@ -27,7 +30,7 @@ from orchestrator.events import record_id
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 META = "meta"
 _SCHEMA_DOC = "schema"
 #: The collections whose records an event makes, keyed by `record_id` since version 2.
@@ -74,9 +77,10 @@ def _stamp(db: Database, version: int) -> None:
 
 
 def migrate(db: Database, progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
-    """Bring every record to version 2: copy each under its new key, then delete the old one.
-    Idempotent and resumable: a record already moved is skipped, one copied but not yet deleted
-    is deleted on the next run, and the version is stamped only at the end."""
+    """Bring every record to this version: copy each version-1 record under its new key, then
+    delete the old one; flag the dead-letter notices (version 3). Idempotent and resumable: a
+    record already moved is skipped, one copied but not yet deleted is deleted on the next run,
+    and the version is stamped only at the end."""
     version = stored_version(db)
     if version is not None and version > SCHEMA_VERSION:
         check(db)
@@ -84,8 +88,15 @@ def migrate(db: Database, progress: Callable[[str, int], None] | None = None) ->
     moved["events"] = _rekey(db, "events", _event_key, progress)
     moved["artifacts"] = _rekey(db, "artifacts", _SourceOf(db, "artifacts").key_for, progress)
     moved["validations"] = _rekey(db, "validations", _SourceOf(db, "validations").key_for, progress)
+    moved["deadLetterNotices"] = _flag_dead_letters(db)
     _stamp(db, SCHEMA_VERSION)
     return moved
+
+
+def _flag_dead_letters(db: Database) -> int:
+    """Version 3: flag the dead-letter notices stored before it (`events.history_record` flags new ones)."""
+    legacy = {"type": "ai.run.log", "data.kv.deadLetter": True, "deadLetter": {"$exists": False}}
+    return db.events.update_many(legacy, {"$set": {"deadLetter": True}}).modified_count
 
 
 def _event_key(doc: dict[str, Any]) -> tuple[str, str]:

@@ -20,6 +20,9 @@
   applied yet (the worker writes no run document): judged like an active one.
 - A `celeryev.*` queue whose consumer is gone is dropped (see `drop_orphaned_event_queues`).
 - Presence records of pods last seen over `pods.SHOW_GONE_S` ago are deleted (`pods.prune`).
+- Where the server cannot expire dedup records (FerretDB), those past the dedup window are
+  deleted an hour at a time (`seen_retention.prune`).
+- The terminal statuses are counted at most once a minute for the overview (`run_counts.refresh`).
 Every decision about a run goes into its event history and the log. Several sweepers at once are
 safe: each decision is a guarded update that only one caller can win.
 """
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,8 +40,8 @@ from prometheus_client import Counter
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import claims, pods, runs
-from orchestrator.db import utcnow
+from orchestrator import claims, pods, run_counts, runs, seen_retention
+from orchestrator.db import as_utc, utcnow
 from orchestrator.dispatcher import Sender
 from orchestrator.errors import TransitionError
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
@@ -55,10 +58,14 @@ FAILED_LOST = Counter("orchestrator_failed_lost_total", "Runs failed as WorkerLo
 def redispatch_stuck(db: Database, settings: Settings, send: Sender, now: datetime) -> int:
     """Send again the SCHEDULED runs whose message never reached a worker; how many were sent."""
     cutoff = now - timedelta(seconds=settings.schedule_timeout_s)
-    failed = db.runs.find({"status": RunStatus.SCHEDULED.value, "sendFailedAt": {"$ne": None}})
-    unclaimed = db.runs.find({"status": RunStatus.SCHEDULED.value, "scheduledAt": {"$lt": cutoff}})
-    stuck = {run["_id"]: run for run in [*failed, *unclaimed]}
-    return sum(_send_again(db, settings, send, run, now) for run in stuck.values())
+    scheduled = db.runs.find({"status": RunStatus.SCHEDULED.value})  # few: an equality every server serves
+    stuck = [run for run in scheduled
+             if run.get("sendFailedAt") is not None or _before(run.get("scheduledAt"), cutoff)]
+    return sum(_send_again(db, settings, send, run, now) for run in stuck)
+
+
+def _before(when: datetime | None, cutoff: datetime) -> bool:
+    return when is not None and as_utc(when) < cutoff
 
 
 def _send_again(db: Database, settings: Settings, send: Sender, run: dict[str, Any], now: datetime) -> bool:
@@ -93,8 +100,7 @@ def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_
     """End the attempts whose worker is gone; `connected_for_s`: how long this sweeper has
     seen the database answer without a break (see `claims.lease_judgeable`)."""
     recovered = 0
-    statuses = sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED})
-    for run in db.runs.find({"status": {"$in": statuses}}):
+    for run in _runs_in(db, sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED})):
         claim = claims.get_claim(db, run["_id"], int(run.get("attempt") or 0))
         if claim is None:
             continue  # SCHEDULED and unclaimed: `redispatch_stuck`'s case
@@ -102,6 +108,13 @@ def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_
         if code is not None and _end_attempt(db, run, claim, code, now):
             recovered += 1
     return recovered
+
+
+def _runs_in(db: Database, statuses: list[str]) -> Iterator[dict[str, Any]]:
+    """The runs in these statuses: one equality query per status, which every server answers
+    from an index (FerretDB evaluates `$in` in its Go code, reading every run)."""
+    for status in statuses:
+        yield from db.runs.find({"status": status})
 
 
 def _lost(run: dict[str, Any], claim: dict[str, Any], settings: Settings, now: datetime,
@@ -201,6 +214,8 @@ def sweep_once(db: Database, settings: Settings, send: Sender, connected_for_s: 
         "recovered": recover_lost(db, settings, now, connected_for_s),
         "eventQueuesDropped": drop_orphaned_event_queues(db, now),
         "podsPruned": pods.prune(db, now - timedelta(seconds=pods.SHOW_GONE_S)),
+        "runCountsRefreshed": int(run_counts.refresh(db, now)),
+        "dedupRecordsPruned": seen_retention.prune(db, now),
     }
 
 

@@ -83,7 +83,8 @@ def test_stats_counts_runs_queue_depth_and_live_pods(env):
 
 def test_sweep_runs_one_pass(env, monkeypatch):
     result = run_json("sweep")
-    assert result == {"redispatched": 0, "recovered": 0, "eventQueuesDropped": 0, "podsPruned": 0}
+    assert result == {"redispatched": 0, "recovered": 0, "eventQueuesDropped": 0, "podsPruned": 0, "runCountsRefreshed": 1,
+                      "dedupRecordsPruned": 0}
 
 
 def test_prune_seen_deletes_old_dedup_records(env):

@@ -101,6 +101,18 @@ def test_the_history_record_keeps_the_event_and_its_trace_context() -> None:
     assert record["time"] == datetime(2026, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
     assert record["receivedAt"] == received and record["traceparent"] == event["traceparent"]
     assert record["data"] == event["data"] and record["type"] == event["type"]
+    assert "deadLetter" not in record
+
+
+def test_a_pods_dead_letter_notice_is_flagged_at_the_top_level_of_its_record() -> None:
+    """The dead-letter count is then an indexed equality, not a match inside `data`."""
+    notice = _event()
+    notice["type"], notice["data"] = "ai.run.log", {"run_id": RUN, "level": "warning", "message": "kept",
+                                                      "kv": {"deadLetter": True, "eventId": "e1"}}
+    received = datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
+    assert history_record(validate_event(notice), received_at=received)["deadLetter"] is True
+    notice["data"]["kv"]["deadLetter"] = "yes"  # only the emitter's own boolean counts
+    assert "deadLetter" not in history_record(validate_event(notice), received_at=received)
 
 
 RESULTS = {

@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
+from orchestrator import seen_retention
 from orchestrator.events import seq_for
 from orchestrator.ingest import DUPLICATE
 from tests.helpers import make_settings
@@ -58,7 +59,9 @@ def test_structured_event_is_accepted_with_201_then_answered_duplicate_with_200(
     assert (first.status_code, first.json) == (201, {"id": event["id"], "status": "accepted"})
     assert (second.status_code, second.json) == (200, {"id": event["id"], "status": "duplicate"})
     assert mock_db.events.count_documents({}) == 1
-    assert mock_db.events_seen.find_one({"eventId": event["id"]})["source"] == "worker://pod-a"
+    seen = mock_db.events_seen.find_one({"eventId": event["id"]})
+    assert seen["source"] == "worker://pod-a"
+    assert seen["bucket"] == seen_retention.bucket_of(seen["processedAt"])  # the hour the sweeper prunes it by
 
 
 def test_plain_application_json_holding_a_structured_event_is_accepted(client: FlaskClient, run_id: str) -> None:

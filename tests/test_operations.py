@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator import ingest_stats, operations, pods, queries
+from orchestrator import ingest_stats, operations, pods, queries, run_counts
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.statuses import RunStatus
 
@@ -13,7 +13,9 @@ NOW = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
 
 
 def _dead_letter(db: Any, run_id: str, n: int, at: datetime) -> None:
+    """A pod's dead-letter notice, as `events.history_record` stores it (flagged at the top level)."""
     db.events.insert_one({"_id": f"{run_id}-dl-{n}", "runId": run_id, "type": "ai.run.log", "receivedAt": at,
+                          "deadLetter": True,
                           "data": {"level": "warning", "message": "dead-lettered", "kv": {"deadLetter": True}}})
 
 
@@ -23,7 +25,7 @@ def test_an_empty_system_has_every_key_with_zeros() -> None:
     db = mongomock.MongoClient(tz_aware=True)["empty"]
     view = operations.overview(db, NOW)
     assert set(view) == {"runsByStatus", "queueDepth", "oldestQueuedAgeS", "pods", "podsBusy", "podsIdle", "podsGone",
-                         "ingest", "deadLetters", "notifications"}
+                         "ingest", "deadLetters", "notifications", "terminalCountedAt"}
     assert view["runsByStatus"] == {s.value: 0 for s in RunStatus}
     assert (view["queueDepth"], view["oldestQueuedAgeS"], view["pods"]) == ({"gpu": 0}, None, [])
     assert (view["podsBusy"], view["podsIdle"], view["podsGone"]) == (0, 0, 0)
@@ -82,5 +84,5 @@ def test_the_overview_reads_queue_depth_and_counts_per_status_through_the_one_qu
     mock_db.messages.insert_many([{"queue": "gpu", "payload": "{}"}, {"queue": "cpu", "payload": "{}"}])
     view = operations.overview(mock_db)
     assert view["queueDepth"] == queries.queue_depth(mock_db) == {"gpu": 1, "cpu": 1}
-    assert view["runsByStatus"] == queries.runs_by_status(mock_db)
+    assert view["runsByStatus"] == run_counts.by_status(mock_db)[0]
     assert view["oldestQueuedAgeS"] is not None

@@ -68,13 +68,13 @@ def test_a_database_of_the_previous_release_is_version_1_until_migrated(mock_db:
         assert schema.check(mock_db) == 1
     assert "manage-runs migrate" in caplog.text
     moved = schema.migrate(mock_db)
-    assert moved == {"events": 3, "artifacts": 1, "validations": 1}
+    assert moved == {"events": 3, "artifacts": 1, "validations": 1, "deadLetterNotices": 0}
     assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION == schema.check(mock_db)
     for name in schema.RECORDS:
         for doc in mock_db[name].find({"runId": run_id}):
             assert doc["source"] == "worker://pod-a" and doc["_id"] == record_id(doc["source"], doc["eventId"])
     assert {doc["eventId"] for doc in mock_db.events.find({"runId": run_id})} == {e["id"] for e in events}
-    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0}
+    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0, "deadLetterNotices": 0}
 
 
 def test_an_interrupted_migration_finishes_on_the_next_run(mock_db: Any) -> None:
@@ -125,7 +125,9 @@ def test_manage_runs_migrate_and_a_newer_schema_on_the_command_line(monkeypatch:
     runner = CliRunner()
     result = runner.invoke(cli, ["--json", "migrate"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"from": None, "to": 2, "moved": {"events": 3, "artifacts": 1, "validations": 1}}
+    assert json.loads(result.output) == {"from": None, "to": schema.SCHEMA_VERSION,
+                                             "moved": {"events": 3, "artifacts": 1, "validations": 1,
+                                                       "deadLetterNotices": 0}}
     db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 99}})
     refused = runner.invoke(cli, ["list"])
     assert refused.exit_code == 2 and "newer than this release knows" in refused.output
@@ -146,3 +148,15 @@ def test_migration_never_lets_an_old_record_replace_one_of_another_source(mock_d
     schema.migrate(mock_db)
     for name in ("artifacts", "validations"):
         assert sorted(d["source"] for d in mock_db[name].find({"runId": run_id})) == ["worker://pod-a", "worker://pod-b"]
+
+
+def test_version_3_flags_the_dead_letter_notices_stored_before_it(mock_db: Any) -> None:
+    notice = {"type": "ai.run.log", "runId": "r", "source": "worker://p", "data": {"kv": {"deadLetter": True}}}
+    mock_db.events.insert_many([{**notice, "_id": "old", "eventId": "e1"},
+                                {**notice, "_id": "plain", "eventId": "e2", "data": {"kv": {}}}])
+    mock_db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 2}})
+    moved = schema.migrate(mock_db)
+    assert moved["deadLetterNotices"] == 1
+    assert [e["_id"] for e in mock_db.events.find({"deadLetter": True})] == ["old"]
+    assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION == 3
+    assert schema.migrate(mock_db)["deadLetterNotices"] == 0

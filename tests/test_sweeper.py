@@ -94,7 +94,9 @@ def test_two_sweepers_decide_a_lost_run_once(mock_db, settings):
 
 def test_a_live_lease_is_left_alone(mock_db, settings):
     _claimed(mock_db, "pod", 90, status="RUNNING")
-    assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0, "eventQueuesDropped": 0, "podsPruned": 0}
+    assert sweep_once(mock_db, settings, FakeSender()) == {"redispatched": 0, "recovered": 0, "eventQueuesDropped": 0,
+                                                           "podsPruned": 0, "runCountsRefreshed": 1,
+                                                           "dedupRecordsPruned": 0}
 
 
 

@@ -19,7 +19,7 @@ from ingest_app import downloads
 from ingest_app.console import views
 from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
-from orchestrator import errors, operations, queries, run_list, safe_json
+from orchestrator import errors, operations, queries, run_counts, run_list, safe_json
 from orchestrator.events import EVENT_TYPES
 from orchestrator.statuses import RunStatus
 
@@ -70,7 +70,7 @@ def _runs_context() -> dict[str, Any]:
         found, next_cursor = run_list.page(_db(), wanted, cursor, PAGE_SIZE)
     except run_list.BadFilter:
         abort(400, "That page link is not valid any more; start again from the newest runs.")
-    return {"runs": found, "counts": queries.runs_by_status(_db()), "params": params, "cursor": cursor,
+    return {"runs": found, "counts": run_counts.by_status(_db())[0], "params": params, "cursor": cursor,
             "next_cursor": next_cursor, "statuses": [s.value for s in RunStatus], "now": datetime.now(UTC)}
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import requests
 
-from orchestrator.events import CATALOGUE, attempt_of, make_event, seq_for
+from orchestrator.events import CATALOGUE, attempt_of, is_dead_letter_notice, make_event, seq_for
 from orchestrator.retry import Backoff
 from orchestrator.settings import Settings
 from tasks.pod.spool import DEAD_LETTERS, Batch, Spool
@@ -391,9 +391,7 @@ class Emitter:
         except OSError:
             self._counters.spool_errors += 1
             log.exception("could not write the dead letter of event %s", event.get("id"))
-        data = event.get("data")
-        kv = data.get("kv") if isinstance(data, dict) else None
-        if event.get("type") == "ai.run.log" and isinstance(kv, dict) and kv.get("deadLetter"):
+        if is_dead_letter_notice(event):
             return
         seq = event.get("seq")
         if isinstance(seq, int) and seq > 0:

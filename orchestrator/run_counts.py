@@ -1,0 +1,74 @@
+"""Runs per status, for `manage-runs stats`, the operations page and the console's run list.
+
+A live status (QUEUED ... AWAITING_HUMAN) holds the runs in flight: few, counted exactly at
+every call, one equality count each. A terminal status holds the whole history, and counting it
+costs a read of every such run on FerretDB (whose `count` is not pushed down: 0.5 s for 2,000
+FAILED runs among 10,000); so those four are counted by the sweeper at most once per
+`REFRESH_S` and kept in one `meta` document, and a reader counts them itself only when no
+sweeper has for `STALE_S` (a deployment without a dispatcher process).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from orchestrator.db import as_utc, utcnow
+from orchestrator.statuses import TERMINAL, RunStatus
+
+META = "meta"
+SNAPSHOT_ID = "runCounts"
+#: The sweeper recounts terminal statuses this often.
+REFRESH_S = 60.0
+#: A reader recounts them itself when the stored counts are older than this.
+STALE_S = 300.0
+
+_FINAL = sorted(s.value for s in TERMINAL)
+
+
+def by_status(db: Database, now: datetime | None = None) -> tuple[dict[str, int], datetime]:
+    """({status: runs} for every status, in the status table's order; when the terminal ones
+    were counted)."""
+    now = now or utcnow()
+    final, counted_at = _final_counts(db, now, max_age_s=STALE_S)
+    counts = {s.value: final[s.value] if s.value in final else _count(db, s.value) for s in RunStatus}
+    return counts, counted_at
+
+
+def refresh(db: Database, now: datetime | None = None) -> bool:
+    """The sweeper's part: recount the terminal statuses when the stored counts are older than
+    `REFRESH_S`; whether it did."""
+    now = now or utcnow()
+    stored = db[META].find_one({"_id": SNAPSHOT_ID})
+    if stored is not None and as_utc(stored["at"]) > now - timedelta(seconds=REFRESH_S):
+        return False
+    _store(db, now)
+    return True
+
+
+def _final_counts(db: Database, now: datetime, max_age_s: float) -> tuple[dict[str, int], datetime]:
+    stored = db[META].find_one({"_id": SNAPSHOT_ID})
+    if stored is not None and as_utc(stored["at"]) > now - timedelta(seconds=max_age_s):
+        counts = stored.get("counts") or {}
+        if all(isinstance(counts.get(s), int) for s in _FINAL):
+            return {s: int(counts[s]) for s in _FINAL}, as_utc(stored["at"])
+    return _store(db, now), now
+
+
+def _store(db: Database, now: datetime) -> dict[str, int]:
+    counts = {status: _count(db, status) for status in _FINAL}
+    document: dict[str, Any] = {"counts": counts, "at": now}
+    try:
+        db[META].replace_one({"_id": SNAPSHOT_ID}, document, upsert=True)
+    except DuplicateKeyError:
+        pass  # another process stored its count at the same moment: as good as ours
+    return counts
+
+
+def _count(db: Database, status: str) -> int:
+    """One equality count: FerretDB pushes the equality down (an index lookup with the GIN
+    indexes of `index_plan`), where a `$group` or `$in` over every run would run in its Go code."""
+    return db.runs.count_documents({"status": status})
