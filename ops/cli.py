@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from ops.cli_core import (
     stop,
 )
 from ops.commands_enqueue import enqueue, pipelines
+from ops.commands_retention import archive, prune_seen
 from ops.env_file import fill_empty
 from ops.live import SETTLED, follow, run_view
 from ops.terminal import shown, visible
@@ -78,6 +78,8 @@ def main(ctx: click.Context, as_json: bool) -> None:
 
 main.add_command(enqueue)
 main.add_command(pipelines)
+main.add_command(archive)
+main.add_command(prune_seen)
 
 
 @main.command("list")
@@ -248,15 +250,6 @@ def sweep(obj: Ctx) -> None:
     obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}, "
                             f"dropped {result['eventQueuesDropped']} orphaned event queues, "
                             f"pruned {result['podsPruned']} presence records")
-
-
-@main.command("prune-seen")
-@click.option("--days", type=click.IntRange(1, 3650), default=7, show_default=True)
-@click.pass_obj
-def prune_seen(obj: Ctx, days: int) -> None:
-    """Delete dedup records older than DAYS, where the server has no TTL expiry (FerretDB)."""
-    deleted = obj.db.events_seen.delete_many({"processedAt": {"$lt": utcnow() - timedelta(days=days)}}).deleted_count
-    obj.out({"deleted": deleted}, lambda: f"deleted {deleted} dedup records older than {days} days")
 
 
 @main.command("postgresql-indexes")

@@ -15,6 +15,17 @@ from __future__ import annotations
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
+def _events_indexes() -> list[IndexModel]:
+    """A run's history, in `events` and, once archived, in `events_archive` (`event_history`)."""
+    return [
+        IndexModel([("runId", ASCENDING), ("seq", ASCENDING)], name="runId_seq"),
+        IndexModel([("type", ASCENDING), ("receivedAt", DESCENDING)], name="type_receivedAt"),
+        IndexModel([("eventId", ASCENDING)], name="eventId"),
+        # Only a pod's dead-letter notices carry the field (`events.is_dead_letter_notice`).
+        IndexModel([("deadLetter", ASCENDING), ("receivedAt", DESCENDING)], name="deadLetter_receivedAt", sparse=True),
+    ]
+
+
 def mongodb_indexes() -> dict[str, list[IndexModel]]:
     """The indexes every process creates at start (`db.ensure_indexes`), per collection."""
     return {
@@ -27,14 +38,8 @@ def mongodb_indexes() -> dict[str, list[IndexModel]]:
         ],
         "claims": [IndexModel([("runId", ASCENDING), ("attempt", ASCENDING)], name="runId_attempt")],
         "stages": [IndexModel([("runId", ASCENDING), ("index", ASCENDING)], name="runId_index")],
-        "events": [
-            IndexModel([("runId", ASCENDING), ("seq", ASCENDING)], name="runId_seq"),
-            IndexModel([("type", ASCENDING), ("receivedAt", DESCENDING)], name="type_receivedAt"),
-            IndexModel([("eventId", ASCENDING)], name="eventId"),
-            # Only a pod's dead-letter notices carry the field (`events.is_dead_letter_notice`).
-            IndexModel([("deadLetter", ASCENDING), ("receivedAt", DESCENDING)], name="deadLetter_receivedAt",
-                       sparse=True),
-        ],
+        "events": _events_indexes(),
+        "events_archive": _events_indexes(),
         "events_seen": [
             IndexModel([("source", ASCENDING), ("eventId", ASCENDING)], name="source_eventId", unique=True),
         ],
@@ -64,6 +69,7 @@ EQUALITY_KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("status", "hypothesisId"),
     "stages": ("runId",),
     "events": ("runId", "deadLetter"),
+    "events_archive": ("runId", "deadLetter"),
     "events_seen": ("bucket",),
     "artifacts": ("runId",),
     "validations": ("runId",),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
-from orchestrator import status_history
+from orchestrator import event_history, status_history
 from orchestrator.db import as_utc
 from orchestrator.runs import get_run
 from orchestrator.statuses import ACTIVE, RunStatus
@@ -30,8 +31,8 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     # The auto-validation's verdict, scores and results stay the run's measured outcome after a
     # reviewer's record (which has none) becomes the latest validation.
     run["autoValidation"] = next((v for v in validations if v.get("kind") == "auto"), None)
-    recent = db.events.find({"runId": run_id}).sort([("seq", DESCENDING), ("time", DESCENDING)]).limit(events)
-    run["recentEvents"] = list(reversed(list(recent))) if events > 0 else []
+    recent = event_history.find(db, {"runId": run_id}, [("seq", DESCENDING), ("time", DESCENDING)], events) if events > 0 else []
+    run["recentEvents"] = list(reversed(recent))
     run["deadLetters"] = dead_letters(db, run_id)
     run["statusHistory"] = status_history.of_run(db, run_id)
     return run
@@ -45,28 +46,24 @@ DEAD_LETTER = {"deadLetter": True}
 def dead_letters(db: Database, run_id: str) -> int:
     """Events of this run a pod could never deliver and kept in its dead-letter file, as the
     pod's warnings in the history count them."""
-    return db.events.count_documents({"runId": run_id, **DEAD_LETTER})
+    return event_history.count(db, {"runId": run_id, **DEAD_LETTER})
 
 
 def dead_letter_summary(db: Database, limit: int = 20) -> dict[str, Any]:
     """{"total": dead letters of every run, "runs": [{"runId", "count"}, ...]}: the `limit` runs
-    whose latest dead letter arrived last, most recent first, each counted as `dead_letters`."""
-    total = db.events.count_documents(DEAD_LETTER)
-    if total == 0:
-        return {"total": 0, "runs": []}
-    latest = db.events.aggregate([
-        {"$match": DEAD_LETTER},
-        {"$group": {"_id": "$runId", "count": {"$sum": 1}, "last": {"$max": "$receivedAt"}}},
-        {"$sort": {"last": DESCENDING, "_id": ASCENDING}},
-        {"$limit": limit},
-    ])
-    return {"total": total, "runs": [{"runId": row["_id"], "count": row["count"]} for row in latest]}
+    whose latest dead letter arrived last, most recent first, each counted as `dead_letters`.
+    Dead letters are few, and flagged at the top level: one indexed equality, grouped here."""
+    found = event_history.find(db, DEAD_LETTER, [("receivedAt", DESCENDING), ("runId", ASCENDING)],
+                               projection={"runId": 1, "receivedAt": 1})
+    counts = Counter(event.get("runId") for event in found)
+    latest_first = list(dict.fromkeys(event.get("runId") for event in found))
+    return {"total": len(found), "runs": [{"runId": run_id, "count": counts[run_id]} for run_id in latest_first[:limit]]}
 
 
 def events_after(db: Database, run_id: str, after_seq: int, limit: int = 200) -> list[dict[str, Any]]:
     """History after a seq, for a live tail (ties broken by time, then id)."""
-    cursor = db.events.find({"runId": run_id, "seq": {"$gt": after_seq}})
-    return list(cursor.sort([("seq", ASCENDING), ("time", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+    return event_history.find(db, {"runId": run_id, "seq": {"$gt": after_seq}},
+                              [("seq", ASCENDING), ("time", ASCENDING), ("_id", ASCENDING)], limit)
 
 
 def queue_depth(db: Database, known: Iterable[str] = ()) -> dict[str, int]:
@@ -107,8 +104,8 @@ def metric_series(db: Database, run_id: str) -> dict[str, dict[str, list[dict[st
     """Every `ai.run.stage_metric` value of the run, in seq order: stage -> metric -> points
     `{step, time, value}` (the latest `MAX_METRIC_POINTS` points). The run's `metrics` hold only
     each metric's latest value; the curve is in the history."""
-    cursor = db.events.find({"runId": run_id, "type": "ai.run.stage_metric"}, {"seq": 1, "time": 1, "data": 1})
-    found = list(cursor.sort([("seq", DESCENDING)]).limit(MAX_METRIC_POINTS))
+    found = event_history.find(db, {"runId": run_id, "type": "ai.run.stage_metric"}, [("seq", DESCENDING)],
+                               MAX_METRIC_POINTS, {"seq": 1, "time": 1, "data": 1})
     series: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for event in reversed(found):
         data = event.get("data") or {}
@@ -128,5 +125,5 @@ def event_log(db: Database, run_id: str, *, type_: str | None = None, limit: int
         query["type"] = type_
     if up_to_seq is not None:
         query["seq"] = {"$lte": up_to_seq}
-    cursor = db.events.find(query).sort([("seq", DESCENDING), ("time", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-    return list(reversed(list(cursor)))
+    newest = event_history.find(db, query, [("seq", DESCENDING), ("time", DESCENDING), ("_id", DESCENDING)], limit)
+    return list(reversed(newest))

@@ -38,7 +38,7 @@ def _run(db, run_id: str, status: str = "QUEUED") -> str:
 #: `demo` runs a whole system, so it is only parsed (below).
 CHEAP = {
     "list": [], "show": ["RUN"], "tail": ["RUN"], "cancel": ["RUN"], "retry": ["RUN"], "stats": [], "sweep": [],
-    "prune-seen": [], "migrate": [], "postgresql-indexes": [], "token": [], "pipelines": [],
+    "prune-seen": [], "migrate": [], "postgresql-indexes": [], "archive": ["--before", "2020-01-01"], "token": [], "pipelines": [],
     "enqueue": ["--title", "t", "--idea", "i"], "review": ["RUN", "--accept"],
 }
 

@@ -396,6 +396,7 @@ def test_the_operations_page_shows_queues_pods_ingest_and_dead_letters(app: Any,
     ingest_stats.record(mock_db, accepted=120, duplicates=3, rejected=4)
     mock_db.messages.insert_one({"queue": "gpu", "payload": "{}"})
     mock_db.events.insert_one({"_id": "dl-1", "runId": run_id, "type": "ai.run.log", "seq": 5,
+                               "deadLetter": True,  # as events.history_record stores a notice
                                "data": {"level": "warning", "message": "dead letter", "kv": {"deadLetter": True}}})
     client = sign_in(app, READER_TOKEN)
     page = text_of(client.get("/ops", headers=HTML))

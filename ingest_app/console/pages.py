@@ -19,7 +19,7 @@ from ingest_app import downloads
 from ingest_app.console import views
 from ingest_app.console.blueprint import bp
 from ingest_app.state import app_state
-from orchestrator import errors, operations, queries, run_counts, run_list, safe_json
+from orchestrator import errors, event_history, operations, queries, run_counts, run_list, safe_json
 from orchestrator.events import EVENT_TYPES
 from orchestrator.statuses import RunStatus
 
@@ -130,7 +130,7 @@ def run_page(run_id: str) -> str:
 
 def _max_seq(db: Any, run_id: str) -> int:
     """The highest seq stored for the run: the live log continues after it, whatever the filter."""
-    top = next(iter(db.events.find({"runId": run_id}, {"seq": 1}).sort([("seq", -1)]).limit(1)), None)
+    top = next(iter(event_history.find(db, {"runId": run_id}, [("seq", -1)], 1, {"seq": 1})), None)
     return int(top["seq"]) if top and isinstance(top.get("seq"), int) else -1
 
 
@@ -200,8 +200,8 @@ def hypothesis(hypothesis_id: str) -> str:
 def _ideation_results(its_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """What the latest run's ideation step generated (its `ai.ideation.generated` event)."""
     for run in its_runs:
-        event = next(iter(_db().events.find({"runId": run["_id"], "type": "ai.ideation.generated"})
-                          .sort([("seq", -1)]).limit(1)), None)
+        query = {"runId": run["_id"], "type": "ai.ideation.generated"}
+        event = next(iter(event_history.find(_db(), query, [("seq", -1)], 1)), None)
         if event is not None:
             return {"runId": run["_id"], "data": json.dumps(event.get("data"), indent=2, sort_keys=True, default=str)}
     return None
