@@ -27,7 +27,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import dispatches, runs
+from orchestrator import dispatches, run_days, runs
 from orchestrator.db import utcnow
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
@@ -54,7 +54,7 @@ def due_runs(db: Database, now: Any, limit: int = BATCH, queue: str | None = Non
     query: dict[str, Any] = {"status": RunStatus.QUEUED.value, "$or": [{"notBefore": None}, {"notBefore": {"$lte": now}}]}
     if queue is not None:
         query["queue"] = queue
-    cursor = db.runs.find(query, {"attempt": 1, "priority": 1, "queue": 1, "createdAt": 1})
+    cursor = db.runs.find(query, {"attempt": 1, "priority": 1, "queue": 1, "createdAt": 1, run_days.FIELD: 1})
     return list(cursor.sort([("priority", DESCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
 
@@ -62,6 +62,8 @@ def dispatch_run(db: Database, run: dict[str, Any], send: Sender, connected_for_
     """Schedule one run and send its task; False if another dispatcher (or a late outcome of
     the run's last attempt) took the decision first. `connected_for_s`: how long this
     dispatcher has seen the database answer (see `dispatches.stale`)."""
+    if not run.get(run_days.FIELD):
+        run_days.stamp(db, run)  # a frontend's insert: listed from now on
     decision = _decide(db, run, connected_for_s)
     if decision is None:
         return False

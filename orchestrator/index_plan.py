@@ -35,6 +35,9 @@ def mongodb_indexes() -> dict[str, list[IndexModel]]:
                        name="status_priority_createdAt"),
             IndexModel([("createdAt", DESCENDING)], name="createdAt"),
             IndexModel([("hypothesisId", ASCENDING)], name="hypothesisId"),
+            # The run list, a day at a time (`run_list`), and the counts per day (`run_counts`).
+            IndexModel([("createdDay", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)],
+                       name="createdDay_createdAt"),
         ],
         "claims": [IndexModel([("runId", ASCENDING), ("attempt", ASCENDING)], name="runId_attempt")],
         "stages": [IndexModel([("runId", ASCENDING), ("index", ASCENDING)], name="runId_index")],
@@ -66,7 +69,7 @@ def mongodb_indexes() -> dict[str, list[IndexModel]]:
 #: every collection besides these). kombu's broker collections are here too: each idle pod
 #: polls `messages` by queue ten times a second.
 EQUALITY_KEYS: dict[str, tuple[str, ...]] = {
-    "runs": ("status", "hypothesisId"),
+    "runs": ("status", "hypothesisId", "createdDay"),
     "stages": ("runId",),
     "events": ("runId", "deadLetter"),
     "events_archive": ("runId", "deadLetter"),

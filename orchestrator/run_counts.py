@@ -5,7 +5,9 @@ every call, one equality count each. A terminal status holds the whole history, 
 costs a read of every such run on FerretDB (whose `count` is not pushed down: 0.5 s for 2,000
 FAILED runs among 10,000); so those four are counted by the sweeper at most once per
 `REFRESH_S` and kept in one `meta` document, and a reader counts them itself only when no
-sweeper has for `STALE_S` (a deployment without a dispatcher process).
+sweeper has for `STALE_S` (a deployment without a dispatcher process). Counting is per day of
+creation (`run_days`), and a day whose runs have all ended keeps its counts, so a count reads
+the days that changed, not the history.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from orchestrator import run_days
 from orchestrator.db import as_utc, utcnow
 from orchestrator.statuses import TERMINAL, RunStatus
 
@@ -25,6 +28,9 @@ SNAPSHOT_ID = "runCounts"
 REFRESH_S = 60.0
 #: A reader recounts them itself when the stored counts are older than this.
 STALE_S = 300.0
+#: A settled day's counts are trusted this long, then counted again (a bound on any change that
+#: did not forget them).
+DAY_CACHE_S = 24 * 3600.0
 
 _FINAL = sorted(s.value for s in TERMINAL)
 
@@ -59,13 +65,45 @@ def _final_counts(db: Database, now: datetime, max_age_s: float) -> tuple[dict[s
 
 
 def _store(db: Database, now: datetime) -> dict[str, int]:
-    counts = {status: _count(db, status) for status in _FINAL}
+    counts = _by_day(db, now) if run_days.in_use(db) else {status: _count(db, status) for status in _FINAL}
     document: dict[str, Any] = {"counts": counts, "at": now}
     try:
         db[META].replace_one({"_id": SNAPSHOT_ID}, document, upsert=True)
     except DuplicateKeyError:
         pass  # another process stored its count at the same moment: as good as ours
     return counts
+
+
+def _by_day(db: Database, now: datetime) -> dict[str, int]:
+    """The terminal counts as the sum of each day's: a day whose runs have all ended and that is
+    older than yesterday keeps its counts (`run_days`, for `DAY_CACHE_S`; a retry forgets them);
+    the others are counted again, a few indexed equalities each."""
+    totals = dict.fromkeys(_FINAL, 0)
+    settled_before = run_days.day_of(now - timedelta(days=1))
+    for doc in db[run_days.COLLECTION].find({}):
+        day = str(doc["_id"])
+        counts = _cached(doc, now)
+        if counts is None:
+            counts = {status: db.runs.count_documents({run_days.FIELD: day, "status": status}) for status in _FINAL}
+            if day < settled_before and not _any_live(db, day):
+                db[run_days.COLLECTION].update_one({"_id": day}, {"$set": {"counts": counts, "countedAt": now}})
+        for status in _FINAL:
+            totals[status] += counts[status]
+    return totals
+
+
+def _cached(doc: dict[str, Any], now: datetime) -> dict[str, int] | None:
+    counts, at = doc.get("counts"), doc.get("countedAt")
+    if not isinstance(counts, dict) or not isinstance(at, datetime) or as_utc(at) < now - timedelta(seconds=DAY_CACHE_S):
+        return None
+    if not all(isinstance(counts.get(status), int) for status in _FINAL):
+        return None
+    return {status: int(counts[status]) for status in _FINAL}
+
+
+def _any_live(db: Database, day: str) -> bool:
+    return any(db.runs.find_one({run_days.FIELD: day, "status": s.value}, {"_id": 1}) is not None
+               for s in RunStatus if s not in TERMINAL)
 
 
 def _count(db: Database, status: str) -> int:

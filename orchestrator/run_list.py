@@ -2,7 +2,10 @@
 runs page show, with the filters both offer (status, pipeline, words of the title).
 
 Order is (createdAt desc, _id desc), so runs created on the same millisecond still have one
-order. A page is asked for as "strictly after this key" (`Cursor`) rather than by offset, so a
+order. A page is read a day at a time (`run_days`): an indexed equality on every server, where
+one sort of every run reads the whole history on FerretDB.
+
+A page is asked for as "strictly after this key" (`Cursor`) rather than by offset, so a
 run created while someone pages never shifts later pages into duplicates or gaps. The cursor a
 client sees is opaque: URL-safe base64 of the JSON `[createdAt as ISO 8601 or null, _id,
 "str" | "oid"]` of the last run of the page.
@@ -22,7 +25,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.database import Database
 
-from orchestrator import safe_json
+from orchestrator import run_days, safe_json
 from orchestrator.errors import OrchestratorError
 from orchestrator.statuses import RunStatus
 
@@ -68,12 +71,37 @@ def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tupl
     query = _query(db, wanted)
     if query is None:
         return [], None
-    if after:
-        query = {"$and": [query, _older_than(*decode_cursor(after))]} if query else _older_than(*decode_cursor(after))
-    found = list(db.runs.find(query).sort(SORT).limit(limit + 1))
+    cursor = decode_cursor(after) if after else None
+    if run_days.in_use(db):
+        found = _by_day(db, query, cursor, limit + 1)
+    else:  # a database of an earlier release, before `manage-runs migrate` keyed its runs by day
+        if cursor is not None:
+            query = {"$and": [query, _older_than(*cursor)]} if query else _older_than(*cursor)
+        found = list(db.runs.find(query).sort(SORT).limit(limit + 1))
     runs = found[:limit]
     with_titles(db, runs)
     return runs, encode_cursor(runs[-1]) if len(found) > limit else None
+
+
+def _by_day(db: Database, query: dict[str, Any], cursor: tuple[datetime | None, Any] | None,
+            want: int) -> list[dict[str, Any]]:
+    """Up to `want` runs in `SORT` order, read a day at a time, newest day first, from the
+    cursor's day on: each read is an equality on `createdDay` with the filter's own fields beside
+    it, at the top level where FerretDB pushes them down (a `$and` would hide them)."""
+    if cursor is not None and cursor[0] is None:
+        return []  # undated runs come last, and a run without a creation time has no day
+    start = run_days.day_of(cursor[0]) if cursor is not None and cursor[0] is not None else None
+    found: list[dict[str, Any]] = []
+    for day in run_days.days(db):
+        if start is not None and day > start:
+            continue
+        per_day = {**query, run_days.FIELD: day}
+        if cursor is not None and day == start:
+            per_day.update(_older_than(*cursor))
+        found.extend(db.runs.find(per_day).sort(SORT).limit(want - len(found)))
+        if len(found) >= want:
+            break
+    return found
 
 
 def with_titles(db: Database, runs: list[dict[str, Any]]) -> None:

@@ -28,7 +28,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from orchestrator import claims, dispatches, retry, status_history
+from orchestrator import claims, dispatches, retry, run_days, status_history
 from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import OUTCOME_TYPES, SEQ_BLOCK, attempt_of, history_record, make_event
@@ -74,6 +74,7 @@ def new_run_document(
         "metrics": {},
         "lastEventSeq": 0,
         "createdAt": now,
+        run_days.FIELD: run_days.day_of(now),
         "updatedAt": now,
         **({"seed": seed} if seed is not None else {}),
     }
@@ -104,6 +105,7 @@ def create_hypothesis_and_run(
     )
     if checked:
         run["limits"] = checked
+    run_days.register(db, run[run_days.FIELD])
     db.runs.insert_one(run)
     return hypothesis_id, run["_id"]
 
@@ -427,6 +429,7 @@ def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str |
     )
     if updated is None:
         raise TransitionError(f"run {run_id} changed status while retrying; try again")
+    run_days.forget_counts(db, run.get(run_days.FIELD))
     record_decision(db, updated, "api", f"retried after {run['status']}", by=by, reason=reason)
     return updated
 

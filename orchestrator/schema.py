@@ -9,7 +9,8 @@ Versions:
    and `eventId`.
 3. A pod's dead-letter notice in `events` carries `deadLetter: true` at the top level, so the
    count of dead letters is an indexed equality (before, a match on `data.kv.deadLetter`, which
-   FerretDB evaluates in its Go code over the whole history).
+   FerretDB evaluates in its Go code over the whole history). Every run carries `createdDay`,
+   and `run_days` lists the days (`orchestrator.run_days`).
 
 A process refuses to start on a database whose version is newer than it knows (an old release
 would write the old shapes back); on an older one it works and warns until it is migrated.
@@ -25,6 +26,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from orchestrator import run_days
 from orchestrator.errors import SettingsError
 from orchestrator.events import record_id
 
@@ -89,6 +91,7 @@ def migrate(db: Database, progress: Callable[[str, int], None] | None = None) ->
     moved["artifacts"] = _rekey(db, "artifacts", _SourceOf(db, "artifacts").key_for, progress)
     moved["validations"] = _rekey(db, "validations", _SourceOf(db, "validations").key_for, progress)
     moved["deadLetterNotices"] = _flag_dead_letters(db)
+    moved["runsKeyedByDay"] = run_days.stamp_all(db)
     _stamp(db, SCHEMA_VERSION)
     return moved
 

@@ -68,13 +68,13 @@ def test_a_database_of_the_previous_release_is_version_1_until_migrated(mock_db:
         assert schema.check(mock_db) == 1
     assert "manage-runs migrate" in caplog.text
     moved = schema.migrate(mock_db)
-    assert moved == {"events": 3, "artifacts": 1, "validations": 1, "deadLetterNotices": 0}
+    assert moved == {"events": 3, "artifacts": 1, "validations": 1, "deadLetterNotices": 0, "runsKeyedByDay": 0}
     assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION == schema.check(mock_db)
     for name in schema.RECORDS:
         for doc in mock_db[name].find({"runId": run_id}):
             assert doc["source"] == "worker://pod-a" and doc["_id"] == record_id(doc["source"], doc["eventId"])
     assert {doc["eventId"] for doc in mock_db.events.find({"runId": run_id})} == {e["id"] for e in events}
-    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0, "deadLetterNotices": 0}
+    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0, "deadLetterNotices": 0, "runsKeyedByDay": 0}
 
 
 def test_an_interrupted_migration_finishes_on_the_next_run(mock_db: Any) -> None:
@@ -127,7 +127,7 @@ def test_manage_runs_migrate_and_a_newer_schema_on_the_command_line(monkeypatch:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"from": None, "to": schema.SCHEMA_VERSION,
                                              "moved": {"events": 3, "artifacts": 1, "validations": 1,
-                                                       "deadLetterNotices": 0}}
+                                                       "deadLetterNotices": 0, "runsKeyedByDay": 0}}
     db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 99}})
     refused = runner.invoke(cli, ["list"])
     assert refused.exit_code == 2 and "newer than this release knows" in refused.output
