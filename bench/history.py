@@ -23,6 +23,7 @@ from bson import ObjectId, json_util
 from pymongo.database import Database
 
 from bench.procs import BenchError, process_env
+from orchestrator import run_days, seen_retention
 
 #: The collections a run's history is made of, in the order they are written.
 PER_RUN = ("hypotheses", "runs", "stages", "claims", "dispatches", "status_history", "events", "events_seen",
@@ -84,7 +85,10 @@ class Copier:
                 _move_dates(doc, shift)
                 if name == "events_seen":
                     doc["_id"] = ObjectId()  # the template's own, which a regex for ids does not match
-        docs["runs"][0]["status"] = ending(index)
+                    doc["bucket"] = seen_retention.bucket_of(doc["processedAt"])
+        run = docs["runs"][0]
+        run["status"] = ending(index)
+        run[run_days.FIELD] = run_days.day_of(run["createdAt"])
         return docs
 
 
@@ -117,6 +121,8 @@ def prefill(db: Database, template: Template, count: int, now: datetime,
         for index in range(start, min(start + CHUNK, count)):
             for name, docs in copier.copy(index, count).items():
                 batch[name].extend(docs)
+        for day in {run[run_days.FIELD] for run in batch["runs"]}:
+            run_days.register(db, day)
         for name in PER_RUN:
             if batch[name]:
                 db[name].insert_many(batch[name], ordered=False)
