@@ -53,11 +53,11 @@ def mongodb_indexes() -> dict[str, list[IndexModel]]:
         "status_history": [
             IndexModel([("runId", ASCENDING), ("at", ASCENDING)], name="runId_at"),
             # The notifier's query: one status, the entries since its lookback (orchestrator.notify).
-            IndexModel([("to", ASCENDING), ("at", ASCENDING)], name="to_at"),
+            IndexModel([("to", ASCENDING), ("day", ASCENDING), ("at", ASCENDING)], name="to_day_at"),
         ],
         "notifications": [
             IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)], name="state_nextAttemptAt"),
-            IndexModel([("createdAt", DESCENDING)], name="createdAt"),
+            IndexModel([("createdDay", ASCENDING), ("createdAt", DESCENDING)], name="createdDay_createdAt"),
         ],
         "dispatches": [IndexModel([("runId", ASCENDING)], name="runId")],
         "rate_counters": [IndexModel([("key", ASCENDING), ("expiresAt", DESCENDING)], name="key_expiresAt")],
@@ -76,10 +76,10 @@ EQUALITY_KEYS: dict[str, tuple[str, ...]] = {
     "events_seen": ("bucket",),
     "artifacts": ("runId",),
     "validations": ("runId",),
-    "status_history": ("runId", "to"),
+    "status_history": ("runId", "to", "day"),
     "claims": ("runId",),
     "dispatches": ("runId",),
-    "notifications": ("state",),
+    "notifications": ("state", "createdDay"),
     "rate_counters": ("key",),
     "messages": ("queue",),
     "messages.routing": ("exchange", "queue"),

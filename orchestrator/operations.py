@@ -42,7 +42,7 @@ def overview(db: Database, now: datetime | None = None) -> dict[str, Any]:
         "podsGone": states[pods.GONE],
         "ingest": ingest_stats.last_hour(db, now),
         "deadLetters": queries.dead_letter_summary(db, DEAD_LETTER_RUNS),
-        "notifications": {"counts": notify.counts(db), "recent": notify.recent(db, RECENT_NOTIFICATIONS)},
+        "notifications": {"counts": notify.counts(db, now), "recent": notify.recent(db, RECENT_NOTIFICATIONS, now)},
     }
 
 

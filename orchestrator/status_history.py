@@ -11,12 +11,14 @@ that event's seq. `orchestrator.runs` writes it with every direct status write, 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+
+from orchestrator import run_days
 
 COLLECTION = "status_history"
 
@@ -31,9 +33,22 @@ def record(db: Database, run_id: str, key: str, *, before: str, after: str, by: 
     """Record one change, once: a second write of the same key is a no-op."""
     try:
         db[COLLECTION].insert_one({"_id": f"{run_id}:{key}", "runId": run_id, "from": before, "to": after, "at": at,
-                                   "step": step, "by": by, "attempt": attempt, "reason": reason})
+                                   "day": run_days.day_of(at), "step": step, "by": by, "attempt": attempt,
+                                   "reason": reason})
     except DuplicateKeyError:
         pass
+
+
+def days_between(since: datetime, now: datetime) -> list[str]:
+    """The days (UTC) from `since` to `now`, newest first: readers of recent changes ask for
+    `{"to": status, "day": day}`, an indexed equality, where a range on `at` would read every
+    change to that status since the beginning on FerretDB."""
+    days, day = [], now
+    while True:
+        days.append(run_days.day_of(day))
+        if run_days.day_of(day) <= run_days.day_of(since):
+            return days
+        day -= timedelta(days=1)
 
 
 def recorded(db: Database, run_id: str, key: str) -> bool:

@@ -142,3 +142,14 @@ def test_a_batch_half_applied_when_the_database_died_is_recorded_whole_by_the_re
     apply(mock_db, batch)
     assert [(c["from"], c["to"]) for c in status_history.of_run(mock_db, run_id)] == [
         ("STARTING", "RUNNING"), ("RUNNING", "AUTO_VALIDATING"), ("AUTO_VALIDATING", "AWAITING_HUMAN")]
+
+
+def test_recent_changes_are_asked_for_a_day_at_a_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.status_history import days_between
+
+    now = datetime(2026, 12, 3, 0, 30, tzinfo=UTC)
+    assert days_between(now - timedelta(hours=1), now) == ["2026-12-03", "2026-12-02"]
+    assert days_between(now - timedelta(minutes=10), now) == ["2026-12-03"]
+    assert len(days_between(now - timedelta(days=6), now)) == 7
