@@ -85,6 +85,14 @@ EQUALITY_KEYS: dict[str, tuple[str, ...]] = {
     "messages.routing": ("exchange", "queue"),
 }
 
+#: Collections whose size is set by the work in flight, not by history, so a scan of them stays
+#: small: kombu's broker collections (messages wait seconds), pod presence (one per live worker
+#: process, pruned after an hour), the day registry (one tiny document a day), rate-limit and
+#: once-only records (pruned as they expire), per-minute ingest counts (a day's worth), and the
+#: few control documents in `meta` and `dispatcher_state`.
+BOUNDED = frozenset({"messages", "messages.routing", "messages.broadcast", "pods", "run_days", "rate_counters",
+                     "seen_once", "ingest_stats", "meta", "dispatcher_state"})
+
 #: Names of the SQL objects `postgresql_sql` creates (one prefix, so an operator can find them).
 _PREFIX = "ai_orchestrator"
 

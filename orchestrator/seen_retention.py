@@ -27,7 +27,10 @@ EVENTS_SEEN_TTL_S = 7 * 24 * 3600
 #: The name of MongoDB's TTL index on `processedAt` (`db.ensure_indexes` creates it where it can).
 TTL_INDEX = "processedAt_ttl"
 #: Hours deleted at most per pass: bounds one sweeper pass; the next goes on.
-MAX_HOURS_PER_PASS = 48
+MAX_HOURS_PER_PASS = 168
+#: How far back the first pass on a database starts (records older than this before the
+#: upgrade are `manage-runs prune-seen`'s).
+FIRST_LOOKBACK = timedelta(days=400)
 _HOUR = timedelta(hours=1)
 _FORMAT = "%Y-%m-%dT%H"
 
@@ -58,7 +61,7 @@ def prune(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S,
     hour = _first_hour(db, last)
     deleted = 0
     for _ in range(max_hours):
-        if hour is None or hour > last:
+        if hour > last:
             break
         deleted += db[COLLECTION].delete_many({"bucket": bucket_of(hour)}).deleted_count
         _mark(db, hour)
@@ -66,17 +69,14 @@ def prune(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S,
     return deleted
 
 
-def _first_hour(db: Database, last: datetime) -> datetime | None:
-    """The first hour not pruned yet: after the marker, else the hour of the oldest record
-    (natural order: the first written), else None when there is nothing to prune."""
+def _first_hour(db: Database, last: datetime) -> datetime:
+    """The first hour not pruned yet: the one after the marker; on a database never pruned,
+    `FIRST_LOOKBACK` before the window (walking empty hours costs an indexed delete each, where
+    finding the oldest record would read them all on FerretDB)."""
     marker = db[META].find_one({"_id": MARKER_ID})
     if marker is not None:
         return _hour(str(marker["bucket"])) + _HOUR
-    oldest = db[COLLECTION].find_one({"bucket": {"$exists": True}}, {"bucket": 1})
-    if oldest is None:
-        _mark(db, last)  # nothing older than now can appear later: start from here
-        return None
-    return _hour(str(oldest["bucket"]))
+    return last - FIRST_LOOKBACK
 
 
 def _mark(db: Database, hour: datetime) -> None:

@@ -39,7 +39,7 @@ def test_only_hours_wholly_past_the_window_go_and_a_second_pass_reads_one_docume
     _records(mock_db, NOW - window - timedelta(hours=1), 3)
     _records(mock_db, NOW - window, 4)  # the window's edge is in this hour: kept
     _records(mock_db, NOW - timedelta(hours=1), 5)
-    assert seen_retention.prune(mock_db, NOW) == 5
+    assert sum(seen_retention.prune(mock_db, NOW) for _ in range(60)) == 5
     assert mock_db.events_seen.count_documents({}) == 9
     assert seen_retention.prune(mock_db, NOW) == 0
     marker = mock_db.meta.find_one({"_id": seen_retention.MARKER_ID})
@@ -48,6 +48,7 @@ def test_only_hours_wholly_past_the_window_go_and_a_second_pass_reads_one_docume
 
 def test_one_pass_deletes_at_most_its_share_of_hours_and_the_next_goes_on(mock_db: Any) -> None:
     start = NOW - timedelta(seconds=EVENTS_SEEN_TTL_S) - timedelta(hours=10)
+    mock_db.meta.insert_one({"_id": seen_retention.MARKER_ID, "bucket": bucket_of(start - timedelta(hours=1))})
     for hour in range(6):
         _records(mock_db, start + timedelta(hours=hour), 1)
     assert seen_retention.prune(mock_db, NOW, max_hours=4) == 4
@@ -55,20 +56,21 @@ def test_one_pass_deletes_at_most_its_share_of_hours_and_the_next_goes_on(mock_d
     assert mock_db.events_seen.count_documents({}) == 0
 
 
-def test_a_database_with_no_records_starts_from_now(mock_db: Any) -> None:
-    assert seen_retention.prune(mock_db, NOW) == 0
+def test_the_first_pass_starts_far_back_and_later_passes_go_on_from_the_marker(mock_db: Any) -> None:
+    _records(mock_db, NOW - timedelta(days=300), 2)  # out of order on purpose: older records written last
+    _records(mock_db, NOW - timedelta(days=30), 1)
+    passes = [seen_retention.prune(mock_db, NOW) for _ in range(80)]
+    # Each pass walks at most MAX_HOURS_PER_PASS hours (an empty hour costs one indexed delete).
+    assert sum(passes) == 3 and passes[0] == 0 and passes[-1] == 0
     _records(mock_db, NOW, 2)
-    later = NOW + timedelta(days=8)
-    # Each pass walks at most MAX_HOURS_PER_PASS hours from where the last one stopped (empty hours cost
-    # one indexed delete each): the week from the start to these records takes a few passes.
-    assert sum(seen_retention.prune(mock_db, later) for _ in range(5)) == 2
+    assert sum(seen_retention.prune(mock_db, NOW + timedelta(days=8)) for _ in range(3)) == 2
 
 
 def test_records_older_than_the_field_are_left_to_prune_seen(mock_db: Any) -> None:
     old = NOW - timedelta(days=30)
     _records(mock_db, old, 2, bucketed=False)
     _records(mock_db, old + timedelta(hours=1), 1)
-    assert seen_retention.prune(mock_db, NOW) == 1
+    assert sum(seen_retention.prune(mock_db, NOW) for _ in range(60)) == 1
     assert mock_db.events_seen.count_documents({"bucket": {"$exists": False}}) == 2
 
 
