@@ -199,7 +199,27 @@ def ensure_indexes(db: Database) -> list[str]:
             warnings.append(_no_ttl(exc))
     except NotImplementedError as exc:
         warnings.append(_no_ttl(exc))
+    if ferretdb_backend(db) == "sqlite":
+        warnings.append(SQLITE_WARNING)
+        server_warnings.warn_once("sqlite", SQLITE_WARNING)
     return warnings
+
+
+SQLITE_WARNING = ("FerretDB's SQLite backend is for development only: it reads a whole collection for every query "
+                  "but an _id lookup, so the system slows as history grows; use FerretDB on PostgreSQL or MongoDB "
+                  "(README, \"Supported servers\")")
+
+
+def ferretdb_backend(db: Database) -> str | None:
+    """"postgresql" or "sqlite" for FerretDB, None for any other server. FerretDB names its
+    backend nowhere but in `explain`: PostgreSQL's plan is a tree (a document), SQLite's a list
+    of lines."""
+    if type(db.client).__module__.startswith("mongomock"):
+        return None
+    if "ferretdbVersion" not in db.client.admin.command("buildInfo"):
+        return None
+    plan = db.command("explain", {"find": schema.META, "filter": {}}).get("queryPlanner", {}).get("Plan")
+    return "sqlite" if isinstance(plan, list) else "postgresql"
 
 
 #: MongoDB's error code for a command the user's roles do not allow.

@@ -30,3 +30,28 @@ def test_a_missing_index_the_user_may_not_create_is_an_error_naming_it_and_the_f
         ensure_indexes(db)
     assert caught.value.code == UNAUTHORIZED
     assert "manage-runs migrate" in str(caught.value) and "creating index" in str(caught.value)
+
+
+def test_ferretdb_on_sqlite_is_recognised_by_its_plan_and_warned_of() -> None:
+    """FerretDB names its backend only in `explain`: SQLite's plan is a list of lines."""
+    from orchestrator import db as dbmod
+
+    class Server:
+        def __init__(self, plan: object) -> None:
+            self.plan = plan
+            self.admin = self
+
+        def command(self, name: object, *args: object, **kwargs: object) -> dict[str, object]:
+            if name == "buildInfo":
+                return {"version": "7.0.42", "ferretdbVersion": "v1.24.2"}
+            return {"queryPlanner": {"Plan": self.plan}}
+
+    class Db:
+        def __init__(self, plan: object) -> None:
+            self.client = Server(plan)
+
+        def command(self, *args: object, **kwargs: object) -> dict[str, object]:
+            return self.client.command(*args, **kwargs)
+
+    assert dbmod.ferretdb_backend(Db(["id=2 parent=0 notused=0 detail=SCAN t"])) == "sqlite"  # type: ignore[arg-type]
+    assert dbmod.ferretdb_backend(Db({"Node Type": "Seq Scan"})) == "postgresql"  # type: ignore[arg-type]

@@ -175,3 +175,9 @@ def test_every_hot_query_on_a_growing_collection_is_served_by_an_index(server: M
     assert {"runs", "stages", "events", "events_archive", "status_history", "claims", "hypotheses", "artifacts",
             "validations", "events_seen"} <= collections, collections
     assert len(checked) >= 25, sorted(checked)
+
+
+def test_the_backend_is_told_apart_and_sqlite_is_warned_of_at_start(real_server: MongoServer, real_db: Any) -> None:
+    expected = {"postgresql": "postgresql", "sqlite": "sqlite"}.get(real_server.backend)
+    assert dbmod.ferretdb_backend(real_db) == expected
+    assert (dbmod.SQLITE_WARNING in dbmod.ensure_indexes(real_db)) == (expected == "sqlite")
