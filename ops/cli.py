@@ -51,7 +51,7 @@ from ops.commands_retention import archive, prune_seen
 from ops.env_file import fill_empty
 from ops.live import SETTLED, follow, run_view
 from ops.terminal import shown, visible
-from orchestrator import index_plan, operations, queries, schema
+from orchestrator import index_plan, operations, queries, run_list, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
 from orchestrator.db import get_db, utcnow
 from orchestrator.runs import ACCEPT, REJECT, cancel_run, retry_run, review_run
@@ -59,7 +59,6 @@ from orchestrator.serialize import jsonable, to_rfc3339
 from orchestrator.settings import DEFAULT_PIPELINE, Settings
 from orchestrator.statuses import RunStatus
 from orchestrator.sweeper import sweep_once
-from tasks.sender import celery_sender
 
 #: What `tail` exits with when the run ends without a result (0 for the other settled statuses).
 DID_NOT_FINISH = frozenset({RunStatus.FAILED.value, RunStatus.CANCELED.value, RunStatus.HUMAN_REJECTED.value})
@@ -87,9 +86,8 @@ main.add_command(prune_seen)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.pass_obj
 def list_runs(obj: Ctx, status: str | None, limit: int) -> None:
-    """Newest runs first."""
-    query = {"status": status} if status else {}
-    runs = list(obj.db.runs.find(query).sort([("createdAt", -1), ("_id", -1)]).limit(limit))
+    """Newest runs first (the list the console and `GET /api/runs` show, read a day at a time)."""
+    runs, _ = run_list.page(obj.db, run_list.RunFilter(statuses=(status,) if status else ()), None, limit)
 
     def table() -> Table:
         # The id is never cut (it is what the other commands take); the other columns fold.
@@ -246,6 +244,8 @@ def show_stats(obj: Ctx) -> None:
 def sweep(obj: Ctx) -> None:
     """One sweeper pass (for cron): resend lost dispatches, recover runs whose worker died, prune
     old pod presence records."""
+    from tasks.sender import celery_sender  # Celery, imported by the one command that sends
+
     result = sweep_once(obj.db, obj.settings, celery_sender)
     obj.out(result, lambda: f"redispatched {result['redispatched']}, recovered {result['recovered']}, "
                             f"dropped {result['eventQueuesDropped']} orphaned event queues, "
