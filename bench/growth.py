@@ -13,8 +13,10 @@ then the same figures are taken at every N:
 2. one sweeper pass, `sweep_once` in-process (median of `SWEEPS`), with those processes stopped so
    only the pass is measured, and a sender that records instead of sending;
 3. `manage-runs list` and `manage-runs stats` as a user runs them (a subprocess, wall time), next
-   to the process's start-up alone (`--help`) and the core functions timed in-process
-   (`run_list.page`, `operations.overview`), so start-up and query time are told apart;
+   to the process's start-up alone (`--help`) and with a connection but no command (`FLOOR`: pymongo
+   makes the interpreter's exit wait), the index check every command makes on connecting
+   and the core functions timed in-process (`run_list.page`, `operations.overview`), so start-up
+   and query time are told apart;
 4. ingest throughput, item 1's NDJSON workload (its 200 RUNNING runs added to the history) posted
    by item 1's client threads over a short window; last, so its runs and events are in no other figure.
 
@@ -44,6 +46,7 @@ from bench.load import Load, LoadResult
 from bench.procs import PYTHON, ROOT, BenchError
 from bench.report import Document, Row, Target, number
 from bench.stats import Summary, rate
+from orchestrator.db import ensure_indexes
 
 NAME = "growth"
 #: Past runs measured when `--only growth` comes without `--history`.
@@ -78,6 +81,8 @@ MEASURES = (
     Measure("list_cli", f"`manage-runs list` (subprocess, wall time, median of {REPEATS})", "s", UNDER_1_S),
     Measure("stats_cli", f"`manage-runs stats` (subprocess, wall time, median of {REPEATS})", "s", UNDER_1_S),
     Measure("startup_cli", "`manage-runs --help` (start-up alone, no database)", "s"),
+    Measure("floor_cli", "start-up, one ping, exit (`python -c`: import `ops.cli`, connect, no query)", "s"),
+    Measure("indexes_core", "`ensure_indexes(db)` in-process (each `manage-runs` command's first step on the database)", "s"),
     Measure("list_core", "`run_list.page(db, RunFilter(), None, 20)` in-process", "s"),
     Measure("stats_core", "`operations.overview(db)` in-process", "s"),
 )
@@ -143,7 +148,8 @@ def measure_at(h: Harness, template: history.Template, runs: int, wl: workload.W
     print(f"{label}: {SWEEPS} sweeper passes, manage-runs list and stats ...", flush=True)
     point.figures["sweep"], point.notes["sweep"] = _sweep(h, db)
     point.figures.update(_commands(h, db))
-    point.figures.update(list_core=median_time(lambda: _page(db)), stats_core=median_time(lambda: _overview(db)))
+    point.figures.update(indexes_core=median_time(lambda: ensure_indexes(db)), list_core=median_time(lambda: _page(db)),
+                         stats_core=median_time(lambda: _overview(db)))
 
     window = 8.0 if h.quick else 20.0
     print(f"{label}: ingest throughput for {window:.0f} s ...", flush=True)
@@ -230,24 +236,32 @@ def _sweep(h: Harness, db: Database) -> tuple[float, str]:
     return statistics.median(took), f"{did}; {len(sender.sent)} sends recorded"
 
 
+#: What every `manage-runs` command on the database pays besides its work: the imports, a
+#: connection, and the interpreter's exit with a client open (pymongo joins its monitor threads then).
+FLOOR = "import os, ops.cli, pymongo; pymongo.MongoClient(os.environ['MONGODB_URL']).admin.command('ping')"
+
+
 def _commands(h: Harness, db: Database) -> dict[str, float]:
     """`manage-runs list`, `stats` and `--help` as a user runs them: `python -m ops.cli` (what the
-    console script runs, as tests/test_cli_realserver.py does), output captured, wall time."""
+    console script runs, as tests/test_cli_realserver.py does), output captured, wall time; and
+    `FLOOR`, the same process without a command."""
     env = h.env(db.name)
 
     def command(*args: str) -> Callable[[], None]:
+        what = " ".join(args) if args[0] != "-c" else "(the start-up floor)"
+
         def once() -> None:
+            argv = [PYTHON, *args] if args[0] == "-c" else [PYTHON, "-m", "ops.cli", *args]
             try:
-                done = subprocess.run([PYTHON, "-m", "ops.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                                      text=True, timeout=600, check=False)
+                done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
             except subprocess.TimeoutExpired:
-                raise BenchError(f"manage-runs {' '.join(args)} did not end within 600 s") from None
+                raise BenchError(f"manage-runs {what} did not end within 600 s") from None
             if done.returncode != 0:
-                raise BenchError(f"manage-runs {' '.join(args)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+                raise BenchError(f"manage-runs {what} exited {done.returncode}:\n{done.stderr[-2000:]}")
         return once
 
     return {"list_cli": median_time(command("list")), "stats_cli": median_time(command("stats")),
-            "startup_cli": median_time(command("--help"))}
+            "startup_cli": median_time(command("--help")), "floor_cli": median_time(command("-c", FLOOR))}
 
 
 def _page(db: Database) -> None:
@@ -384,7 +398,11 @@ def _section(doc: Document, template: history.Template, captured_s: float, point
         "sending. " + _notes_of(points, "sweep"),
         "- `manage-runs list` and `stats`: `python -m ops.cli list` / `stats` as subprocesses (what the console "
         "script runs), output captured, wall time including the interpreter's start-up and imports, which "
-        "`--help` measures alone. The in-process rows time the core functions on an open connection: "
+        "`--help` measures alone. A command on the database also connects, checks every index "
+        "(`ensure_indexes`, timed in-process) and, on exit with its client open, waits for pymongo to join its "
+        "monitor threads: the start-up floor row is a process that imports `ops.cli`, pings the database and "
+        "exits, so a command's own work is about its figure less that floor. The other in-process rows time the "
+        "core functions on an open connection: "
         "`run_list.page` is the list of the web console and of `GET /api/runs` (`manage-runs list` runs its own "
         "query of `runs`, newest 20), `operations.overview` is `stats`' and the console's `/ops` page's.",
         f"- Ingest: item 1's workload (its 200 RUNNING runs added to the history), batches of 50 posted by {THREADS} "
