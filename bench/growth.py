@@ -114,6 +114,8 @@ class Recorder:
 
 
 def run(h: Harness, doc: Document) -> None:
+    """The template once (a demo run in its own scratch database), then `measure_at` for each N of
+    `h.history`, smallest first, so every ratio is against the emptiest database."""
     counts = sorted(set(h.history or DEFAULT_HISTORY))
     template_db = h.database("template")
     print(f"  [G] growth: capturing one demo run as the history's template ({template_db.name}) ...", flush=True)
