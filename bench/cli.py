@@ -1,5 +1,8 @@
-"""`python -m bench [--quick] [--only NAME ...] [--output PATH]`: run the benchmarks of issue 7
-against the real-server lane's server and write BENCHMARKS.md.
+"""`python -m bench [--quick] [--only NAME ...] [--history N ...] [--output PATH]`: run the benchmarks of
+issue 7 against the real-server lane's server and write BENCHMARKS.md.
+
+`--history N` (repeatable) runs the growth benchmark once per N past runs; without `--only` it runs
+growth alone, and growth runs only when asked (`--history` or `--only growth`): it takes minutes per N.
 
 Every process and database the run starts is released in a `finally`, on SIGTERM and Ctrl-C too.
 """
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import console, dispatch, emitter, flood, ingest, memory, visibility
+from bench import console, dispatch, emitter, flood, growth, ingest, memory, visibility
 from bench.harness import Harness
 from bench.procs import ROOT, BenchError, MongoServer
 from bench.report import Document, ferretdb_version, machine
@@ -28,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Harness, Document], None]] = {
     visibility.NAME: visibility.run,
     emitter.NAME: emitter.run,
     flood.NAME: flood.run,
+    growth.NAME: growth.run,
     memory.NAME: memory.run,
     console.NAME: console.run,
 }
@@ -38,8 +42,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer samples (about 3 minutes)")
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--history", action="append", type=_count, metavar="N",
+                        help="pre-fill N finished runs and run the growth benchmark once per N (repeatable: "
+                        "--history 0 --history 1000); without --only, only growth runs")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the report")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.history and args.only and growth.NAME not in args.only:
+        parser.error(f"--history is for the growth benchmark: add --only {growth.NAME}")
+    return args
+
+
+def _count(text: str) -> int:
+    """A number of past runs: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} past runs: give 0 or more")
+    return value
+
+
+def selection(args: argparse.Namespace) -> list[str]:
+    """The benchmarks to run: `--only`'s; growth alone for `--history`; else every one but growth,
+    which takes minutes per N and runs only when asked."""
+    if args.only:
+        return list(args.only)
+    if args.history:
+        return [growth.NAME]
+    return [name for name in BENCHMARKS if name != growth.NAME]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -48,16 +79,17 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = args.only or list(BENCHMARKS)
+    selected = selection(args)
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _terminate)
     server = MongoServer(os.environ.get("MONGODB_TEST_URL") or None)
     harness: Harness | None = None
     try:
         server.start()
-        harness = Harness(server, quick=args.quick)
+        harness = Harness(server, quick=args.quick, history=tuple(sorted(set(args.history or ()))))
         _log_to(harness.tmp / "bench.log")
         command = "python -m bench" + (" --quick" if args.quick else "") + "".join(f" --only {n}" for n in args.only or [])
+        command += "".join(f" --history {n}" for n in args.history or [])
         document = Document(command=command, machine=machine(_server_name(harness)))
         print(f"bench: {', '.join(selected)} on {document.machine.server}" + (" (quick)" if args.quick else ""), flush=True)
         load_before = os.getloadavg()

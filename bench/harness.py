@@ -88,6 +88,8 @@ SINGLE_HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "applicati
 class Harness:
     server: MongoServer
     quick: bool
+    #: Past runs to pre-fill for the growth benchmark, once per value (`--history N`).
+    history: tuple[int, ...] = ()
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-")))
     children: list[Child] = field(default_factory=list)
     _clients: list[Any] = field(default_factory=list)

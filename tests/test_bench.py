@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import memory, workload
+from bench import growth, memory, workload
+from bench.cli import parse_args, selection
 from bench.profile import write_counts
 from bench.report import Document, Machine, Row, Target, number, render_table
 from bench.stats import Summary, percentile, rate
@@ -119,3 +120,82 @@ def test_memory_measures_one_request_as_the_app_serves_it():
     status, peak = memory.measure(memory.Case("tiny lines", "/api/ingest/events", "application/x-ndjson", b"{}\n" * 2000))
     assert status == 413
     assert 0 < peak < 50 * 6000  # refused before any line is parsed: a small multiple of the body
+
+
+def _point(runs, **figures):
+    return growth.Point(runs, figures={k: float(v) for k, v in figures.items()})
+
+
+def test_the_growth_table_has_a_column_per_history_and_judges_the_largest_against_the_smallest():
+    points = [_point(0, dispatch_p50=0.5, sweep=0.01, ingest=800, list_cli=0.9),
+              _point(1000, dispatch_p50=0.6, sweep=0.05, ingest=300, list_cli=0.95),
+              _point(10_000, dispatch_p50=0.9, sweep=0.03, ingest=500, list_cli=1.2)]
+    lines = growth.growth_table(points).splitlines()
+    assert lines[0] == "| measure | 0 runs | 1,000 runs | 10,000 runs | 10,000 / 0 | target | met? |"
+    assert lines[1].count("---") == 7
+    by_label = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    p50 = by_label["dispatch latency p50 (insert QUEUED -> ai.run.started applied)"]
+    assert p50.endswith("| 0.5 s | 0.6 s | 0.9 s | 1.80× | ratio ≤ 2 | met |")
+    sweep = next(line for label, line in by_label.items() if label.startswith("one sweeper pass"))
+    assert sweep.endswith("| 3.00× | ratio ≤ 2 | **missed** |")  # judged at the largest N, not the worst
+    ingest = next(line for label, line in by_label.items() if label.startswith("ingest throughput"))
+    assert ingest.endswith("| 800 events/s | 300 events/s | 500 events/s | 0.625× | ratio ≥ 0.5 | met |")
+    listed = next(line for label, line in by_label.items() if label.startswith("`manage-runs list`"))
+    assert listed.endswith("| 1.33× | < 1 s | **missed** |")  # the ceiling is on the figure at the largest N
+    p95 = by_label["dispatch latency p95"]
+    assert p95.endswith("| — | — | — | — | ratio ≤ 2 | — |")  # not measured: no verdict
+    assert len(lines) == 2 + len(growth.MEASURES) and any("ensure_indexes" in line for line in lines)
+
+
+def test_a_growth_table_of_one_history_judges_only_the_ceilings():
+    lines = growth.growth_table([_point(1000, sweep=0.5, stats_cli=0.4)]).splitlines()
+    assert lines[0] == "| measure | 1,000 runs | ratio | target | met? |"
+    sweep = next(line for line in lines if line.startswith("| one sweeper pass"))
+    assert sweep.endswith("| 0.5 s | — | ratio ≤ 2 | — |")
+    stats = next(line for line in lines if line.startswith("| `manage-runs stats`"))
+    assert stats.endswith("| 0.4 s | — | < 1 s | met |")
+    assert growth.growth_table([]) == "(no history measured)"
+
+
+def test_growth_rows_compare_each_history_with_the_smallest():
+    rows = growth.growth_rows([_point(0, sweep=0.01, ingest=800), _point(200, sweep=0.04, ingest=600),
+                               _point(1000, sweep=0.02, ingest=300)])
+    assert [(r.item, r.measure.rsplit(", ", 1)[1], r.baseline) for r in rows] == [
+        ("G", "200 past runs", 0.01), ("G", "200 past runs", 800.0),
+        ("G", "1,000 past runs", 0.01), ("G", "1,000 past runs", 800.0)]
+    assert [r.met for r in rows] == [False, True, True, False]
+    assert rows[0].baseline_what == "same, 0 past runs"
+    alone = growth.growth_rows([_point(0, sweep=0.01)])
+    assert [(r.figure, r.baseline, r.met) for r in alone] == [(0.01, None, None)]
+    assert growth.growth_rows([]) == []
+
+
+def test_prefill_progress_counts_whole_tenths_and_the_history_table_sums_what_was_written():
+    assert [growth.tenths(done, 200) for done in (0, 19, 20, 50, 199, 200, 250)] == [0, 0, 1, 2, 9, 10, 10]
+    assert growth.tenths(0, 0) == 0
+    assert [growth.size_text(n) for n in (512, 2048, 56 << 20, 3 << 30)] == ["512 B", "2.0 KiB", "56.0 MiB", "3.0 GiB"]
+    point = growth.Point(200, written={"runs": 200, "events": 21_800}, prefill_s=7.2, size_bytes=56 << 20, load=1.5)
+    lines = growth.history_table([growth.Point(0), point]).splitlines()
+    assert lines[2] == "| 0 | 0 | 0 s | — | — | — |"
+    assert lines[3] == "| 200 | 22,000 | 7 s | 27.8 | 56.0 MiB | 1.50 |"
+
+
+def test_the_sweepers_sender_records_instead_of_sending():
+    sender = growth.Recorder()
+    sender("run-1", 2, queue="gpu", priority=5, task_id="run-1:2")
+    assert sender.sent == [("run-1", 2, "gpu")]
+
+
+def test_history_runs_growth_alone_and_growth_runs_only_when_asked():
+    args = parse_args(["--history", "1000", "--history", "0", "--history", "1000"])
+    assert args.history == [1000, 0, 1000] and selection(args) == ["growth"]
+    assert "growth" not in selection(parse_args([]))
+    assert selection(parse_args(["--only", "growth"])) == ["growth"]
+    assert selection(parse_args(["--only", "dispatch", "--only", "growth", "--history", "5"])) == ["dispatch", "growth"]
+
+
+@pytest.mark.parametrize("argv", [["--history", "-1"], ["--history", "ten"], ["--only", "ingest", "--history", "10"]])
+def test_history_refuses_a_bad_count_or_a_selection_without_growth(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert "--history" in capsys.readouterr().err
