@@ -63,7 +63,7 @@ def dispatch_run(db: Database, run: dict[str, Any], send: Sender, connected_for_
     the run's last attempt) took the decision first. `connected_for_s`: how long this
     dispatcher has seen the database answer (see `dispatches.stale`)."""
     if not run.get(run_days.FIELD):
-        run_days.stamp(db, run)  # a frontend's insert: listed from now on
+        run_days.stamp(db, run)  # a frontend's insert, if no reader has stamped it yet
     decision = _decide(db, run, connected_for_s)
     if decision is None:
         return False

@@ -18,7 +18,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from orchestrator import run_days
+from orchestrator import run_days, schema
 from orchestrator.db import as_utc, utcnow
 from orchestrator.statuses import TERMINAL, RunStatus
 
@@ -65,7 +65,7 @@ def _final_counts(db: Database, now: datetime, max_age_s: float) -> tuple[dict[s
 
 
 def _store(db: Database, now: datetime) -> dict[str, int]:
-    counts = _by_day(db, now) if run_days.in_use(db) else {status: _count(db, status) for status in _FINAL}
+    counts = _by_day(db, now) if schema.keyed_by_day(db) else {status: _count(db, status) for status in _FINAL}
     document: dict[str, Any] = {"counts": counts, "at": now}
     try:
         db[META].replace_one({"_id": SNAPSHOT_ID}, document, upsert=True)

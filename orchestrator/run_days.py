@@ -11,7 +11,8 @@ changed, not a read of every run.
 
 Runs this project creates get both at creation (`runs.create_hypothesis_and_run`); a run a
 frontend inserts gets them from the dispatcher when it first sees it (`stamp`), and `manage-runs
-migrate` stamps the runs of earlier releases.
+migrate` stamps the runs of earlier releases. Until it has (`schema.keyed_by_day`), readers read
+every run, as before.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pymongo.errors import DuplicateKeyError
 
 COLLECTION = "run_days"
 FIELD = "createdDay"
+#: The day of a run without a creation time (a malformed insert): before every real day, so
+#: such runs come last in the list, as a sort on a missing `createdAt` puts them.
+UNDATED = "0000-00-00"
 
 
 def day_of(when: datetime) -> str:
@@ -40,27 +44,19 @@ def register(db: Database, day: str) -> None:
         pass
 
 
-def stamp(db: Database, run: dict[str, Any]) -> str | None:
-    """Give a run that has none its `createdDay` (a frontend's insert); the day, or None for a
-    run without a creation time."""
+def stamp(db: Database, run: dict[str, Any]) -> str:
+    """Give a run that has none its `createdDay` (a frontend's insert); the day."""
     created = run.get("createdAt")
-    if not isinstance(created, datetime):
-        return None
-    day = day_of(created)
+    day = day_of(created) if isinstance(created, datetime) else UNDATED
     register(db, day)
     db.runs.update_one({"_id": run["_id"], FIELD: {"$exists": False}}, {"$set": {FIELD: day}})
+    forget_counts(db, day)  # a run joined a day that may have been counted
     return day
 
 
 def days(db: Database) -> list[str]:
     """Every day that has runs, newest first (one short read: a year is 365 tiny documents)."""
     return sorted((str(doc["_id"]) for doc in db[COLLECTION].find({}, {"_id": 1})), reverse=True)
-
-
-def in_use(db: Database) -> bool:
-    """Whether runs are keyed by day here (False on a database `manage-runs migrate` has not
-    stamped yet, where readers fall back to reading every run)."""
-    return db[COLLECTION].find_one({}, {"_id": 1}) is not None
 
 
 def forget_counts(db: Database, day: str | None) -> None:
@@ -71,7 +67,19 @@ def forget_counts(db: Database, day: str | None) -> None:
 
 def stamp_all(db: Database) -> int:
     """The migration's part: stamp every run created before runs were keyed by day; how many."""
+    return _stamp_each(db, db.runs.find({FIELD: {"$exists": False}}, {"createdAt": 1}))
+
+
+def stamp_queued(db: Database) -> int:
+    """Stamp the QUEUED runs a frontend inserted that no dispatcher has seen yet, so a reader
+    lists them at once (and while every dispatcher is down): one equality on the status."""
+    return _stamp_each(db, (run for run in db.runs.find({"status": "QUEUED"}, {"createdAt": 1, FIELD: 1})
+                            if FIELD not in run))
+
+
+def _stamp_each(db: Database, runs: Any) -> int:
     stamped = 0
-    for run in db.runs.find({FIELD: {"$exists": False}}, {"createdAt": 1}):
-        stamped += 1 if stamp(db, run) else 0
+    for run in runs:
+        stamp(db, run)
+        stamped += 1
     return stamped

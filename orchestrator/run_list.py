@@ -25,7 +25,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.database import Database
 
-from orchestrator import run_days, safe_json
+from orchestrator import run_days, safe_json, schema
 from orchestrator.errors import OrchestratorError
 from orchestrator.statuses import RunStatus
 
@@ -72,7 +72,7 @@ def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tupl
     if query is None:
         return [], None
     cursor = decode_cursor(after) if after else None
-    if run_days.in_use(db):
+    if schema.keyed_by_day(db):
         found = _by_day(db, query, cursor, limit + 1)
     else:  # a database of an earlier release, before `manage-runs migrate` keyed its runs by day
         if cursor is not None:
@@ -88,9 +88,10 @@ def _by_day(db: Database, query: dict[str, Any], cursor: tuple[datetime | None, 
     """Up to `want` runs in `SORT` order, read a day at a time, newest day first, from the
     cursor's day on: each read is an equality on `createdDay` with the filter's own fields beside
     it, at the top level where FerretDB pushes them down (a `$and` would hide them)."""
-    if cursor is not None and cursor[0] is None:
-        return []  # undated runs come last, and a run without a creation time has no day
-    start = run_days.day_of(cursor[0]) if cursor is not None and cursor[0] is not None else None
+    run_days.stamp_queued(db)  # a frontend's run no dispatcher has seen yet is listed at once
+    start = None
+    if cursor is not None:
+        start = run_days.day_of(cursor[0]) if cursor[0] is not None else run_days.UNDATED
     found: list[dict[str, Any]] = []
     for day in run_days.days(db):
         if start is not None and day > start:

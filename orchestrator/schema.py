@@ -47,6 +47,18 @@ class SchemaError(SettingsError):
     """The database's shapes are newer than this release knows."""
 
 
+#: The version from which every run carries `createdDay` (`run_days`).
+KEYED_BY_DAY = 3
+
+
+def keyed_by_day(db: Database) -> bool:
+    """Whether every run is keyed by its day here: a database stamped by this release, or
+    migrated to it. On an older one the run list and the counts read every run instead, so
+    no run of an earlier release is left out of them before `manage-runs migrate`."""
+    version = stored_version(db)
+    return version is not None and version >= KEYED_BY_DAY
+
+
 def stored_version(db: Database) -> int | None:
     found = db[META].find_one({"_id": _SCHEMA_DOC})
     return int(found["version"]) if found else None

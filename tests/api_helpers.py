@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ingest_app import create_app
+from orchestrator import run_days
 from orchestrator.runs import new_run_document
 from orchestrator.settings import Settings
 from tests.helpers import OPERATOR_TOKEN, READER_TOKEN, bearer, make_settings
@@ -48,7 +49,10 @@ def insert_run(db: Any, *, created: datetime | None = T0, status: str = "QUEUED"
     run.update(status=status, createdAt=created, **fields)
     if created is None:
         del run["createdAt"]
+    del run[run_days.FIELD]  # a frontend does not set it
     db.runs.insert_one(run)
+    if status != "QUEUED":
+        run_days.stamp(db, run)  # past QUEUED: the dispatcher has seen it
     return run["_id"]
 
 

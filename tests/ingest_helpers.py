@@ -17,6 +17,7 @@ from pymongo.database import Database
 
 from ingest_app import create_app
 from orchestrator import db as dbmod
+from orchestrator import run_days
 from orchestrator.events import make_event, seq_for
 from orchestrator.ingest import Item, Outcome, fast_path_pays, ingest, updates_per_command
 from orchestrator.runs import new_run_document
@@ -69,7 +70,8 @@ def insert_run(
     hypothesis_id = hypothesis_id or f"h-{uuid.uuid4().hex[:8]}"
     db.hypotheses.insert_one({"_id": hypothesis_id, "title": "t", "idea": "i", "ideaJson": None, "createdAt": T0})
     run = new_run_document(hypothesis_id, max_attempts=max_attempts, run_id=run_id or f"r-{uuid.uuid4().hex[:8]}")
-    run.update(status=status, attempt=attempt, createdAt=T0, updatedAt=T0, **fields)
+    run.update(status=status, attempt=attempt, createdAt=T0, updatedAt=T0, createdDay=run_days.day_of(T0), **fields)
+    run_days.register(db, run["createdDay"])  # as `runs.create_hypothesis_and_run` does
     db.runs.insert_one(run)
     return run["_id"]
 

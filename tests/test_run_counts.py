@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator import run_counts
+from orchestrator import run_counts, run_days
 from orchestrator.statuses import RunStatus
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 
 def _runs(db: Any, status: str, n: int) -> None:
-    db.runs.insert_many([{"_id": f"{status}-{i}-{db.runs.count_documents({})}", "status": status} for i in range(n)])
+    """Runs past the dispatcher (keyed by their day; these have no creation time: the undated day)."""
+    made = [{"_id": f"{status}-{i}-{db.runs.count_documents({})}", "status": status} for i in range(n)]
+    db.runs.insert_many(made)
+    for run in made:
+        run_days.stamp(db, run)
 
 
 def test_every_status_is_listed_in_the_status_tables_order(mock_db: Any) -> None:

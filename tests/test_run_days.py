@@ -50,15 +50,21 @@ def test_filters_apply_within_each_day(mock_db: Any) -> None:
     assert _all_pages(mock_db, run_list.RunFilter(statuses=("QUEUED", "RUNNING")), 5) == [queued]
 
 
-def test_a_frontend_run_is_listed_once_the_dispatcher_has_seen_it(mock_db: Any) -> None:
+def test_a_frontend_run_is_keyed_by_the_first_reader_or_dispatcher_that_sees_it(mock_db: Any) -> None:
     _run_on(mock_db, DAY0)
-    run = new_run_document("h-frontend")
-    del run[run_days.FIELD]  # as a frontend inserts it
-    mock_db.runs.insert_one(run)
-    assert run["_id"] not in _all_pages(mock_db, run_list.RunFilter(), 10)
+    listed, dispatched = new_run_document("h-frontend"), new_run_document("h-frontend")
+    for run in (listed, dispatched):
+        del run[run_days.FIELD]  # as a frontend inserts it
+        mock_db.runs.insert_one(run)
+    dispatch_once(mock_db, FakeSender(), queue="elsewhere")  # serves another queue: sees neither
+    undated = new_run_document("h-frontend")
+    del undated[run_days.FIELD], undated["createdAt"]  # a malformed insert: listed last, as a sort would
+    mock_db.runs.insert_one(undated)
+    assert _all_pages(mock_db, run_list.RunFilter(), 1)[-1] == undated["_id"]  # the list stamps QUEUED runs
+    assert {listed["_id"], dispatched["_id"]} <= set(_all_pages(mock_db, run_list.RunFilter(), 10))
+    mock_db.runs.update_one({"_id": dispatched["_id"]}, {"$unset": {run_days.FIELD: ""}})
     dispatch_once(mock_db, FakeSender())
-    assert mock_db.runs.find_one({"_id": run["_id"]})[run_days.FIELD] == run_days.day_of(run["createdAt"])
-    assert _all_pages(mock_db, run_list.RunFilter(), 10)[0] == run["_id"]
+    assert mock_db.runs.find_one({"_id": dispatched["_id"]})[run_days.FIELD] == run_days.day_of(dispatched["createdAt"])
 
 
 def test_terminal_counts_are_summed_per_day_and_settled_days_keep_theirs(mock_db: Any) -> None:
@@ -88,7 +94,10 @@ def test_the_migration_keys_earlier_runs_by_day(mock_db: Any) -> None:
         run["createdAt"] = DAY0 + timedelta(days=d)
         mock_db.runs.insert_one(run)
     mock_db.runs.insert_one({"_id": "undated", "status": "FAILED"})
-    assert not run_days.in_use(mock_db)
-    assert schema.migrate(mock_db)["runsKeyedByDay"] == 2
-    assert run_days.days(mock_db) == ["2026-11-02", "2026-11-01"]
-    assert len(_all_pages(mock_db, run_list.RunFilter(), 1)) == 2
+    mock_db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 2}})
+    assert not schema.keyed_by_day(mock_db)
+    assert len(_all_pages(mock_db, run_list.RunFilter(), 1)) == 3  # before the migration: every run, by one sort
+    assert schema.migrate(mock_db)["runsKeyedByDay"] == 3
+    assert run_days.days(mock_db) == ["2026-11-02", "2026-11-01", run_days.UNDATED]
+    assert schema.keyed_by_day(mock_db)
+    assert _all_pages(mock_db, run_list.RunFilter(), 1)[-1] == "undated"  # its day comes last
