@@ -3,12 +3,16 @@ workload. No timing is measured or asserted here; `python -m bench` does that.""
 
 from __future__ import annotations
 
+import struct
+
+import bson
 import pytest
 
 from bench import memory, workload
 from bench.profile import write_counts
 from bench.report import Document, Machine, Row, Target, number, render_table
 from bench.stats import Summary, percentile, rate
+from devtools.proxy import OP_MSG, OP_QUERY, command_name, command_target
 from orchestrator.events import EVENT_TYPES
 
 
@@ -119,3 +123,22 @@ def test_memory_measures_one_request_as_the_app_serves_it():
     status, peak = memory.measure(memory.Case("tiny lines", "/api/ingest/events", "application/x-ndjson", b"{}\n" * 2000))
     assert status == 413
     assert 0 < peak < 50 * 6000  # refused before any line is parsed: a small multiple of the body
+
+
+def _op_msg(document: dict[str, object]) -> bytes:
+    body = struct.pack("<I", 0) + b"\0" + bson.encode(document)  # flagBits, a kind-0 section
+    return struct.pack("<iiii", 16 + len(body), 1, 0, OP_MSG) + body
+
+
+def _op_query(document: dict[str, object]) -> bytes:
+    body = struct.pack("<i", 0) + b"admin.$cmd\0" + struct.pack("<ii", 0, -1) + bson.encode(document)
+    return struct.pack("<iiii", 16 + len(body), 1, 0, OP_QUERY) + body
+
+
+def test_the_proxy_names_a_commands_collection_when_its_first_value_is_a_string():
+    assert command_target(_op_msg({"findAndModify": "messages", "query": {"queue": "gpu"}})) == ("findAndModify", "messages")
+    assert command_target(_op_msg({"hello": 1, "$db": "admin"})) == ("hello", "")
+    assert command_target(_op_query({"ismaster": 1})) == ("ismaster", "")
+    assert command_target(_op_query({"find": "runs"})) == ("find", "runs")
+    assert command_name(_op_msg({"update": "pods", "updates": []})) == "update"
+    assert command_target(b"short") == ("?", "")
