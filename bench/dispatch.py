@@ -66,28 +66,26 @@ def run(h: Harness, doc: Document) -> None:
     ingest = h.start_ingest(db.name)
     warm_up(ingest)
     env = h.env(db.name, INGEST_URL=ingest.url, POD_ID="bench-pod-1")
-    worker = h.start("celery-worker", [
-        PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
-        "-E", "--hostname", "bench-pod-1@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"], env)
-    dispatcher = _start_dispatcher(h, env)
-    _dispatch_one(db, worker, dispatcher, timeout=90)  # the worker's first child, imports and indexes
+    worker = start_worker(h, env, "bench-pod-1")
+    dispatcher = start_dispatcher(h, env)
+    dispatch_one(db, worker, dispatcher, timeout=90)  # the worker's first child, imports and indexes
     print(f"  [2] dispatch: {count} runs, dispatcher at DISPATCH_INTERVAL=1 s (the default) ...", flush=True)
     rng = random.Random(2)
     samples = []
     for _ in range(count):
         time.sleep(rng.uniform(0.3, 1.3))
-        samples.append(_dispatch_one(db, worker, dispatcher))
+        samples.append(dispatch_one(db, worker, dispatcher))
 
     checked: list[float] = []
     if not h.quick:
         print("  [2] dispatch: a few runs with a real DISPATCH_INTERVAL=10 dispatcher ...", flush=True)
         h.stop(dispatcher)
-        dispatcher = _start_dispatcher(h, h.env(db.name, INGEST_URL=ingest.url, DISPATCH_INTERVAL=str(OLD_INTERVAL_S)))
+        dispatcher = start_dispatcher(h, h.env(db.name, INGEST_URL=ingest.url, DISPATCH_INTERVAL=str(OLD_INTERVAL_S)))
         for _ in range(4):
             # A run ends just after a sweep picked it up: a pause uniform over one whole interval puts
             # the next insert at a random point of the 10 s cycle, as the simulation assumes.
             time.sleep(rng.uniform(0.3, 0.3 + OLD_INTERVAL_S))
-            checked.append(_dispatch_one(db, worker, dispatcher, timeout=60).latency)
+            checked.append(dispatch_one(db, worker, dispatcher, timeout=60).latency)
     h.stop(dispatcher)
     h.stop(worker)
     h.stop(ingest.child)
@@ -106,11 +104,19 @@ def run(h: Harness, doc: Document) -> None:
     doc.sections.append(("2. Dispatch latency", _notes(samples, measured, old, checked, streams)))
 
 
-def _start_dispatcher(h: Harness, env: dict[str, str]) -> Child:
+def start_worker(h: Harness, env: dict[str, str], pod: str) -> Child:
+    """A pod's worker as the Procfile starts it (mingle and gossip off as in the process tests);
+    also the idle benchmark's, so both measure the same process."""
+    return h.start("celery-worker", [
+        PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
+        "-E", "--hostname", f"{pod}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"], env)
+
+
+def start_dispatcher(h: Harness, env: dict[str, str]) -> Child:
     return h.start("dispatcher", [PYTHON, "-c", "from ops.dispatcher import main; main()"], env)
 
 
-def _dispatch_one(db: Any, worker: Child, dispatcher: Child, timeout: float = 30) -> Sample:
+def dispatch_one(db: Any, worker: Child, dispatcher: Child, timeout: float = 30) -> Sample:
     """Insert one QUEUED run, wait until its `ai.run.started` is applied and the run has ended."""
     _, run_id = create_hypothesis_and_run(db, "bench", "dispatch latency", pipeline="noop")
     inserted = time.monotonic()

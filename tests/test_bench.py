@@ -9,6 +9,7 @@ import bson
 import pytest
 
 from bench import memory, workload
+from bench.procs import cpu_ticks
 from bench.profile import write_counts
 from bench.report import Document, Machine, Row, Target, number, render_table
 from bench.stats import Summary, percentile, rate
@@ -142,3 +143,8 @@ def test_the_proxy_names_a_commands_collection_when_its_first_value_is_a_string(
     assert command_target(_op_query({"find": "runs"})) == ("find", "runs")
     assert command_name(_op_msg({"update": "pods", "updates": []})) == "update"
     assert command_target(b"short") == ("?", "")
+
+
+def test_cpu_ticks_sums_user_system_and_reaped_children_after_the_name():
+    stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 10 0 0 0 7 8 9 10 20 0 1 0"
+    assert cpu_ticks(stat) == 7 + 8 + 9 + 10
