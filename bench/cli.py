@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import console, dispatch, emitter, flood, ingest, memory, visibility
+from bench import console, dispatch, emitter, flood, idle, ingest, memory, visibility
 from bench.harness import Harness
 from bench.procs import ROOT, BenchError, MongoServer
 from bench.report import Document, ferretdb_version, machine
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[Harness, Document], None]] = {
     flood.NAME: flood.run,
     memory.NAME: memory.run,
     console.NAME: console.run,
+    idle.NAME: idle.run,
 }
 
 
