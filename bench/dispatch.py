@@ -29,6 +29,7 @@ from bench.stats import Summary, percentile
 from orchestrator import claims
 from orchestrator.db import probe_features
 from orchestrator.runs import create_hypothesis_and_run
+from orchestrator.settings import Settings
 from tasks.pod.emitter import EmitterConfig
 
 NAME = "dispatch"
@@ -104,6 +105,12 @@ def run(h: Harness, doc: Document) -> None:
     doc.sections.append(("2. Dispatch latency", _notes(samples, measured, old, checked, streams)))
 
 
+def shipped() -> Settings:
+    """The settings a deployment gets when it sets nothing, so the reports name whichever
+    defaults the code ships (BROKER_POLLING_INTERVAL_S, DISPATCH_INTERVAL)."""
+    return Settings.from_env({"MONGODB_URL": "mongodb://localhost/bench"})
+
+
 def start_worker(h: Harness, env: dict[str, str], pod: str) -> Child:
     """A pod's worker as the Procfile starts it (mingle and gossip off as in the process tests);
     also the idle benchmark's, so both measure the same process."""
@@ -160,7 +167,8 @@ def _notes(samples: list[Sample], measured: Summary, old: Summary, checked: list
         "| segment | p50 / p95 |",
         "|---|---|",
         f"| insert -> SCHEDULED (the dispatcher's wake-up, then its writes) | {segment(to_scheduled)} |",
-        f"| SCHEDULED -> claimed (broker poll every 0.1 s, the fresh pool child takes the task, claim) | {segment(to_claimed)} |",
+        f"| SCHEDULED -> claimed (broker poll every {shipped().broker_polling_interval_s:g} s, the fresh pool child "
+        f"takes the task, claim) | {segment(to_claimed)} |",
         f"| claimed -> `ai.run.started` emitted (heartbeat thread) | {segment(to_emitted)} |",
         f"| emitted -> applied and seen (emitter, ingest, the 5 ms poll) | {segment(to_seen)} |",
         "",

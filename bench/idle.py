@@ -45,9 +45,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pymongo.database import Database
 
-from bench.dispatch import dispatch_one, start_dispatcher, start_worker
+from bench.dispatch import dispatch_one, shipped, start_dispatcher, start_worker
 from bench.harness import Harness, warm_up
-from bench.idle_report import PODS, Fleet, Interval, Window, report, shipped
+from bench.idle_report import PODS, Fleet, Interval, Window, report
 from bench.procs import BenchError, Child, server_cpu_s, tree_cpu_s, wait_until
 from bench.report import Document
 from devtools.proxy import WireProxy

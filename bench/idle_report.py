@@ -10,10 +10,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.dispatch import Sample
+from bench.dispatch import Sample, shipped
 from bench.report import Document, Row, Target, number
 from bench.stats import Summary
-from orchestrator.settings import Settings
 
 #: The deployment the default is chosen for.
 PODS = 100
@@ -127,12 +126,6 @@ class Interval:
     @property
     def cores(self) -> float | None:
         return None if self.fleet is None else self.fleet.cores
-
-
-def shipped() -> Settings:
-    """The settings a deployment gets when it sets nothing, so the report names whichever
-    defaults the code ships (BROKER_POLLING_INTERVAL_S, DISPATCH_INTERVAL)."""
-    return Settings.from_env({"MONGODB_URL": "mongodb://localhost/bench"})
 
 
 def expected_wait_s(interval_s: float, idle_pods: int) -> float:
