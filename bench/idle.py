@@ -12,9 +12,11 @@ item 2 starts it, every setting at its default but the interval) at each interva
 process gets a warm-up after it says it is ready (its start-up commands: indexes, queue
 declarations) before its window is counted.
 
-What 100 idle pods cost the server: one pod's idling moves the server's CPU by a few clock
-ticks over a window, too few to read (that reading is shown as a check). So the pod's commands
-are replayed as 100 pods would send them: each (command, collection) the pod sent, shaped as
+What 100 idle pods cost the server cannot be read from one pod: at the longer intervals its
+idling moves the server's CPU by a few clock ticks over a window, and a lone pod's commands each
+wake an otherwise idle server, which 100 pods' commands do not (that reading is shown beside, per
+command too). So the pod's commands are replayed as 100 pods would send them: each (command,
+collection) the pod sent, shaped as
 its sender shapes it (kombu's find-and-delete on the empty `gpu` queue and its lookup of the
 `celeryev` bindings, our presence upsert, one record per pod, pymongo's `hello`), at the pod's
 measured rate, from 100 schedules with random phases, by a pool of threads of the bench. The

@@ -232,12 +232,14 @@ def notes(dispatcher: Window, intervals: list[Interval], default_s: float, windo
         idle, fleet = item.idle, item.fleet
         text = (f"- Idle pod at {item.interval_s:g} s: {number(idle.rate)}/s = {breakdown(idle)}. "
                 f"Pod CPU {number(idle.process_cpu_s * 1000 / idle.seconds)} ms/s")
-        if fleet is not None and fleet.ms_per_pod is not None:
+        if fleet is not None and fleet.ms_per_pod is not None and fleet.sent:
             text += (f"; server CPU per pod {number(fleet.ms_per_pod)} ms/s in the replay of {fleet.pods} "
-                     f"({number(fleet.rate)} of {number(fleet.target_rate)} commands/s sent)")
+                     f"({number(fleet.rate)} of {number(fleet.target_rate)} commands/s sent, "
+                     f"{number(fleet.ms_per_pod / fleet.rate * fleet.pods)} ms per command)")
             text += "" if not fleet.skipped else f", not replayed: {', '.join(' '.join(k).strip() for k in fleet.skipped)}"
-        if idle.server_ms_per_s is not None:
-            text += f"; one pod's, read directly over its window: {number(idle.server_ms_per_s)} ms/s"
+        if idle.server_ms_per_s is not None and idle.rate:
+            text += (f"; one pod alone, read directly over its window: {number(idle.server_ms_per_s)} ms/s "
+                     f"({number(idle.server_ms_per_s / idle.rate)} ms per command)")
         lines.append(text + ".")
     lines.append(f"- Idle dispatcher: {number(dispatcher.rate)}/s = {breakdown(dispatcher)}. Process CPU "
                  f"{number(dispatcher.process_cpu_s * 1000 / dispatcher.seconds)} ms/s"
@@ -284,6 +286,10 @@ def why(intervals: Sequence[Interval], default_s: float) -> str:
             f"({saved / (fastest.idle.rate * PODS):.0%}) off the server for {PODS} idle pods")
     if chosen.cores is not None and fastest.cores is not None:
         text += f", and {number(fastest.cores - chosen.cores)} of its cores on this machine"
+        alone, fastest_alone = chosen.idle.server_ms_per_s, fastest.idle.server_ms_per_s
+        if alone is not None and fastest_alone is not None:
+            text += (f" ({number((fastest_alone - alone) * PODS / 1000)} if one pod's own reading were multiplied by "
+                     f"{PODS}: a lone pod pays the server's wake-ups)")
     if longer:
         further = (chosen.idle.rate - longer[-1].idle.rate) * PODS
         fixed = chosen.idle.rate - chosen.idle.rate_of(POLL)
