@@ -28,8 +28,9 @@ broker_url = _settings.broker_url
 broker_transport = None if _settings.embedded else "tasks.broker:Transport"
 broker_connection_retry_on_startup = True
 broker_transport_options = {
-    # Seconds between polls of an empty queue. kombu's default of 1 s adds up to a second to
-    # every dispatch; 0.1 s costs one indexed find-and-delete per 100 ms per worker.
+    # Seconds between polls of an empty queue, one find-and-delete each: BROKER_POLLING_INTERVAL_S,
+    # 0.5 s by default, chosen for 100 pods in BENCHMARKS.md ("Idle load"): 0.1 s made polls 91%
+    # of an idle pod's 11 commands/s; 1 s would save little more and double the longest wait.
     "polling_interval": _settings.broker_polling_interval_s,
     # Fail a connect in seconds (server selection is bounded in `broker_url` itself).
     "connect_timeout": _settings.mongodb_timeout_s,

@@ -29,6 +29,7 @@ from bench.stats import Summary, percentile
 from orchestrator import claims
 from orchestrator.db import probe_features
 from orchestrator.runs import create_hypothesis_and_run
+from orchestrator.settings import Settings
 from tasks.pod.emitter import EmitterConfig
 
 NAME = "dispatch"
@@ -66,7 +67,7 @@ def run(h: Harness, doc: Document) -> None:
     ingest = h.start_ingest(db.name)
     warm_up(ingest)
     env = h.env(db.name, INGEST_URL=ingest.url, POD_ID="bench-pod-1")
-    worker = start_worker(h, env)
+    worker = start_worker(h, env, "bench-pod-1")
     dispatcher = start_dispatcher(h, env)
     dispatch_one(db, worker, dispatcher, timeout=90)  # the worker's first child, imports and indexes
     print(f"  [2] dispatch: {count} runs, dispatcher at DISPATCH_INTERVAL=1 s (the default) ...", flush=True)
@@ -104,17 +105,21 @@ def run(h: Harness, doc: Document) -> None:
     doc.sections.append(("2. Dispatch latency", _notes(samples, measured, old, checked, streams)))
 
 
-def start_worker(h: Harness, env: dict[str, str]) -> Child:
-    """One GPU pod as the Procfile runs it (concurrency 1, prefetch 1, task events), mingle and
-    gossip off as in the process tests; `env` names its database, ingest and POD_ID."""
+def shipped() -> Settings:
+    """The settings a deployment gets when it sets nothing, so the reports name whichever
+    defaults the code ships (BROKER_POLLING_INTERVAL_S, DISPATCH_INTERVAL)."""
+    return Settings.from_env({"MONGODB_URL": "mongodb://localhost/bench"})
+
+
+def start_worker(h: Harness, env: dict[str, str], pod: str) -> Child:
+    """A pod's worker as the Procfile starts it (mingle and gossip off as in the process tests);
+    also the idle benchmark's, so both measure the same process."""
     return h.start("celery-worker", [
         PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1",
-        "-E", "--hostname", f"{env.get('POD_ID', 'bench-pod-1')}@%h", "--without-mingle", "--without-gossip",
-        "--loglevel", "INFO"], env)
+        "-E", "--hostname", f"{pod}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"], env)
 
 
 def start_dispatcher(h: Harness, env: dict[str, str]) -> Child:
-    """`ops.dispatcher.main` (the dispatcher, and its sweeper every few seconds) on `env`'s database."""
     return h.start("dispatcher", [PYTHON, "-c", "from ops.dispatcher import main; main()"], env)
 
 
@@ -162,7 +167,8 @@ def _notes(samples: list[Sample], measured: Summary, old: Summary, checked: list
         "| segment | p50 / p95 |",
         "|---|---|",
         f"| insert -> SCHEDULED (the dispatcher's wake-up, then its writes) | {segment(to_scheduled)} |",
-        f"| SCHEDULED -> claimed (broker poll every 0.1 s, the fresh pool child takes the task, claim) | {segment(to_claimed)} |",
+        f"| SCHEDULED -> claimed (broker poll every {shipped().broker_polling_interval_s:g} s, the fresh pool child "
+        f"takes the task, claim) | {segment(to_claimed)} |",
         f"| claimed -> `ai.run.started` emitted (heartbeat thread) | {segment(to_emitted)} |",
         f"| emitted -> applied and seen (emitter, ingest, the 5 ms poll) | {segment(to_seen)} |",
         "",

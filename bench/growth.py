@@ -204,7 +204,7 @@ def _dispatch(h: Harness, db: Database, count: int) -> Summary:
     try:
         warm_up(ingest)
         env = h.env(db.name, INGEST_URL=ingest.url, POD_ID="growth-pod-1")
-        worker = start_worker(h, env)
+        worker = start_worker(h, env, env.get("POD_ID", "bench-pod-1"))
         dispatcher = start_dispatcher(h, env)
         dispatch_one(db, worker, dispatcher, timeout=DISPATCH_TIMEOUT_S)  # the worker's first child
         rng = random.Random(2)

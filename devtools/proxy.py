@@ -1,6 +1,6 @@
 """A TCP proxy on a free loopback port in front of the MongoDB-wire server, for the tests and the
-bench: it counts the commands clients send (by name, from the wire messages) and can cut the
-line for the processes behind it while the server stays up for everyone else.
+bench: it counts the commands clients send (by name, and by name and collection, from the wire
+messages) and can cut the line for the processes behind it while the server stays up for everyone else.
 
 `cut("refuse")` closes every connection and refuses new ones at once (a server gone, a
 firewall rejecting); `cut("blackhole")` keeps connections open but forwards nothing (a network
@@ -23,8 +23,16 @@ _HEADER = struct.Struct("<iiii")
 
 def command_name(message: bytes) -> str:
     """The command an OP_MSG (or legacy OP_QUERY) message carries: its body's first key."""
+    return command_target(message)[0]
+
+
+def command_target(message: bytes) -> tuple[str, str]:
+    """(command, collection) of an OP_MSG or OP_QUERY message: the body's first key and, when
+    that key's value is a string (`find: "runs"`, `update: "pods"`), the value; "" for commands
+    on no collection (`hello: 1`). The collection says whose load a command is (a broker poll
+    and a dispatcher sweep are both reads), which the name alone does not."""
     if len(message) < _HEADER.size:
-        return "?"
+        return "?", ""
     _, _, _, opcode = _HEADER.unpack_from(message)
     body = message[_HEADER.size:]
     if opcode == OP_MSG and len(body) > 10 and body[4] == 0:  # flagBits, then a kind-0 section
@@ -33,9 +41,16 @@ def command_name(message: bytes) -> str:
         start = body.find(b"\0", 4) + 1 + 8  # flags, collection name, skip, limit
         document = body[start:]
     else:
-        return f"op{opcode}"
+        return f"op{opcode}", ""
     end = document.find(b"\0", 5)
-    return document[5:end].decode("utf-8", "replace") if len(document) > 5 and end > 5 else "?"
+    if len(document) <= 5 or end <= 5:
+        return "?", ""
+    name = document[5:end].decode("utf-8", "replace")
+    if document[4] != 0x02 or len(document) < end + 5:  # the first value is not a BSON string
+        return name, ""
+    (size,) = struct.unpack_from("<i", document, end + 1)
+    value = document[end + 5:end + 4 + size] if size > 0 else b""
+    return name, value.decode("utf-8", "replace")
 
 
 class _Pipe:
@@ -87,7 +102,7 @@ class _Pipe:
                 if length < _HEADER.size:
                     self.pending = b""
                 return
-            self.proxy._counted(command_name(self.pending[:length]))
+            self.proxy._counted(*command_target(self.pending[:length]))
             self.pending = self.pending[length:]
 
 
@@ -96,6 +111,8 @@ class WireProxy:
         self.target = (target_host, target_port)
         self.mode = "open"
         self.commands: Counter[str] = Counter()
+        #: (command, collection) -> count; never reset, so readers take differences of snapshots.
+        self.targets: Counter[tuple[str, str]] = Counter()
         self._pipes: set[_Pipe] = set()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -127,6 +144,11 @@ class WireProxy:
                 self.commands.clear()
         return seen
 
+    def counts_by_collection(self) -> Counter[tuple[str, str]]:
+        """Commands seen since the proxy started, by (command, collection); "" for none."""
+        with self._lock:
+            return Counter(self.targets)
+
     def close(self) -> None:
         self.mode = "closed"
         self._listener.close()
@@ -157,6 +179,7 @@ class WireProxy:
         with self._lock:
             self._pipes.discard(pipe)
 
-    def _counted(self, name: str) -> None:
+    def _counted(self, name: str, collection: str = "") -> None:
         with self._lock:
             self.commands[name] += 1
+            self.targets[name, collection] += 1
