@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from orchestrator import run_days
+
 COLLECTION = "events_seen"
 META = "meta"
 MARKER_ID = "seenPrunedThrough"
@@ -70,13 +72,19 @@ def prune(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S,
 
 
 def _first_hour(db: Database, last: datetime) -> datetime:
-    """The first hour not pruned yet: the one after the marker; on a database never pruned,
-    `FIRST_LOOKBACK` before the window (walking empty hours costs an indexed delete each, where
-    finding the oldest record would read them all on FerretDB)."""
+    """The first hour not pruned yet: the one after the marker; on a database never pruned, the
+    first hour of the oldest day with runs (no dedup record is older than its run; walking empty
+    hours costs an indexed delete each, where finding the oldest record would read them all on
+    FerretDB), at most `FIRST_LOOKBACK` before the window."""
     marker = db[META].find_one({"_id": MARKER_ID})
     if marker is not None:
         return _hour(str(marker["bucket"])) + _HOUR
-    return last - FIRST_LOOKBACK
+    dated = [day for day in run_days.days(db) if day != run_days.UNDATED]
+    if not dated:
+        _mark(db, last)  # no run yet, so no record: later passes start from here
+        return last + _HOUR
+    oldest = datetime.strptime(dated[-1], "%Y-%m-%d").replace(tzinfo=UTC)
+    return max(oldest, last - FIRST_LOOKBACK)
 
 
 def _mark(db: Database, hour: datetime) -> None:
