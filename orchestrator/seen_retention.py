@@ -5,8 +5,10 @@ MongoDB deletes a record `EVENTS_SEEN_TTL_S` after it was written (a TTL index o
 prune by date would read every record in its Go code each time (seconds at a million). Instead
 each record carries the hour it was written (`bucket`, "2026-12-03T02"), and the sweeper deletes
 whole hours by equality, oldest first: one indexed command per hour, at most `MAX_HOURS_PER_PASS`
-per pass, and a `meta` document remembers the last hour done, so a pass with nothing to prune
-costs one read.
+hours and `BUDGET_S` seconds per pass (so catching up on a year of history never makes a pass
+late), and a `meta` document remembers the last hour done, so a pass with nothing to prune costs
+one read. The marker is written once per pass: a pass that dies midway leaves it behind, and the
+next deletes those hours again, which deletes nothing.
 
 Records written before the field existed are deleted by `manage-runs prune-seen` (a date range,
 run once after the upgrade).
@@ -14,6 +16,7 @@ run once after the upgrade).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from pymongo.database import Database
@@ -30,6 +33,8 @@ EVENTS_SEEN_TTL_S = 7 * 24 * 3600
 TTL_INDEX = "processedAt_ttl"
 #: Hours deleted at most per pass: bounds one sweeper pass; the next goes on.
 MAX_HOURS_PER_PASS = 168
+#: Seconds one pass may spend deleting (checked after each hour): the sweeper's other work waits.
+BUDGET_S = 0.25
 #: How far back the first pass on a database starts (records older than this before the
 #: upgrade are `manage-runs prune-seen`'s).
 FIRST_LOOKBACK = timedelta(days=400)
@@ -54,21 +59,38 @@ def expires_by_itself(db: Database) -> bool:
 
 
 def prune(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S,
-          max_hours: int = MAX_HOURS_PER_PASS) -> int:
+          max_hours: int = MAX_HOURS_PER_PASS, budget_s: float = BUDGET_S) -> int:
     """Delete the hours of dedup records wholly older than `window_s`, oldest first, at most
-    `max_hours` of them; how many records went. Nothing to do where the server expires them."""
+    `max_hours` of them and for about `budget_s`; how many records went. Nothing to do where
+    the server expires them."""
     if expires_by_itself(db):
         return 0
     last = _hour(bucket_of(now - timedelta(seconds=window_s))) - _HOUR  # the newest hour wholly outside
     hour = _first_hour(db, last)
-    deleted = 0
+    deadline = time.monotonic() + budget_s
+    deleted, done = 0, None
     for _ in range(max_hours):
         if hour > last:
             break
         deleted += db[COLLECTION].delete_many({"bucket": bucket_of(hour)}).deleted_count
-        _mark(db, hour)
-        hour += _HOUR
+        done, hour = hour, hour + _HOUR
+        if time.monotonic() >= deadline:
+            break
+    if done is not None:
+        _mark(db, done)
     return deleted
+
+
+def pending_hours(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S) -> int:
+    """How many hours the next passes still have to walk (0 when caught up, or where the server
+    expires records itself): what the bench settles before it times a steady pass."""
+    if expires_by_itself(db):
+        return 0
+    last = _hour(bucket_of(now - timedelta(seconds=window_s))) - _HOUR
+    marker = db[META].find_one({"_id": MARKER_ID})
+    if marker is None:
+        return 1  # never pruned: at least the first pass is due
+    return max(0, int((last - _hour(str(marker["bucket"]))) / _HOUR))
 
 
 def _first_hour(db: Database, last: datetime) -> datetime:

@@ -88,3 +88,27 @@ def test_a_database_without_runs_has_nothing_to_walk(mock_db: Any) -> None:
     # The newest hour wholly outside the window: the next pass starts after it.
     assert mock_db.meta.find_one({"_id": seen_retention.MARKER_ID})["bucket"] == bucket_of(
         NOW - timedelta(seconds=EVENTS_SEEN_TTL_S) - timedelta(hours=1))
+
+
+def test_a_pass_out_of_time_stops_after_the_hour_it_is_on_and_marks_it(mock_db: Any) -> None:
+    start = NOW - timedelta(seconds=EVENTS_SEEN_TTL_S) - timedelta(hours=10)
+    mock_db.meta.insert_one({"_id": seen_retention.MARKER_ID, "bucket": bucket_of(start - timedelta(hours=1))})
+    for hour in range(3):
+        _records(mock_db, start + timedelta(hours=hour), 2)
+    # No time at all still makes progress: one hour per pass, never zero.
+    assert [seen_retention.prune(mock_db, NOW, budget_s=0) for _ in range(4)] == [2, 2, 2, 0]
+    assert mock_db.meta.find_one({"_id": seen_retention.MARKER_ID})["bucket"] == bucket_of(start + timedelta(hours=3))
+
+
+def test_pending_hours_counts_down_to_zero_as_passes_catch_up(mock_db: Any) -> None:
+    assert seen_retention.pending_hours(mock_db, NOW) == 1  # never pruned
+    _records(mock_db, NOW - timedelta(days=20), 1)
+    seen_retention.prune(mock_db, NOW, max_hours=24)
+    before = seen_retention.pending_hours(mock_db, NOW)
+    assert 13 * 24 - 24 <= before <= 14 * 24  # from the oldest run day to the window's edge, less a day
+    while seen_retention.pending_hours(mock_db, NOW):
+        seen_retention.prune(mock_db, NOW)
+    assert mock_db.events_seen.count_documents({}) == 0
+    mock_db.events_seen.create_index("processedAt", name=seen_retention.TTL_INDEX, expireAfterSeconds=10 ** 9)
+    mock_db.meta.delete_many({})
+    assert seen_retention.pending_hours(mock_db, NOW) == 0  # the server expires them itself
