@@ -13,8 +13,8 @@ then the same figures are taken at every N:
 2. one sweeper pass, `sweep_once` in-process (median of `SWEEPS`), with those processes stopped so
    only the pass is measured, and a sender that records instead of sending;
 3. `manage-runs list` and `manage-runs stats` as a user runs them (a subprocess, wall time), next
-   to the process's start-up alone (`--help`) and with a connection but no command (`FLOOR`: pymongo
-   makes the interpreter's exit wait), the index check every command makes on connecting
+   to the process's start-up alone (`--help`) and with a connection but no command (`FLOOR`), the
+   index check every command makes on connecting
    and the core functions timed in-process (`run_list.page`, `operations.overview`), so start-up
    and query time are told apart;
 4. ingest throughput, item 1's NDJSON workload (its 200 RUNNING runs added to the history) posted
@@ -256,8 +256,10 @@ def _catch_up_retention(db: Database) -> str:
 
 
 #: What every `manage-runs` command on the database pays besides its work: the imports, a
-#: connection, and the interpreter's exit with a client open (pymongo joins its monitor threads then).
-FLOOR = "import os, ops.cli, pymongo; pymongo.MongoClient(os.environ['MONGODB_URL']).admin.command('ping')"
+#: connection, and an exit as the console script makes it (`cli_core.exit_at_once`: no wait for
+#: pymongo's monitor threads).
+FLOOR = ("import os, ops.cli, pymongo; pymongo.MongoClient(os.environ['MONGODB_URL']).admin.command('ping'); "
+         "os._exit(0)")
 
 
 def _commands(h: Harness, db: Database) -> dict[str, float]:
@@ -420,12 +422,12 @@ def _section(doc: Document, template: history.Template, captured_s: float, point
         "- `manage-runs list` and `stats`: `python -m ops.cli list` / `stats` as subprocesses (what the console "
         "script runs), output captured, wall time including the interpreter's start-up and imports, which "
         "`--help` measures alone. A command on the database also connects, checks every index "
-        "(`ensure_indexes`, timed in-process) and, on exit with its client open, waits for pymongo to join its "
-        "monitor threads: the start-up floor row is a process that imports `ops.cli`, pings the database and "
-        "exits, so a command's own work is about its figure less that floor. The other in-process rows time the "
-        "core functions on an open connection: "
-        "`run_list.page` is the list of the web console and of `GET /api/runs` (`manage-runs list` runs its own "
-        "query of `runs`, newest 20), `operations.overview` is `stats`' and the console's `/ops` page's.",
+        "(`ensure_indexes`, timed in-process) and ends at once after its output (`cli_core.exit_at_once`: "
+        "the interpreter's shutdown would wait up to 0.5 s for pymongo's monitor threads): the start-up floor row "
+        "is a process that imports `ops.cli`, pings the database and exits that way, so a command's own work is "
+        "about its figure less that floor. The other in-process rows time the core functions on an open "
+        "connection: `run_list.page` is the list of `manage-runs list`, the web console and `GET /api/runs`, "
+        "`operations.overview` is `stats`' and the console's `/ops` page's.",
         f"- Ingest: item 1's workload (its 200 RUNNING runs added to the history), batches of 50 posted by {THREADS} "
         f"client threads to gunicorn for {'8' if quick else '20'} s; taken last, so its runs and events are in no "
         "other figure. " + _notes_of(points, "ingest"),

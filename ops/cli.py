@@ -363,5 +363,10 @@ def demo(click_ctx: click.Context, title: str | None, idea: str | None, seed: in
     why = _why_ended(run)
     stop(shown(f"run {run['_id']} ended {run['status']}" + (f": {why}" if why else "")), code=EXIT_RUN_DID_NOT_FINISH)
 
+def run() -> None:
+    """The `manage-runs` console script: `main`, ending the process as soon as its work is done."""
+    cli_core.exit_at_once(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()
