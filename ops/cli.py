@@ -53,12 +53,13 @@ from ops.live import SETTLED, follow, run_view
 from ops.terminal import shown, visible
 from orchestrator import index_plan, operations, queries, run_list, schema
 from orchestrator.credentials import OPERATOR, new_token, parse
-from orchestrator.db import get_db, utcnow
+from orchestrator.db import get_db
 from orchestrator.runs import ACCEPT, REJECT, cancel_run, retry_run, review_run
 from orchestrator.serialize import jsonable, to_rfc3339
 from orchestrator.settings import DEFAULT_PIPELINE, Settings
 from orchestrator.statuses import RunStatus
 from orchestrator.sweeper import sweep_once
+from orchestrator.utc import utcnow
 
 #: What `tail` exits with when the run ends without a result (0 for the other settled statuses).
 DID_NOT_FINISH = frozenset({RunStatus.FAILED.value, RunStatus.CANCELED.value, RunStatus.HUMAN_REJECTED.value})

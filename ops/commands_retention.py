@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ops import cli_core
 from ops.cli_core import Ctx
 from orchestrator import event_history
-from orchestrator.db import utcnow
+from orchestrator.utc import utcnow
 
 
 @click.command()

@@ -22,7 +22,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from orchestrator.db import utcnow
+from orchestrator.utc import utcnow
 
 #: The worker's hard stop comes this long (at most a quarter of the lease) before its lease would
 #: end: time to end its step's processes and exit.

@@ -10,13 +10,12 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
 from pymongo import ASCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, CollectionInvalid, ConnectionFailure, OperationFailure, PyMongoError
 
 from orchestrator import index_plan, schema, seen_retention, server_warnings
 from orchestrator.settings import Settings
@@ -45,16 +44,28 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and bool(_BACKEND_DOWN.search(str(exc)))
 
 
-def utcnow() -> datetime:
-    """Aware UTC now, millisecond precision (what BSON stores), so round trips compare equal."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+_DUPLICATE_KEY = 11000
 
 
-def as_utc(value: datetime) -> datetime:
-    """A datetime read back from the database, as aware UTC: a client that is not `tz_aware`
-    (or mongomock) returns BSON dates as naive UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def insert_missing(collection: Any, documents: list[dict[str, Any]]) -> None:
+    """Insert each document unless its `_id` exists (a repeat, or another process's copy): the
+    unique `_id` is what makes a resent event, or a copy made twice, a no-op. Any other write
+    error is raised."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for doc in documents:  # one per `_id` (stage base documents repeat within a batch): the first wins
+        by_id.setdefault(doc["_id"], doc)
+    try:
+        collection.insert_many(list(by_id.values()), ordered=False)
+    except BulkWriteError as exc:
+        if errors_besides_duplicates(exc):
+            raise
+
+
+def errors_besides_duplicates(exc: BulkWriteError) -> list[dict[str, Any]]:
+    """The write errors and write concern errors of a bulk write other than duplicate keys."""
+    details = exc.details or {}
+    return [e for e in details.get("writeErrors", []) if e.get("code") != _DUPLICATE_KEY] + list(
+        details.get("writeConcernErrors", []))
 
 
 EMBEDDED = "mongomock"

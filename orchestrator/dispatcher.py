@@ -28,9 +28,9 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from orchestrator import dispatches, run_days, runs
-from orchestrator.db import utcnow
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
+from orchestrator.utc import utcnow
 
 log = logging.getLogger(__name__)
 

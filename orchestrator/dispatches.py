@@ -27,8 +27,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from orchestrator.claims import claim_id
-from orchestrator.db import utcnow
 from orchestrator.statuses import RunStatus
+from orchestrator.utc import utcnow
 
 DISPATCH = "dispatch"
 OUTCOME = "outcome"

@@ -20,34 +20,59 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
-from orchestrator.db import as_utc, utcnow
+from orchestrator import schema
+from orchestrator.db import insert_missing
 from orchestrator.statuses import TERMINAL
+from orchestrator.utc import as_utc, utcnow
 
 LIVE = "events"
 ARCHIVE = "events_archive"
 COLLECTIONS = (LIVE, ARCHIVE)
 #: Events moved per round trip.
 BATCH = 500
-_DUPLICATE_KEY = 11000
+#: Set on a run once its events are archived; a retry clears it, so the archive takes the new ones later.
+ARCHIVED_AT = "eventsArchivedAt"
+_FINISHED = frozenset(s.value for s in TERMINAL)
 
 Sort = list[tuple[str, int]]
 
 
 def find(db: Database, query: dict[str, Any], sort: Sort, limit: int = 0,
          projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The events matching `query` from both collections, in `sort` order, at most `limit` (0: all)."""
+    """The events matching `query` from both collections, in `sort` order, at most `limit` (0: all).
+
+    An event can be in both for a while: an archive copies a batch before it deletes it (and may
+    be interrupted between), and a pod that resends an event of an archived run writes it to
+    `events` again. The copies are the same document, so each `_id` is shown once. Taking `limit`
+    from each collection is enough: whatever ranks above an event in its own collection ranks
+    above it overall."""
     found: list[dict[str, Any]] = []
     for name in COLLECTIONS:
         cursor = db[name].find(query, projection).sort(sort)
         found.extend(cursor.limit(limit) if limit else cursor)
-    found = _sorted(found, sort)
+    found = _once_each(_sorted(found, sort))
     return found[:limit] if limit else found
 
 
 def count(db: Database, query: dict[str, Any]) -> int:
-    return sum(db[name].count_documents(query) for name in COLLECTIONS)
+    """How many distinct events match `query` in both collections (see `find` for why both can
+    hold one): two counts, and the `_id`s only when both found some."""
+    counts = [db[name].count_documents(query) for name in COLLECTIONS]
+    if not all(counts):
+        return sum(counts)
+    return len({doc["_id"] for name in COLLECTIONS for doc in db[name].find(query, {"_id": 1})})
+
+
+def _once_each(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[Any] = set()
+    unique = []
+    for doc in docs:
+        key = doc.get("_id", id(doc))  # a projection without `_id`: nothing to tell copies apart by
+        if key not in seen:
+            seen.add(key)
+            unique.append(doc)
+    return unique
 
 
 def _sorted(docs: list[dict[str, Any]], sort: Sort) -> list[dict[str, Any]]:
@@ -72,40 +97,37 @@ def archivable(db: Database, before: datetime) -> Iterator[dict[str, Any]]:
     """Finished runs created before `before` whose events are not archived yet: one equality
     query per terminal status."""
     for status in sorted(s.value for s in TERMINAL):
-        for run in db.runs.find({"status": status}, {"createdAt": 1, "eventsArchivedAt": 1}):
+        for run in db.runs.find({"status": status}, {"createdAt": 1, ARCHIVED_AT: 1}):
             created = run.get("createdAt")
-            if run.get("eventsArchivedAt") is None and isinstance(created, datetime) and as_utc(created) < before:
+            if run.get(ARCHIVED_AT) is None and isinstance(created, datetime) and as_utc(created) < before:
                 yield run
 
 
 def archive_run(db: Database, run_id: str) -> int:
     """Move one run's events to the archive: copy, then delete, in batches. Safe to interrupt
     and to repeat: a copy made before an interruption is a duplicate key next time, and an event
-    is deleted from `events` only once its copy exists. How many moved."""
+    is deleted from `events` only once its copy exists. A run that is no longer finished (retried
+    since it was listed) is left alone. How many moved."""
+    run = db.runs.find_one({"_id": run_id}, {"status": 1})
+    if run is None or run.get("status") not in _FINISHED:
+        return 0
     moved = 0
     while True:
         batch = list(db[LIVE].find({"runId": run_id}).limit(BATCH))
         if not batch:
             break
-        _insert_missing(db[ARCHIVE], batch)
+        insert_missing(db[ARCHIVE], batch)
         moved += db[LIVE].delete_many({"runId": run_id, "_id": {"$in": [e["_id"] for e in batch]}}).deleted_count
-    db.runs.update_one({"_id": run_id}, {"$set": {"eventsArchivedAt": utcnow()}})
+    db.runs.update_one({"_id": run_id, "status": {"$in": sorted(_FINISHED)}}, {"$set": {ARCHIVED_AT: utcnow()}})
     return moved
-
-
-def _insert_missing(collection: Any, documents: list[dict[str, Any]]) -> None:
-    try:
-        collection.insert_many(documents, ordered=False)
-    except BulkWriteError as exc:
-        errors = (exc.details or {}).get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
 
 
 def archive(db: Database, before: datetime, progress: Callable[[int, int, int], None] | None = None) -> dict[str, int]:
     """Archive the events of every run that ended and was created before `before`:
     {"runs": runs whose events moved, "events": events moved}. `progress(done, total, events)`
-    after each run."""
+    after each run. Refused (`schema.SchemaError`) before `manage-runs migrate`: an event moved
+    in an old shape would be out of the migration's reach."""
+    schema.require_current(db, "archive")
     runs = [run["_id"] for run in archivable(db, before)]
     events = 0
     moved_runs = 0

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from orchestrator.db import as_utc
+from orchestrator.utc import as_utc
 
 COUNTERS = "rate_counters"
 ONCE = "seen_once"

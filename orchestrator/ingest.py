@@ -35,16 +35,16 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from orchestrator import mappers, seen_retention
-from orchestrator.db import ServerFeatures, utcnow
+from orchestrator.db import ServerFeatures, errors_besides_duplicates, insert_missing
 from orchestrator.events import EVENT_TYPES, EventError, validate_event
 from orchestrator.ingest_history import Asserted, record_event_changes
 from orchestrator.runs import late_outcome_applied, take_late_outcome
+from orchestrator.utc import utcnow
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 INVALID = "invalid"
 
-_DUPLICATE_KEY = 11000
 #: Updates per `bulk_write` command on MongoDB: few round trips next to the updates themselves.
 UPDATES_PER_COMMAND = 20
 #: ... and on FerretDB v1.24, which keeps every update of one command holding a pooled backend
@@ -305,7 +305,7 @@ def _apply(db: Database, plan: _Plan, per_command: int) -> None:
     """Creates first (all collections), then updates: an update must find what the batch creates."""
     for name in _COLLECTIONS:
         if plan.creates.get(name):
-            _insert_missing(db, name, plan.creates[name])
+            insert_missing(db[name], plan.creates[name])
     for name in _COLLECTIONS:
         if plan.updates.get(name):
             _update_all(db, name, plan.updates[name], per_command)
@@ -331,31 +331,6 @@ def _is_mongomock(db: Database) -> bool:
     return type(db.client).__module__.startswith("mongomock")
 
 
-def _insert_missing(db: Database, collection: str, documents: list[dict[str, Any]]) -> None:
-    """Insert each document unless its `_id` exists (a repeat, or another process's copy)."""
-    try:
-        db[collection].insert_many(_unique_ids(documents), ordered=False)
-    except BulkWriteError as exc:
-        if _other_errors(exc):
-            raise
-
-
-def _unique_ids(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One document per `_id` (stage base documents repeat within a batch); the first wins, as
-    the first insert would."""
-    by_id: dict[Any, dict[str, Any]] = {}
-    for doc in documents:
-        by_id.setdefault(doc["_id"], doc)
-    return list(by_id.values())
-
-
-def _other_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
-    details = exc.details or {}
-    return [e for e in details.get("writeErrors", []) if e.get("code") != _DUPLICATE_KEY] + list(
-        details.get("writeConcernErrors", [])
-    )
-
-
 def _mark_seen(db: Database, candidates: list[_Candidate], now: datetime) -> set[tuple[str, str]]:
     """Write the dedup records, after the effects. Returns the pairs whose record another
     process wrote first: that process reports them accepted, so this one reports duplicate."""
@@ -366,7 +341,7 @@ def _mark_seen(db: Database, candidates: list[_Candidate], now: datetime) -> set
     try:
         db.events_seen.insert_many(records, ordered=False)
     except BulkWriteError as exc:
-        if _other_errors(exc):
+        if errors_besides_duplicates(exc):
             raise
         return {candidates[e["index"]].key for e in exc.details["writeErrors"]}
     return set()

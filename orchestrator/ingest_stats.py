@@ -22,7 +22,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator import expiring
-from orchestrator.db import as_utc, utcnow
+from orchestrator.utc import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from orchestrator import credentials, expiring, retry, run_days, status_history
-from orchestrator.db import as_utc, utcnow
 from orchestrator.redaction import url_host
 from orchestrator.serialize import to_rfc3339
 from orchestrator.settings import Settings
+from orchestrator.utc import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 

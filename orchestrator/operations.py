@@ -11,8 +11,8 @@ from typing import Any
 from pymongo.database import Database
 
 from orchestrator import ingest_stats, notify, pods, queries, run_counts
-from orchestrator.db import utcnow
 from orchestrator.settings import DEFAULT_QUEUE
+from orchestrator.utc import utcnow
 
 #: Runs listed under "deadLetters" (those whose latest dead letter arrived last).
 DEAD_LETTER_RUNS = 20

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.database import Database
 
 from orchestrator import expiring
-from orchestrator.db import as_utc, utcnow
+from orchestrator.utc import as_utc, utcnow
 
 PODS = "pods"
 BUSY, IDLE, GONE = "busy", "idle", "gone"

@@ -11,9 +11,9 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from orchestrator import event_history, status_history
-from orchestrator.db import as_utc
 from orchestrator.runs import get_run
 from orchestrator.statuses import ACTIVE, RunStatus
+from orchestrator.utc import as_utc
 
 
 def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:

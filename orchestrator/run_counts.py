@@ -12,6 +12,7 @@ the days that changed, not the history.
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,8 +20,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from orchestrator import run_days, schema
-from orchestrator.db import as_utc, utcnow
 from orchestrator.statuses import TERMINAL, RunStatus
+from orchestrator.utc import as_utc, utcnow
 
 META = "meta"
 SNAPSHOT_ID = "runCounts"
@@ -28,8 +29,9 @@ SNAPSHOT_ID = "runCounts"
 REFRESH_S = 60.0
 #: A reader recounts them itself when the stored counts are older than this.
 STALE_S = 300.0
-#: A settled day's counts are trusted this long, then counted again (a bound on any change that
-#: did not forget them).
+#: A settled day's counts are trusted at most this long (between half and all of it, at random,
+#: so a year of days does not expire in one pass), then counted again: a bound on any change
+#: that did not forget them.
 DAY_CACHE_S = 24 * 3600.0
 
 _FINAL = sorted(s.value for s in TERMINAL)
@@ -76,29 +78,23 @@ def _store(db: Database, now: datetime) -> dict[str, int]:
 
 def _by_day(db: Database, now: datetime) -> dict[str, int]:
     """The terminal counts as the sum of each day's: a day whose runs have all ended and that is
-    older than yesterday keeps its counts (`run_days`, for `DAY_CACHE_S`; a retry forgets them);
-    the others are counted again, a few indexed equalities each."""
+    older than yesterday keeps its counts (`run_days.keep_counts`; a retry forgets them); the
+    others are counted again, a few indexed equalities each."""
     totals = dict.fromkeys(_FINAL, 0)
     settled_before = run_days.day_of(now - timedelta(days=1))
     for doc in db[run_days.COLLECTION].find({}):
         day = str(doc["_id"])
-        counts = _cached(doc, now)
+        counts = run_days.kept_counts(doc, _FINAL, now)
         if counts is None:
+            # Settled is decided before counting: a run that ends meanwhile was live, so the day is
+            # not kept; one retried meanwhile moves the day's generation, so keeping it fails.
+            settled = day < settled_before and not _any_live(db, day)
             counts = {status: db.runs.count_documents({run_days.FIELD: day, "status": status}) for status in _FINAL}
-            if day < settled_before and not _any_live(db, day):
-                db[run_days.COLLECTION].update_one({"_id": day}, {"$set": {"counts": counts, "countedAt": now}})
+            if settled:
+                run_days.keep_counts(db, doc, counts, now + timedelta(seconds=DAY_CACHE_S * random.uniform(0.5, 1.0)))
         for status in _FINAL:
             totals[status] += counts[status]
     return totals
-
-
-def _cached(doc: dict[str, Any], now: datetime) -> dict[str, int] | None:
-    counts, at = doc.get("counts"), doc.get("countedAt")
-    if not isinstance(counts, dict) or not isinstance(at, datetime) or as_utc(at) < now - timedelta(seconds=DAY_CACHE_S):
-        return None
-    if not all(isinstance(counts.get(status), int) for status in _FINAL):
-        return None
-    return {status: int(counts[status]) for status in _FINAL}
 
 
 def _any_live(db: Database, day: str) -> bool:

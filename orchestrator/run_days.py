@@ -17,22 +17,25 @@ every run, as before.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+
+from orchestrator.utc import as_utc
 
 COLLECTION = "run_days"
 FIELD = "createdDay"
 #: The day of a run without a creation time (a malformed insert): before every real day, so
 #: such runs come last in the list, as a sort on a missing `createdAt` puts them.
 UNDATED = "0000-00-00"
+#: Moved by every `forget_counts`, so counts taken before it are not kept after it.
+GENERATION = "countsGeneration"
 
 
 def day_of(when: datetime) -> str:
-    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%d")
+    return as_utc(when).strftime("%Y-%m-%d")
 
 
 def register(db: Database, day: str) -> None:
@@ -60,9 +63,27 @@ def days(db: Database) -> list[str]:
 
 
 def forget_counts(db: Database, day: str | None) -> None:
-    """A run of `day` left a terminal status (a retry): its cached counts no longer hold."""
+    """A run of `day` left a terminal status (a retry) or joined the day: its kept counts no
+    longer hold. The generation moves, so a count taken before this is not kept after it."""
     if day:
-        db[COLLECTION].update_one({"_id": day}, {"$unset": {"counts": "", "countedAt": ""}})
+        db[COLLECTION].update_one({"_id": day}, {"$unset": {"counts": "", "countsUntil": ""}, "$inc": {GENERATION: 1}})
+
+
+def kept_counts(doc: dict[str, Any], statuses: list[str], now: datetime) -> dict[str, int] | None:
+    """The counts a day's document keeps for `statuses`, if they are still good at `now`."""
+    counts, until = doc.get("counts"), doc.get("countsUntil")
+    if not isinstance(counts, dict) or not isinstance(until, datetime) or as_utc(until) <= now:
+        return None
+    if not all(isinstance(counts.get(status), int) for status in statuses):
+        return None
+    return {status: int(counts[status]) for status in statuses}
+
+
+def keep_counts(db: Database, doc: dict[str, Any], counts: dict[str, int], until: datetime) -> None:
+    """Keep a settled day's `counts` until `until`, unless `forget_counts` ran since `doc` was read."""
+    generation = doc.get(GENERATION)
+    unchanged = {GENERATION: generation} if generation is not None else {GENERATION: {"$exists": False}}
+    db[COLLECTION].update_one({"_id": doc["_id"], **unchanged}, {"$set": {"counts": counts, "countsUntil": until}})
 
 
 def stamp_all(db: Database) -> int:

@@ -27,9 +27,12 @@ from pymongo.database import Database
 
 from orchestrator import run_days, safe_json, schema
 from orchestrator.errors import OrchestratorError
-from orchestrator.statuses import RunStatus
+from orchestrator.statuses import TERMINAL, RunStatus
+from orchestrator.utc import as_utc
 
 SORT = [("createdAt", -1), ("_id", -1)]
+_ENDED = frozenset(s.value for s in TERMINAL)
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
 #: Hypotheses a title search looks at: bounds the `$in` of the runs query that follows.
 MAX_TITLE_MATCHES = 500
 #: The longest title search accepted (a title is at most 500 characters).
@@ -72,7 +75,9 @@ def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tupl
     if query is None:
         return [], None
     cursor = decode_cursor(after) if after else None
-    if schema.keyed_by_day(db):
+    if wanted.statuses and not set(wanted.statuses) & _ENDED:
+        found = _in_flight(db, query, wanted.statuses, cursor, limit + 1)
+    elif schema.keyed_by_day(db):
         found = _by_day(db, query, cursor, limit + 1)
     else:  # a database of an earlier release, before `manage-runs migrate` keyed its runs by day
         if cursor is not None:
@@ -103,6 +108,28 @@ def _by_day(db: Database, query: dict[str, Any], cursor: tuple[datetime | None, 
         if len(found) >= want:
             break
     return found
+
+
+def _in_flight(db: Database, query: dict[str, Any], statuses: tuple[str, ...],
+               cursor: tuple[datetime | None, Any] | None, want: int) -> list[dict[str, Any]]:
+    """Runs in statuses that hold only work in flight (no terminal one): few, so each status is
+    read whole by equality and sorted here, where walking the days would ask every day of the
+    history for the one running run."""
+    found = [run for status in statuses for run in db.runs.find({**query, "status": status})]
+    found.sort(key=_sort_key, reverse=True)
+    if cursor is not None:
+        last = _sort_key({"createdAt": cursor[0], "_id": cursor[1]})
+        found = [run for run in found if _sort_key(run) < last]
+    return found[:want]
+
+
+def _sort_key(run: dict[str, Any]) -> tuple[bool, datetime, bool, str]:
+    """`SORT` as a key for Python's sort, reversed: a missing createdAt lowest (BSON's null), and
+    among equal times an ObjectId above a string id (BSON's type order), each by its own order."""
+    created = run.get("createdAt")
+    when = as_utc(created) if isinstance(created, datetime) else None
+    run_id = run["_id"]
+    return when is not None, when or _NO_TIME, isinstance(run_id, ObjectId), str(run_id)
 
 
 def with_titles(db: Database, runs: list[dict[str, Any]]) -> None:
@@ -141,8 +168,7 @@ def _query(db: Database, wanted: RunFilter) -> dict[str, Any] | None:
 def _exact_utc(value: datetime) -> str:
     """ISO 8601 UTC with every digit the value has: the cursor compares createdAt for equality,
     and a store that keeps microseconds (mongomock) must not lose them to rounding."""
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat()
+    return as_utc(value).isoformat()
 
 
 def encode_cursor(run: dict[str, Any]) -> str:
@@ -164,7 +190,7 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, Any]:
         created, run_id, kind = safe_json.loads(base64.urlsafe_b64decode(padded.encode()))
         when = datetime.fromisoformat(created) if created is not None else None
         if when is not None:
-            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+            when = as_utc(when)
         if not isinstance(run_id, str) or safe_json.text_errors(run_id):
             raise ValueError("the run id is not storable text")
         return when, ObjectId(run_id) if kind == "oid" else run_id

@@ -28,13 +28,13 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from orchestrator import claims, dispatches, retry, run_days, status_history
-from orchestrator.db import utcnow
+from orchestrator import claims, dispatches, event_history, retry, run_days, status_history
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import OUTCOME_TYPES, SEQ_BLOCK, attempt_of, history_record, make_event
 from orchestrator.limits import parse_limits
 from orchestrator.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_PIPELINE, DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus, check_transition, sources_of
+from orchestrator.utc import utcnow
 
 #: A person's review: the decision, and the status it moves an AWAITING_HUMAN run to.
 ACCEPT, REJECT = "accept", "reject"
@@ -143,6 +143,8 @@ def _transition(
     if before is None:
         return None
     after = db.runs.find_one({"_id": run_id}) or {**before, **changes["$set"]}
+    if run_days.FIELD not in after:  # a frontend's run no reader or dispatcher stamped yet (canceled first)
+        after[run_days.FIELD] = run_days.stamp(db, after)
     status_history.record(db, run_id, f"c{int(before.get('statusChanges') or 0) + 1}", before=before["status"],
                           after=target.value, by=by, attempt=int(after.get("attempt") or 0), reason=reason, at=now)
     return after
@@ -425,7 +427,7 @@ def retry_run(db: Database, run_id: str, *, by: str | None = None, reason: str |
         only_from={RunStatus.FAILED, RunStatus.CANCELED}, by=by or "api", reason=reason or f"retried after {run['status']}",
         set_fields={"cancelRequested": False, "notBefore": None, "finishedAt": None,
                     "maxAttempts": max(int(run.get("maxAttempts") or 1), int(run.get("attempt") or 0) + 1)},
-        update={"$unset": {"error": ""}},
+        update={"$unset": {"error": "", event_history.ARCHIVED_AT: ""}},  # its new events are archived later
     )
     if updated is None:
         raise TransitionError(f"run {run_id} changed status while retrying; try again")

@@ -10,7 +10,10 @@ Versions:
 3. A pod's dead-letter notice in `events` carries `deadLetter: true` at the top level, so the
    count of dead letters is an indexed equality (before, a match on `data.kv.deadLetter`, which
    FerretDB evaluates in its Go code over the whole history). Every run carries `createdDay`,
-   and `run_days` lists the days (`orchestrator.run_days`).
+   and `run_days` lists the days (`orchestrator.run_days`). Status-history entries carry their
+   `day` and notifications their `createdDay`; the migration dates those of the last
+   `DATED_DAYS` days, the only ones read by day (the notifier looks back an hour, the
+   operations page a week).
 
 A process refuses to start on a database whose version is newer than it knows (an old release
 would write the old shapes back); on an older one it works and warns until it is migrated.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
@@ -41,10 +44,26 @@ RECORDS = ("events", "artifacts", "validations")
 UNKNOWN_SOURCE = "unknown://"
 #: Documents moved per round trip of the migration: bounds memory and the time of one step.
 BATCH = 500
+#: How far back the migration dates status-history entries and notifications (version 3).
+DATED_DAYS = 8
+#: (collection, its time field, the day field version 3 adds): what `_date_recent` fills in.
+_DATED = (("status_history", "at", "day"), ("notifications", "createdAt", "createdDay"))
 
 
 class SchemaError(SettingsError):
-    """The database's shapes are newer than this release knows."""
+    """The database's shapes do not fit: newer than this release knows, or too old for a command
+    that needs the migration first."""
+
+
+def require_current(db: Database, command: str) -> None:
+    """SchemaError unless the database is at this release's version: a command that moves
+    documents of the old shapes (`archive`) would strand them where the migration does not look."""
+    version = stored_version(db)
+    if version is None:
+        version = _unstamped_version(db)
+    if version < SCHEMA_VERSION:
+        raise SchemaError(f"the database's schema version is {version}; run `manage-runs migrate` "
+                          f"(to {SCHEMA_VERSION}) before `{command}`")
 
 
 #: The version from which every run carries `createdDay` (`run_days`).
@@ -69,7 +88,7 @@ def check(db: Database) -> int:
     than this release; a fresh database is stamped with this release's version."""
     version = stored_version(db)
     if version is None:
-        version = 1 if any(db[name].find_one({"eventId": {"$exists": False}}, {"_id": 1}) for name in RECORDS) else SCHEMA_VERSION
+        version = _unstamped_version(db)
         if version == SCHEMA_VERSION:
             _stamp(db, version)
     if version > SCHEMA_VERSION:
@@ -81,6 +100,18 @@ def check(db: Database) -> int:
         log.warning("the database's schema version is %s; run `manage-runs migrate` to bring it to %s",
                     version, SCHEMA_VERSION)
     return version
+
+
+def _unstamped_version(db: Database) -> int:
+    """The version of a database no release has stamped: new (this release's), or one written
+    before versions were stamped: 1 if a record lacks its key, 2 if a run that a dispatcher has
+    seen lacks its day (a frontend's QUEUED runs get theirs from readers). Read once, at the
+    first start on the database."""
+    if any(db[name].find_one({"eventId": {"$exists": False}}, {"_id": 1}) for name in RECORDS):
+        return 1
+    if db.runs.find_one({run_days.FIELD: {"$exists": False}, "status": {"$ne": "QUEUED"}}, {"_id": 1}):
+        return 2
+    return SCHEMA_VERSION
 
 
 def _stamp(db: Database, version: int) -> None:
@@ -104,14 +135,29 @@ def migrate(db: Database, progress: Callable[[str, int], None] | None = None) ->
     moved["validations"] = _rekey(db, "validations", _SourceOf(db, "validations").key_for, progress)
     moved["deadLetterNotices"] = _flag_dead_letters(db)
     moved["runsKeyedByDay"] = run_days.stamp_all(db)
+    moved["statusHistoryDated"], moved["notificationsDated"] = (_date_recent(db, *dated) for dated in _DATED)
     _stamp(db, SCHEMA_VERSION)
     return moved
 
 
 def _flag_dead_letters(db: Database) -> int:
-    """Version 3: flag the dead-letter notices stored before it (`events.history_record` flags new ones)."""
+    """Version 3: flag the dead-letter notices stored before it (`events.history_record` flags new
+    ones), in the live history and in the archive (`manage-runs archive` may have run first)."""
     legacy = {"type": "ai.run.log", "data.kv.deadLetter": True, "deadLetter": {"$exists": False}}
-    return db.events.update_many(legacy, {"$set": {"deadLetter": True}}).modified_count
+    return sum(db[name].update_many(legacy, {"$set": {"deadLetter": True}}).modified_count
+               for name in ("events", "events_archive"))
+
+
+def _date_recent(db: Database, collection: str, time_field: str, day_field: str) -> int:
+    """Version 3: give the documents of the last `DATED_DAYS` days their day (one range read, then
+    one update by `_id` each); how many."""
+    since = datetime.now(UTC) - timedelta(days=DATED_DAYS)
+    dated = 0
+    for doc in db[collection].find({time_field: {"$gte": since}}, {time_field: 1, day_field: 1}):
+        if day_field not in doc and isinstance(doc.get(time_field), datetime):
+            db[collection].update_one({"_id": doc["_id"]}, {"$set": {day_field: run_days.day_of(doc[time_field])}})
+            dated += 1
+    return dated
 
 
 def _event_key(doc: dict[str, Any]) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from orchestrator import run_days
+from orchestrator.utc import as_utc
 
 COLLECTION = "events_seen"
 META = "meta"
@@ -44,8 +45,7 @@ _FORMAT = "%Y-%m-%dT%H"
 
 def bucket_of(when: datetime) -> str:
     """The hour a record written at `when` belongs to (UTC)."""
-    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime(_FORMAT)
+    return as_utc(when).strftime(_FORMAT)
 
 
 def _hour(bucket: str) -> datetime:

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from bson import Decimal128, ObjectId
+
+from orchestrator.utc import as_utc
 
 
 def to_rfc3339(value: datetime) -> str:
     """An RFC 3339 UTC string with milliseconds. A naive datetime is taken as UTC, because that is
     what pymongo returns for BSON dates when the client is not `tz_aware`."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def jsonable(value: Any) -> Any:

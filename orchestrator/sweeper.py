@@ -41,11 +41,11 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from orchestrator import claims, pods, run_counts, runs, seen_retention
-from orchestrator.db import as_utc, utcnow
 from orchestrator.dispatcher import Sender
 from orchestrator.errors import TransitionError
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
 from orchestrator.statuses import ACTIVE, RunStatus
+from orchestrator.utc import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 

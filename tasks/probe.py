@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import socket
 
-from orchestrator.db import get_db, utcnow
+from orchestrator.db import get_db
 from orchestrator.settings import Settings
+from orchestrator.utc import utcnow
 from tasks.celery import app
 
 

@@ -1,7 +1,7 @@
 from datetime import timedelta
 
 from orchestrator import claims
-from orchestrator.db import utcnow
+from orchestrator.utc import utcnow
 
 
 def test_only_the_first_claim_of_an_attempt_wins(mock_db):

@@ -90,7 +90,7 @@ def test_sweep_runs_one_pass(env, monkeypatch):
 def test_prune_seen_deletes_old_dedup_records(env):
     from datetime import timedelta
 
-    from orchestrator.db import utcnow
+    from orchestrator.utc import utcnow
 
     env.events_seen.insert_many([{"source": "s", "eventId": "old", "processedAt": utcnow() - timedelta(days=3)},
                                  {"source": "s", "eventId": "new", "processedAt": utcnow()}])
@@ -136,8 +136,8 @@ def test_tail_gives_up_after_its_timeout_on_a_run_that_does_not_end(env):
 
 
 def test_show_counts_the_run_s_dead_letters(env):
-    from orchestrator.db import utcnow
     from orchestrator.events import history_record, make_event
+    from orchestrator.utc import utcnow
 
     run_id = create_hypothesis_and_run(env, "t", "i")[1]
     notice = make_event("ai.run.log", run_id, 1_000_000_005, "worker://pod-a",

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from ops import cli_core
 from ops.cli import main
-from orchestrator.db import utcnow
 from orchestrator.errors import NotFound
 from orchestrator.run_ids import MIN_PREFIX, AmbiguousRunId, RunIdTooShort, resolve_run_id
 from orchestrator.runs import create_hypothesis_and_run, new_run_document
+from orchestrator.utc import utcnow
 
 
 @pytest.fixture

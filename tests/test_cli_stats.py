@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from ops.cli import main
 from orchestrator import ingest_stats, pods
-from orchestrator.db import utcnow
 from orchestrator.runs import create_hypothesis_and_run
+from orchestrator.utc import utcnow
 
 
 @pytest.fixture

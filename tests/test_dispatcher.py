@@ -9,9 +9,9 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from orchestrator import dispatches, runs
-from orchestrator.db import utcnow
 from orchestrator.dispatcher import Dispatcher, dispatch_once, dispatch_run, due_runs
 from orchestrator.sweeper import sweep_once
+from orchestrator.utc import utcnow
 from tests.fakes import FakeChangeStream, FakeSender, WatchableDb, WatchableRuns
 from tests.helpers import make_settings, queued_run
 

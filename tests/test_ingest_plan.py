@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrator.db import utcnow
 from orchestrator.events import make_event, seq_for, validate_event
 from orchestrator.ingest import Outcome, _Candidate, _plan
+from orchestrator.utc import utcnow
 
 
 def _candidates(events):

@@ -9,9 +9,9 @@ from typing import Any
 
 from orchestrator import claims, dispatches, runs, status_history
 from orchestrator import ingest as engine
-from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.sweeper import sweep_once
+from orchestrator.utc import utcnow
 from tasks.pod.attempt import earlier_verdict
 from tests.fakes import FakeSender
 from tests.helpers import make_settings, queued_run, start_attempt

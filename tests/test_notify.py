@@ -16,10 +16,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from ops.dispatcher import start_notifier
 from orchestrator import notify, runs, status_history
-from orchestrator.db import utcnow
 from orchestrator.errors import SettingsError
 from orchestrator.notify import Notifier, Policy
 from orchestrator.settings import SECRET_VARIABLES, Settings
+from orchestrator.utc import utcnow
 from tests.helpers import make_settings
 from tests.ingest_helpers import Worker, apply, full_run, insert_run
 from tests.notify_helpers import Answer, receiving

@@ -28,10 +28,10 @@ from pymongo import monitoring
 
 from orchestrator import claims, event_history, index_plan, operations, queries, run_counts, run_days, run_list, seen_retention
 from orchestrator import db as dbmod
-from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.runs import create_hypothesis_and_run, review_run
 from orchestrator.sweeper import sweep_once
+from orchestrator.utc import utcnow
 from tests.fakes import FakeSender
 from tests.helpers import make_settings
 from tests.ingest_helpers import Worker, apply, full_run, insert_run
@@ -130,6 +130,7 @@ def _hot_paths(db: Any, made: list[str]) -> None:
     first, cursor = run_list.page(db, run_list.RunFilter(), None, 5)
     run_list.page(db, run_list.RunFilter(), cursor, 5)
     run_list.page(db, run_list.RunFilter(statuses=("FAILED", "CANCELED"), pipeline="demo"), None, 5)
+    run_list.page(db, run_list.RunFilter(statuses=("RUNNING", "QUEUED")), None, 5)  # in flight: by status
     operations.overview(db)
     queries.pods_seen_last_minute(db, utcnow())
     for run_id in (made[0], made[1]):

@@ -9,11 +9,11 @@ from collections import Counter
 from datetime import timedelta
 
 from orchestrator import claims, dispatches, status_history
-from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.ingest import Item, ingest
 from orchestrator.runs import create_hypothesis_and_run
 from orchestrator.sweeper import sweep_once
+from orchestrator.utc import utcnow
 from tests.helpers import make_settings, start_attempt
 from tests.ingest_helpers import Worker
 

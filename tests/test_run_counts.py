@@ -60,3 +60,48 @@ def test_a_damaged_stored_count_is_counted_again(mock_db: Any) -> None:
     _runs(mock_db, "FAILED", 1)
     mock_db.meta.insert_one({"_id": run_counts.SNAPSHOT_ID, "counts": {"FAILED": "many"}, "at": NOW})
     assert run_counts.by_status(mock_db, NOW)[0]["FAILED"] == 1
+
+
+def _settled_day(db: Any, status: str = "FAILED") -> str:
+    """A day two weeks ago with one run, in `status`."""
+    when = NOW - timedelta(days=14)
+    day = run_days.day_of(when)
+    run_days.register(db, day)
+    db.runs.insert_one({"_id": f"old-{status}", "status": status, "createdAt": when, run_days.FIELD: day})
+    return day
+
+
+def test_counts_taken_before_a_retry_forgot_the_day_are_not_kept_after_it(mock_db: Any) -> None:
+    day = _settled_day(mock_db)
+    doc = mock_db[run_days.COLLECTION].find_one({"_id": day})  # read by a sweeper, which counts FAILED 1 ...
+    mock_db.runs.update_one({"_id": "old-FAILED"}, {"$set": {"status": "QUEUED"}})
+    run_days.forget_counts(mock_db, day)  # ... while a retry moves the run and forgets the day
+    run_days.keep_counts(mock_db, doc, {"FAILED": 1}, NOW + timedelta(days=1))  # the sweeper's keep lands late
+    assert "counts" not in mock_db[run_days.COLLECTION].find_one({"_id": day})
+    assert run_counts.refresh(mock_db, NOW)
+    counts, _ = run_counts.by_status(mock_db, NOW)
+    assert (counts["FAILED"], counts["QUEUED"]) == (0, 1)  # counted once, as what it is now
+
+
+def test_a_day_with_a_run_in_flight_is_counted_each_time_and_kept_once_it_ends(mock_db: Any) -> None:
+    day = _settled_day(mock_db, "AWAITING_HUMAN")  # a long review: the day is not settled
+    assert run_counts.refresh(mock_db, NOW)
+    assert "counts" not in mock_db[run_days.COLLECTION].find_one({"_id": day})
+    mock_db.runs.update_one({"_id": "old-AWAITING_HUMAN"}, {"$set": {"status": "HUMAN_VALIDATED"}})
+    later = NOW + timedelta(seconds=run_counts.REFRESH_S + 1)
+    assert run_counts.refresh(mock_db, later)
+    assert run_counts.by_status(mock_db, later)[0]["HUMAN_VALIDATED"] == 1
+    kept = mock_db[run_days.COLLECTION].find_one({"_id": day})
+    assert kept["counts"]["HUMAN_VALIDATED"] == 1
+    # Kept between half and all of DAY_CACHE_S, so a year of days does not expire in one pass.
+    left = (kept["countsUntil"].replace(tzinfo=UTC) - later).total_seconds()
+    assert run_counts.DAY_CACHE_S / 2 <= left <= run_counts.DAY_CACHE_S
+
+
+def test_kept_counts_expire_and_are_counted_again(mock_db: Any) -> None:
+    day = _settled_day(mock_db)
+    assert run_counts.refresh(mock_db, NOW)
+    mock_db.runs.insert_one({"_id": "slipped-in", "status": "FAILED", run_days.FIELD: day})  # a change nobody forgot
+    later = NOW + timedelta(seconds=run_counts.DAY_CACHE_S + 1)
+    assert run_counts.refresh(mock_db, later)
+    assert run_counts.by_status(mock_db, later)[0]["FAILED"] == 2

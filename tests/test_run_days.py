@@ -101,3 +101,41 @@ def test_the_migration_keys_earlier_runs_by_day(mock_db: Any) -> None:
     assert run_days.days(mock_db) == ["2026-11-02", "2026-11-01", run_days.UNDATED]
     assert schema.keyed_by_day(mock_db)
     assert _all_pages(mock_db, run_list.RunFilter(), 1)[-1] == "undated"  # its day comes last
+
+
+def test_a_frontend_run_canceled_before_anything_stamped_it_is_still_listed_and_counted(mock_db: Any) -> None:
+    from orchestrator.runs import cancel_run
+
+    run = new_run_document("h-frontend")
+    del run[run_days.FIELD]  # inserted by a frontend; no reader, no dispatcher has seen it
+    run["createdAt"] = DAY0
+    mock_db.runs.insert_one(run)
+    cancel_run(mock_db, run["_id"], by="operator")
+    assert mock_db.runs.find_one({"_id": run["_id"]})[run_days.FIELD] == run_days.day_of(DAY0)
+    assert _all_pages(mock_db, run_list.RunFilter(), 5) == [run["_id"]]
+    assert run_counts.refresh(mock_db, DAY0 + timedelta(days=3))
+    assert run_counts.by_status(mock_db, DAY0 + timedelta(days=3))[0]["CANCELED"] == 1
+
+
+def test_a_filter_of_runs_in_flight_reads_each_status_whole_not_every_day(mock_db: Any, monkeypatch: Any) -> None:
+    from bson import ObjectId
+
+    when = DAY0 + timedelta(days=5)
+    running = [_run_on(mock_db, DAY0 + timedelta(days=d), "RUNNING") for d in (0, 3, 300)]
+    tied = [_run_on(mock_db, when, "QUEUED") for _ in range(3)]  # one createdAt: ordered by _id
+    oid = ObjectId()
+    mock_db.runs.insert_one({"_id": oid, "status": "QUEUED", "createdAt": when, run_days.FIELD: run_days.day_of(when)})
+    mock_db.runs.insert_one({"_id": "no-time", "status": "RUNNING", run_days.FIELD: run_days.UNDATED})
+    for d in range(0, 300, 7):
+        _run_on(mock_db, DAY0 + timedelta(days=d), "FAILED")
+    wanted = run_list.RunFilter(statuses=("RUNNING", "QUEUED"))
+    expected = [r["_id"] for r in mock_db.runs.find({"status": {"$in": ["RUNNING", "QUEUED"]}}).sort(run_list.SORT)]
+    assert expected[:2] == [running[2], oid] and expected[-1] == "no-time"  # the server's order: ObjectId over string
+    assert len(expected) == 3 + len(tied) + 2
+
+    def no_days(db: Any) -> list[str]:
+        raise AssertionError("a filter of runs in flight walked the days")
+
+    monkeypatch.setattr(run_days, "days", no_days)
+    for size in (1, 2, 4, 50):
+        assert _all_pages(mock_db, wanted, size) == expected

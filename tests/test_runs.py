@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from orchestrator import claims, runs
-from orchestrator.db import utcnow
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import SEQ_BLOCK
 from orchestrator.statuses import RunStatus
+from orchestrator.utc import utcnow
 from tests.helpers import queued_run, start_attempt
 
 

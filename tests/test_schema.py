@@ -68,13 +68,15 @@ def test_a_database_of_the_previous_release_is_version_1_until_migrated(mock_db:
         assert schema.check(mock_db) == 1
     assert "manage-runs migrate" in caplog.text
     moved = schema.migrate(mock_db)
-    assert moved == {"events": 3, "artifacts": 1, "validations": 1, "deadLetterNotices": 0, "runsKeyedByDay": 0}
+    assert moved == {"events": 3, "artifacts": 1, "validations": 1, "deadLetterNotices": 0, "runsKeyedByDay": 0,
+                     "statusHistoryDated": 0, "notificationsDated": 0}
     assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION == schema.check(mock_db)
     for name in schema.RECORDS:
         for doc in mock_db[name].find({"runId": run_id}):
             assert doc["source"] == "worker://pod-a" and doc["_id"] == record_id(doc["source"], doc["eventId"])
     assert {doc["eventId"] for doc in mock_db.events.find({"runId": run_id})} == {e["id"] for e in events}
-    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0, "deadLetterNotices": 0, "runsKeyedByDay": 0}
+    assert schema.migrate(mock_db) == {"events": 0, "artifacts": 0, "validations": 0, "deadLetterNotices": 0, "runsKeyedByDay": 0,
+                     "statusHistoryDated": 0, "notificationsDated": 0}
 
 
 def test_an_interrupted_migration_finishes_on_the_next_run(mock_db: Any) -> None:
@@ -127,7 +129,8 @@ def test_manage_runs_migrate_and_a_newer_schema_on_the_command_line(monkeypatch:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"from": None, "to": schema.SCHEMA_VERSION,
                                              "moved": {"events": 3, "artifacts": 1, "validations": 1,
-                                                       "deadLetterNotices": 0, "runsKeyedByDay": 0}}
+                                                       "deadLetterNotices": 0, "runsKeyedByDay": 0,
+                     "statusHistoryDated": 0, "notificationsDated": 0}}
     db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 99}})
     refused = runner.invoke(cli, ["list"])
     assert refused.exit_code == 2 and "newer than this release knows" in refused.output
@@ -160,3 +163,40 @@ def test_version_3_flags_the_dead_letter_notices_stored_before_it(mock_db: Any) 
     assert [e["_id"] for e in mock_db.events.find({"deadLetter": True})] == ["old"]
     assert schema.stored_version(mock_db) == schema.SCHEMA_VERSION == 3
     assert schema.migrate(mock_db)["deadLetterNotices"] == 0
+
+
+def test_an_unstamped_database_whose_dispatched_runs_have_no_day_is_version_2(mock_db: Any) -> None:
+    from orchestrator import run_days
+
+    mock_db[schema.META].delete_many({})
+    insert_run(mock_db, status="QUEUED")
+    mock_db.runs.update_many({}, {"$unset": {run_days.FIELD: ""}})  # a frontend's run: readers stamp it
+    assert schema.check(mock_db) == schema.SCHEMA_VERSION
+    mock_db[schema.META].delete_many({})
+    failed = insert_run(mock_db, status="FAILED")
+    mock_db.runs.update_one({"_id": failed}, {"$unset": {run_days.FIELD: ""}})  # a run of a release before days
+    assert schema.check(mock_db) == 2 and schema.stored_version(mock_db) is None
+    with pytest.raises(schema.SchemaError, match="version is 2; run `manage-runs migrate`"):
+        schema.require_current(mock_db, "archive")
+    schema.migrate(mock_db)
+    schema.require_current(mock_db, "archive")
+
+
+def test_the_migration_dates_the_recent_history_and_flags_archived_dead_letters(mock_db: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    recent, old = now - timedelta(hours=2), now - timedelta(days=30)
+    mock_db.status_history.insert_many([{"_id": "h1", "runId": "r", "to": "FAILED", "at": recent},
+                                        {"_id": "h2", "runId": "r", "to": "FAILED", "at": old},
+                                        {"_id": "h3", "runId": "r", "to": "QUEUED", "at": recent, "day": "kept"}])
+    mock_db.notifications.insert_one({"_id": "n1", "state": "sent", "createdAt": recent})
+    notice = {"runId": "r", "type": "ai.run.log", "source": "s", "data": {"kv": {"deadLetter": True}}}
+    mock_db.events_archive.insert_one({"_id": "s|e1", "eventId": "e1", **notice})
+    mock_db[schema.META].update_one({"_id": "schema"}, {"$set": {"version": 2}})
+    moved = schema.migrate(mock_db)
+    assert (moved["statusHistoryDated"], moved["notificationsDated"], moved["deadLetterNotices"]) == (1, 1, 1)
+    day = recent.strftime("%Y-%m-%d")
+    assert [d.get("day") for d in mock_db.status_history.find(sort=[("_id", 1)])] == [day, None, "kept"]
+    assert mock_db.notifications.find_one({"_id": "n1"})["createdDay"] == day
+    assert mock_db.events_archive.find_one({"_id": "s|e1"})["deadLetter"] is True

@@ -38,7 +38,7 @@ def test_same_ids_from_two_sources_are_kept_and_an_old_database_migrates(real_db
     real_db[schema.META].delete_many({})
     assert schema.check(real_db) == 1
     assert schema.migrate(real_db) == {"events": 1, "artifacts": 1, "validations": 1, "deadLetterNotices": 0,
-                                       "runsKeyedByDay": 0}
+                                       "runsKeyedByDay": 0, "statusHistoryDated": 0, "notificationsDated": 0}
     for name in schema.RECORDS:
         docs = list(real_db[name].find({"runId": run_id}))
         expected = ["worker://pod-a", "worker://pod-b"] * (2 if name == "events" else 1)

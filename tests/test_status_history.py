@@ -12,10 +12,10 @@ from pymongo.errors import AutoReconnect
 import pipeline
 from orchestrator import claims, queries, runs, status_history
 from orchestrator import ingest as engine
-from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.storage import LocalStorage
 from orchestrator.sweeper import sweep_once
+from orchestrator.utc import utcnow
 from pipeline.base import Pipeline, Step
 from tasks.pod.attempt import Attempt
 from tasks.pod.runtime import Runtime

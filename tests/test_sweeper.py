@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from orchestrator import claims, runs
-from orchestrator.db import utcnow
 from orchestrator.dispatcher import dispatch_once
 from orchestrator.sweeper import Sweeper, sweep_once
+from orchestrator.utc import utcnow
 from tests.fakes import FakeSender
 from tests.helpers import make_settings, queued_run
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ingest_app import downloads
-from orchestrator.db import as_utc
 from orchestrator.events import SEQ_BLOCK, STAGES
 from orchestrator.numbers import mean_pm
 from orchestrator.statuses import ACTIVE, TERMINAL, RunStatus
+from orchestrator.utc import as_utc
 
 #: The chart's drawing box, in SVG user units.
 CHART_W, CHART_H, CHART_PAD = 320.0, 120.0, 6.0

@@ -20,7 +20,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from orchestrator import pods
-from orchestrator.db import utcnow
+from orchestrator.utc import utcnow
 from tasks.pod.gpu import gpu_stats
 
 log = logging.getLogger(__name__)
