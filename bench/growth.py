@@ -251,6 +251,8 @@ def _catch_up_retention(db: Database) -> str:
     while seen_retention.pending_hours(db, datetime.now(UTC)):
         deleted += seen_retention.prune(db, datetime.now(UTC))
         passes += 1
+        if passes > 100_000:
+            raise BenchError("the dedup prune made no progress in 100,000 passes")
     return (f"before them, the dedup prune caught up in {passes} passes, {deleted} records, "
             f"{time.perf_counter() - began:.1f} s")
 

@@ -66,18 +66,19 @@ def prune(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S,
     if expires_by_itself(db):
         return 0
     last = _hour(bucket_of(now - timedelta(seconds=window_s))) - _HOUR  # the newest hour wholly outside
-    hour = _first_hour(db, last)
+    hour, marked = _first_hour(db, last)
+    first = hour
     deadline = time.monotonic() + budget_s
-    deleted, done = 0, None
+    deleted = 0
     for _ in range(max_hours):
         if hour > last:
             break
         deleted += db[COLLECTION].delete_many({"bucket": bucket_of(hour)}).deleted_count
-        done, hour = hour, hour + _HOUR
+        hour += _HOUR
         if time.monotonic() >= deadline:
             break
-    if done is not None:
-        _mark(db, done)
+    if hour > first or not marked:  # the first pass marks even when its runs are all too new to prune
+        _mark(db, hour - _HOUR)
     return deleted
 
 
@@ -93,20 +94,20 @@ def pending_hours(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL
     return max(0, int((last - _hour(str(marker["bucket"]))) / _HOUR))
 
 
-def _first_hour(db: Database, last: datetime) -> datetime:
-    """The first hour not pruned yet: the one after the marker; on a database never pruned, the
-    first hour of the oldest day with runs (no dedup record is older than its run; walking empty
-    hours costs an indexed delete each, where finding the oldest record would read them all on
-    FerretDB), at most `FIRST_LOOKBACK` before the window."""
+def _first_hour(db: Database, last: datetime) -> tuple[datetime, bool]:
+    """The first hour not pruned yet, and whether a marker says so: the one after the marker; on
+    a database never pruned, the first hour of the oldest day with runs (no dedup record is older
+    than its run; walking empty hours costs an indexed delete each, where finding the oldest
+    record would read them all on FerretDB), at most `FIRST_LOOKBACK` before the window, or with
+    no run yet (so no record) the hour after `last`."""
     marker = db[META].find_one({"_id": MARKER_ID})
     if marker is not None:
-        return _hour(str(marker["bucket"])) + _HOUR
+        return _hour(str(marker["bucket"])) + _HOUR, True
     dated = [day for day in run_days.days(db) if day != run_days.UNDATED]
     if not dated:
-        _mark(db, last)  # no run yet, so no record: later passes start from here
-        return last + _HOUR
+        return last + _HOUR, False
     oldest = datetime.strptime(dated[-1], "%Y-%m-%d").replace(tzinfo=UTC)
-    return max(oldest, last - FIRST_LOOKBACK)
+    return max(oldest, last - FIRST_LOOKBACK), False
 
 
 def _mark(db: Database, hour: datetime) -> None:

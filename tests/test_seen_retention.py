@@ -112,3 +112,11 @@ def test_pending_hours_counts_down_to_zero_as_passes_catch_up(mock_db: Any) -> N
     mock_db.events_seen.create_index("processedAt", name=seen_retention.TTL_INDEX, expireAfterSeconds=10 ** 9)
     mock_db.meta.delete_many({})
     assert seen_retention.pending_hours(mock_db, NOW) == 0  # the server expires them itself
+
+
+def test_a_database_whose_runs_are_all_newer_than_the_window_is_caught_up_after_one_pass(mock_db: Any) -> None:
+    _records(mock_db, NOW - timedelta(hours=3), 2)  # today's runs only: nothing to prune yet
+    assert seen_retention.pending_hours(mock_db, NOW) == 1  # never pruned
+    assert seen_retention.prune(mock_db, NOW) == 0
+    assert seen_retention.pending_hours(mock_db, NOW) == 0  # marked, though it deleted nothing
+    assert seen_retention.prune(mock_db, NOW + timedelta(days=8)) == 2  # a week on, their hour goes
