@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -141,29 +140,45 @@ class Dispatcher:
         self.connected_for = connected_for
         #: Serve this queue's runs only (None: every queue).
         self.queue = queue
-        self._last_sweep = 0.0
         self.stopping = threading.Event()
 
     def _dispatch(self) -> None:
         dispatch_once(self.db, self.send, self.connected_for(), self.queue)
 
-    def _maybe_sweep(self) -> None:
-        """Run the sweeper on its own timer inside this process, so one Procfile line covers both."""
-        if self.sweep is None or time.monotonic() - self._last_sweep < self.sweep_every_s:
-            return
-        self._last_sweep = time.monotonic()
-        self.sweep()
+    def _sweep_forever(self, sweep: Callable[[], object]) -> None:
+        """The sweeper on its own timer in its own thread, so one Procfile line covers both and a
+        long pass (the first count of a year of runs after an upgrade: seconds) never holds up
+        dispatching. An error is logged and the next pass tries again."""
+        while not self.stopping.is_set():
+            try:
+                sweep()
+            except PyMongoError as exc:
+                log.warning("sweeper cannot reach MongoDB (%s); next pass in %.1fs", exc, self.sweep_every_s)
+            except Exception:
+                log.exception("sweeper pass failed; next pass in %.1fs", self.sweep_every_s)
+            self.stopping.wait(self.sweep_every_s)
 
     def run_forever(self) -> None:
         mode = "change stream" if self.use_change_stream else f"sweep every {self.interval_s}s"
         log.info("dispatcher started (%s)", mode)
+        sweeper = None
+        if self.sweep is not None:
+            sweeper = threading.Thread(target=self._sweep_forever, args=(self.sweep,), name="sweeper", daemon=True)
+            sweeper.start()
+        try:
+            self._loop()
+        finally:
+            self.stopping.set()
+            if sweeper is not None:
+                sweeper.join(timeout=30)  # at most the pass under way
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
                 if self.use_change_stream:
                     self._follow_changes()
                 else:
                     self._dispatch()
-                    self._maybe_sweep()
                     self.stopping.wait(self.interval_s)
             except PyMongoError as exc:
                 if self.on_database_error is not None:
@@ -181,7 +196,6 @@ class Dispatcher:
             while not self.stopping.is_set():
                 change = stream.try_next()
                 self._dispatch()
-                self._maybe_sweep()
                 token = stream.resume_token
                 if change is not None and token is not None:
                     self.db.dispatcher_state.update_one({"_id": "runs"}, {"$set": {"token": token}}, upsert=True)

@@ -163,3 +163,38 @@ def test_a_failed_send_flag_does_not_outlive_its_attempt(mock_db):
     assert (run["attempt"], run["sendFailedAt"], run["sendError"]) == (2, None, None)
     assert sweep_once(mock_db, make_settings(), sender)["redispatched"] == 0, "attempt 2 is sent once"
     assert [s[1] for s in sender.sent] == [2]
+
+
+def test_a_long_sweeper_pass_does_not_hold_up_dispatching(mock_db, caplog):
+    """The sweeper runs in its own thread: a pass that takes long (the first count of a year of
+    runs) or fails leaves the dispatch loop sending runs as they come."""
+    in_pass, release = threading.Event(), threading.Event()
+    passes = []
+
+    def sweep():
+        passes.append(1)
+        if len(passes) == 1:
+            raise AutoReconnect("the server went away mid-pass")
+        if len(passes) == 2:
+            raise ValueError("a bug in a pass")
+        in_pass.set()
+        release.wait(10)  # a pass that takes as long as the test needs
+
+    sender = FakeSender()
+    dispatcher = Dispatcher(mock_db, sender, interval_s=0.01, use_change_stream=False, sweep=sweep, sweep_every_s=0.01)
+    loop = threading.Thread(target=dispatcher.run_forever)
+    loop.start()
+    try:
+        assert in_pass.wait(5), "the sweeper goes on after a failed pass"
+        run_id = queued_run(mock_db)
+        for _ in range(500):
+            if sender.sent:
+                break
+            threading.Event().wait(0.01)
+        assert [sent[0] for sent in sender.sent] == [run_id]  # sent while the pass still runs
+    finally:
+        release.set()
+        dispatcher.stop()
+        loop.join(10)
+    assert not loop.is_alive()
+    assert "sweeper cannot reach MongoDB" in caplog.text and "sweeper pass failed" in caplog.text
