@@ -31,8 +31,10 @@ SOURCES: dict[tuple[str, str], str] = {
     ("update", "pods"): "presence beat, every `PRESENCE_INTERVAL_S`",
     ("hello", ""): "pymongo's server monitoring, every 10 s per client",
     ("ismaster", ""): "pymongo's connection handshake",
-    ("find", "runs"): "dispatch sweep (QUEUED runs, every `DISPATCH_INTERVAL`) and the sweeper's three "
-                      "queries (every `SWEEP_INTERVAL_S`)",
+    ("find", "runs"): "dispatch sweep (QUEUED runs, every `DISPATCH_INTERVAL`) and the sweeper's queries, "
+                      "one per status it looks at (every `SWEEP_INTERVAL_S`)",
+    ("find", "meta"): "sweeper: the dedup prune's marker and the age of the terminal counts",
+    ("listIndexes", "events_seen"): "sweeper: whether the server expires dedup records itself (a TTL index)",
     ("find", "pods"): "sweeper: pod presence",
     ("distinct", "messages"): "sweeper: orphaned `celeryev` queues",
 }

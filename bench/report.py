@@ -175,8 +175,10 @@ class Document:
             f"which took {self.seconds:.0f} s. Timing is never asserted in a test; this file is the record. "
             "Ratio = figure / baseline; the target says which direction is good.",
             "",
-            "Run it with `python -m bench` (about 6 minutes on the machine below), `--quick` (about 3) or "
-            "`--only NAME` (ingest, dispatch, visibility, emitter, flood); it starts the test server, FerretDB on "
+            "Run it with `python -m bench` (about 15 minutes on the machine below, 7 of them the idle benchmark), "
+            "`--quick` (shorter windows, fewer samples), `--only NAME` (ingest, dispatch, visibility, emitter, flood, "
+            "memory, console, idle) or `--history N ...` (growth with N past runs: about 14 minutes for 0, 1,000 and "
+            "10,000); it starts the test server, FerretDB on "
             "PostgreSQL (`bash devtools/setup.sh` builds and installs them; `FERRETDB_BACKEND=sqlite` for FerretDB on "
             "SQLite), or uses `MONGODB_TEST_URL` when that is set.",
             "",

@@ -325,3 +325,19 @@ def test_the_idle_section_names_the_default_and_why_from_the_figures():
     assert "What dominates: broker polls, 94% at 0.1 s, 81% at 0.5 s, 71% at 1 s" in text
     assert "target, p95 < 1.5 s from insert to `ai.run.started` applied, holds at 0.5 s" in text
     assert idle_report.why(intervals, default_s=0.1) == "", "nothing to justify against a shorter interval"
+
+
+def test_a_measure_that_fails_at_one_history_is_reported_and_the_others_go_on():
+    point = growth.Point(1000)
+    with growth._unless_it_fails(point, "dispatch_p50", "dispatch_p95"):
+        raise BenchError("run r1 not started after 120.0s (status SCHEDULED); worker log:\n...pages of it...")
+    with growth._unless_it_fails(point, "ingest"):
+        point.figures["ingest"] = 12.0
+    assert point.notes["dispatch_p50"] == point.notes["dispatch_p95"] == (
+        "not measured: run r1 not started after 120.0s (status SCHEDULED); worker log:")
+    lines = growth.growth_table([_point(0, dispatch_p50=0.5, ingest=800), point]).splitlines()
+    p50 = next(line for line in lines if line.startswith("| dispatch latency p50"))
+    assert p50.endswith("| 0.5 s | — | — | ratio ≤ 2 | — |")  # no ratio, no verdict
+    with pytest.raises(ValueError):
+        with growth._unless_it_fails(point, "sweep"):
+            raise ValueError("a bug in the bench is not a measure that failed")
