@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import statistics
 import subprocess
 import time
@@ -178,7 +179,7 @@ def _unless_it_fails(point: Point, *keys: str) -> Iterator[None]:
     try:
         yield
     except BenchError as exc:
-        reason = str(exc).splitlines()[0]
+        reason = re.sub(r"[;,]?\s*[\w ]+:$", "", str(exc).splitlines()[0])  # a label of the lines cut off
         print(f"  [G] {point.runs:,} past runs: not measured: {reason}", flush=True)
         for key in keys:
             point.notes[key] = f"not measured: {reason}"
