@@ -23,7 +23,7 @@ from pymongo.database import Database
 
 from orchestrator import schema
 from orchestrator.db import insert_missing
-from orchestrator.statuses import TERMINAL
+from orchestrator.statuses import TERMINAL_VALUES
 from orchestrator.utc import as_utc, utcnow
 
 LIVE = "events"
@@ -33,7 +33,6 @@ COLLECTIONS = (LIVE, ARCHIVE)
 BATCH = 500
 #: Set on a run once its events are archived; a retry clears it, so the archive takes the new ones later.
 ARCHIVED_AT = "eventsArchivedAt"
-_FINISHED = frozenset(s.value for s in TERMINAL)
 
 Sort = list[tuple[str, int]]
 
@@ -96,7 +95,7 @@ def _comparable(value: Any) -> Any:
 def archivable(db: Database, before: datetime) -> Iterator[dict[str, Any]]:
     """Finished runs created before `before` whose events are not archived yet: one equality
     query per terminal status."""
-    for status in sorted(s.value for s in TERMINAL):
+    for status in TERMINAL_VALUES:
         for run in db.runs.find({"status": status}, {"createdAt": 1, ARCHIVED_AT: 1}):
             created = run.get("createdAt")
             if run.get(ARCHIVED_AT) is None and isinstance(created, datetime) and as_utc(created) < before:
@@ -109,7 +108,7 @@ def archive_run(db: Database, run_id: str) -> int:
     is deleted from `events` only once its copy exists. A run that is no longer finished (retried
     since it was listed) is left alone. How many moved."""
     run = db.runs.find_one({"_id": run_id}, {"status": 1})
-    if run is None or run.get("status") not in _FINISHED:
+    if run is None or run.get("status") not in TERMINAL_VALUES:
         return 0
     moved = 0
     while True:
@@ -118,7 +117,7 @@ def archive_run(db: Database, run_id: str) -> int:
             break
         insert_missing(db[ARCHIVE], batch)
         moved += db[LIVE].delete_many({"runId": run_id, "_id": {"$in": [e["_id"] for e in batch]}}).deleted_count
-    db.runs.update_one({"_id": run_id, "status": {"$in": sorted(_FINISHED)}}, {"$set": {ARCHIVED_AT: utcnow()}})
+    db.runs.update_one({"_id": run_id, "status": {"$in": list(TERMINAL_VALUES)}}, {"$set": {ARCHIVED_AT: utcnow()}})
     return moved
 
 

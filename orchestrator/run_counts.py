@@ -21,7 +21,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from orchestrator import run_days, schema
-from orchestrator.statuses import TERMINAL, RunStatus
+from orchestrator.statuses import IN_FLIGHT_VALUES, TERMINAL_VALUES, RunStatus
 from orchestrator.utc import as_utc, utcnow
 
 META = "meta"
@@ -34,8 +34,6 @@ STALE_S = 300.0
 #: so a year of days does not expire in one pass), then counted again: a bound on any change
 #: that did not forget them.
 DAY_CACHE_S = 24 * 3600.0
-
-_FINAL = sorted(s.value for s in TERMINAL)
 
 
 def by_status(db: Database, now: datetime | None = None) -> tuple[dict[str, int], datetime]:
@@ -62,13 +60,13 @@ def _final_counts(db: Database, now: datetime, max_age_s: float) -> tuple[dict[s
     stored = db[META].find_one({"_id": SNAPSHOT_ID})
     if stored is not None and as_utc(stored["at"]) > now - timedelta(seconds=max_age_s):
         counts = stored.get("counts") or {}
-        if all(isinstance(counts.get(s), int) for s in _FINAL):
-            return {s: int(counts[s]) for s in _FINAL}, as_utc(stored["at"])
+        if all(isinstance(counts.get(s), int) for s in TERMINAL_VALUES):
+            return {s: int(counts[s]) for s in TERMINAL_VALUES}, as_utc(stored["at"])
     return _store(db, now), now
 
 
 def _store(db: Database, now: datetime) -> dict[str, int]:
-    counts = _by_day(db, now) if schema.keyed_by_day(db) else {status: _count(db, status) for status in _FINAL}
+    counts = _by_day(db, now) if schema.keyed_by_day(db) else {status: _count(db, status) for status in TERMINAL_VALUES}
     document: dict[str, Any] = {"counts": counts, "at": now}
     try:
         db[META].replace_one({"_id": SNAPSHOT_ID}, document, upsert=True)
@@ -81,16 +79,16 @@ def _by_day(db: Database, now: datetime) -> dict[str, int]:
     """The terminal counts as the sum of each day's: a day whose runs have all ended and that is
     older than yesterday keeps its counts (`run_days.keep_counts`; a retry forgets them); the
     others are counted again."""
-    totals = dict.fromkeys(_FINAL, 0)
+    totals = dict.fromkeys(TERMINAL_VALUES, 0)
     settled_before = run_days.day_of(now - timedelta(days=1))
     for doc in db[run_days.COLLECTION].find({}):
         day = str(doc["_id"])
-        counts = run_days.kept_counts(doc, _FINAL, now)
+        counts = run_days.kept_counts(doc, TERMINAL_VALUES, now)
         if counts is None:
             counts, live = _count_day(db, day)
             if day < settled_before and not live:
                 run_days.keep_counts(db, doc, counts, now + timedelta(seconds=DAY_CACHE_S * random.uniform(0.5, 1.0)))
-        for status in _FINAL:
+        for status in TERMINAL_VALUES:
             totals[status] += counts[status]
     return totals
 
@@ -100,7 +98,7 @@ def _count_day(db: Database, day: str) -> tuple[dict[str, int], bool]:
     read of the day's statuses: a run that ends meanwhile is seen live or ended, never neither
     (a count per status and a check for live runs were ten queries a day: seconds for a year)."""
     seen = Counter(str(run.get("status")) for run in db.runs.find({run_days.FIELD: day}, {"status": 1, "_id": 0}))
-    return {status: seen[status] for status in _FINAL}, any(seen[s.value] for s in RunStatus if s not in TERMINAL)
+    return {status: seen[status] for status in TERMINAL_VALUES}, any(seen[s] for s in IN_FLIGHT_VALUES)
 
 
 def _count(db: Database, status: str) -> int:

@@ -17,6 +17,7 @@ every run, as before.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -69,7 +70,7 @@ def forget_counts(db: Database, day: str | None) -> None:
         db[COLLECTION].update_one({"_id": day}, {"$unset": {"counts": "", "countsUntil": ""}, "$inc": {GENERATION: 1}})
 
 
-def kept_counts(doc: dict[str, Any], statuses: list[str], now: datetime) -> dict[str, int] | None:
+def kept_counts(doc: dict[str, Any], statuses: Sequence[str], now: datetime) -> dict[str, int] | None:
     """The counts a day's document keeps for `statuses`, if they are still good at `now`."""
     counts, until = doc.get("counts"), doc.get("countsUntil")
     if not isinstance(counts, dict) or not isinstance(until, datetime) or as_utc(until) <= now:

@@ -27,11 +27,10 @@ from pymongo.database import Database
 
 from orchestrator import run_days, safe_json, schema
 from orchestrator.errors import OrchestratorError
-from orchestrator.statuses import TERMINAL, RunStatus
+from orchestrator.statuses import TERMINAL_VALUES, RunStatus
 from orchestrator.utc import as_utc
 
 SORT = [("createdAt", -1), ("_id", -1)]
-_ENDED = frozenset(s.value for s in TERMINAL)
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
 #: Hypotheses a title search looks at: bounds the `$in` of the runs query that follows.
 MAX_TITLE_MATCHES = 500
@@ -75,7 +74,7 @@ def page(db: Database, wanted: RunFilter, after: str | None, limit: int) -> tupl
     if query is None:
         return [], None
     cursor = decode_cursor(after) if after else None
-    if wanted.statuses and not set(wanted.statuses) & _ENDED:
+    if wanted.statuses and set(wanted.statuses).isdisjoint(TERMINAL_VALUES):
         found = _in_flight(db, query, wanted.statuses, cursor, limit + 1)
     elif schema.keyed_by_day(db):
         found = _by_day(db, query, cursor, limit + 1)

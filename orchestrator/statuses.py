@@ -49,6 +49,10 @@ MAIN_PATH: tuple[RunStatus, ...] = (
 TERMINAL: frozenset[RunStatus] = frozenset(
     {RunStatus.HUMAN_VALIDATED, RunStatus.HUMAN_REJECTED, RunStatus.FAILED, RunStatus.CANCELED}
 )
+#: The terminal statuses as stored, sorted: what queries and counts of the history use.
+TERMINAL_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in TERMINAL))
+#: The other statuses, in the table's order: the runs in flight (few, whatever the history).
+IN_FLIGHT_VALUES: tuple[str, ...] = tuple(s.value for s in RunStatus if s not in TERMINAL)
 
 #: The two ends of a person's review of a run in AWAITING_HUMAN.
 REVIEWED: frozenset[RunStatus] = frozenset({RunStatus.HUMAN_VALIDATED, RunStatus.HUMAN_REJECTED})
