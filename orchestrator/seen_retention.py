@@ -48,6 +48,11 @@ def bucket_of(when: datetime) -> str:
     return as_utc(when).strftime(_FORMAT)
 
 
+def _last_prunable(now: datetime, window_s: float) -> datetime:
+    """The newest hour wholly outside the window: the window's edge falls in the hour after it."""
+    return _hour(bucket_of(now - timedelta(seconds=window_s))) - _HOUR
+
+
 def _hour(bucket: str) -> datetime:
     return datetime.strptime(bucket, _FORMAT).replace(tzinfo=UTC)
 
@@ -65,7 +70,7 @@ def prune(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL_S,
     the server expires them."""
     if expires_by_itself(db):
         return 0
-    last = _hour(bucket_of(now - timedelta(seconds=window_s))) - _HOUR  # the newest hour wholly outside
+    last = _last_prunable(now, window_s)
     hour, marked = _first_hour(db, last)
     first = hour
     deadline = time.monotonic() + budget_s
@@ -87,7 +92,7 @@ def pending_hours(db: Database, now: datetime, window_s: float = EVENTS_SEEN_TTL
     expires records itself): what the bench settles before it times a steady pass."""
     if expires_by_itself(db):
         return 0
-    last = _hour(bucket_of(now - timedelta(seconds=window_s))) - _HOUR
+    last = _last_prunable(now, window_s)
     marker = db[META].find_one({"_id": MARKER_ID})
     if marker is None:
         return 1  # never pruned: at least the first pass is due
