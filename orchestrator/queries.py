@@ -11,7 +11,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from orchestrator import event_history, status_history
-from orchestrator.runs import get_run
+from orchestrator.runs import get_run, in_statuses
 from orchestrator.statuses import ACTIVE, RunStatus
 from orchestrator.utc import as_utc
 
@@ -88,11 +88,11 @@ def pods_seen_last_minute(db: Database, now: datetime) -> list[str]:
     without reading the history."""
     cutoff = now - timedelta(minutes=1)
     pods = set()
-    for status in sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED, RunStatus.AWAITING_HUMAN}):
-        for run in db.runs.find({"status": status}, {"claimedBy": 1, "lastHeartbeat": 1}):
-            beat = run.get("lastHeartbeat")
-            if run.get("claimedBy") and isinstance(beat, datetime) and as_utc(beat) >= cutoff:
-                pods.add(str(run["claimedBy"]))
+    statuses = sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED, RunStatus.AWAITING_HUMAN})
+    for run in in_statuses(db, statuses, projection={"claimedBy": 1, "lastHeartbeat": 1}):
+        beat = run.get("lastHeartbeat")
+        if run.get("claimedBy") and isinstance(beat, datetime) and as_utc(beat) >= cutoff:
+            pods.add(str(run["claimedBy"]))
     return sorted(pods)
 
 

@@ -27,6 +27,7 @@ from pymongo.database import Database
 
 from orchestrator import run_days, safe_json, schema
 from orchestrator.errors import OrchestratorError
+from orchestrator.runs import in_statuses
 from orchestrator.statuses import TERMINAL_VALUES, RunStatus
 from orchestrator.utc import as_utc
 
@@ -114,7 +115,7 @@ def _in_flight(db: Database, query: dict[str, Any], statuses: tuple[str, ...],
     """Runs in statuses that hold only work in flight (no terminal one): few, so each status is
     read whole by equality and sorted here, where walking the days would ask every day of the
     history for the one running run."""
-    found = [run for status in statuses for run in db.runs.find({**query, "status": status})]
+    found = list(in_statuses(db, statuses, query))
     found.sort(key=_sort_key, reverse=True)
     if cursor is not None:
         last = _sort_key({"createdAt": cursor[0], "_id": cursor[1]})

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,7 +100,7 @@ def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_
     """End the attempts whose worker is gone; `connected_for_s`: how long this sweeper has
     seen the database answer without a break (see `claims.lease_judgeable`)."""
     recovered = 0
-    for run in _runs_in(db, sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED})):
+    for run in runs.in_statuses(db, sorted(s.value for s in ACTIVE | {RunStatus.SCHEDULED})):
         claim = claims.get_claim(db, run["_id"], int(run.get("attempt") or 0))
         if claim is None:
             continue  # SCHEDULED and unclaimed: `redispatch_stuck`'s case
@@ -108,13 +108,6 @@ def recover_lost(db: Database, settings: Settings, now: datetime, connected_for_
         if code is not None and _end_attempt(db, run, claim, code, now):
             recovered += 1
     return recovered
-
-
-def _runs_in(db: Database, statuses: list[str]) -> Iterator[dict[str, Any]]:
-    """The runs in these statuses: one equality query per status, which every server answers
-    from an index (FerretDB evaluates `$in` in its Go code, reading every run)."""
-    for status in statuses:
-        yield from db.runs.find({"status": status})
 
 
 def _lost(run: dict[str, Any], claim: dict[str, Any], settings: Settings, now: datetime,
