@@ -23,6 +23,7 @@ from ulid import ULID
 from orchestrator.artifact_keys import check_key
 from orchestrator.errors import OrchestratorError, StorageError
 from orchestrator.safe_json import MAX_INT, storage_errors
+from orchestrator.tracing import TRACEPARENT
 
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
@@ -65,7 +66,6 @@ VERDICTS = ("pass", "fail")
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -331,7 +331,7 @@ class Envelope(Schema):
     datacontenttype = fields.String(validate=validate.Equal(DATA_CONTENT_TYPE, error="Must be 'application/json'."))
     dataschema = fields.String()
     seq = _StrictInt(required=True, validate=validate.Range(1, MAX_INT))
-    traceparent = fields.String(validate=validate.Regexp(_TRACEPARENT, error="Must be a W3C traceparent."))
+    traceparent = fields.String(validate=validate.Regexp(TRACEPARENT, error="Must be a W3C traceparent."))
     tracestate = fields.String()
     data = fields.Dict(required=True)
 

@@ -24,11 +24,11 @@ from tests.servers import PYTHON, ROOT, process_env
 
 #: Product packages and their layer: a module may import only packages of a lower layer (or
 #: its own package). `tasks` and `ingest_app` share a layer and never import each other.
-LAYERS = {"orchestrator": 0, "pipeline": 1, "tasks": 2, "ingest_app": 2, "ops": 3}
+LAYERS = {"orchestrator": 0, "pipeline": 1, "telemetry": 1, "tasks": 2, "ingest_app": 2, "ops": 3}
 #: What the core must never import, in any form.
 CORE_FORBIDDEN = {
     "flask", "werkzeug", "celery", "kombu", "rich", "click", "numpy", "matplotlib",
-    "tasks", "ingest_app", "pipeline", "ops",
+    "tasks", "ingest_app", "pipeline", "ops", "telemetry",
 }
 MAX_LINES = 500
 
@@ -79,6 +79,14 @@ def _package(module: str) -> str:
 def test_the_core_imports_no_framework_and_no_upper_layer(module: str) -> None:
     bad = sorted(m for m in IMPORTS[module] if _package(m) in CORE_FORBIDDEN)
     assert not bad, f"{module} imports {bad}; the core must stay free of them"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in FILES if _package(m) == "orchestrator"))
+def test_the_core_uses_the_opentelemetry_api_alone(module: str) -> None:
+    """The SDK, its exporters and the instrumentations are set up per process (`telemetry`)."""
+    bad = sorted(m for m in IMPORTS[module] if m.startswith("opentelemetry.")
+                 and not m.startswith(("opentelemetry.trace", "opentelemetry.context", "opentelemetry.propagate")))
+    assert not bad, f"{module} imports {bad}; the core uses opentelemetry-api only"
 
 
 def test_every_layer_imports_only_the_layers_below_it() -> None:

@@ -1,0 +1,160 @@
+"""The run's trace: one W3C Trace Context trace per run, from enqueue to the stored documents.
+
+Enqueue starts the trace and stores its `traceparent` on the run (`new_run_trace`); every later
+piece of work on the run (the dispatch, the Celery task, the attempt and its steps, the uploads,
+ingest applying its events) is a span under it (`run_span`). The worker's CloudEvents carry the
+span they were emitted in (`current_traceparent`), so ingest continues the trace.
+
+Only `opentelemetry-api` is used here. A process that set up the SDK (`telemetry.configure`)
+records and exports the spans; in one that did not, the API's no-op tracer records nothing and
+costs next to nothing, and the run's stored trace context is still carried along, so the trace
+id joins the logs of every process whatever is exported.
+
+This module also knows which run the current thread works on (`current_run`), for the logs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+
+#: The field of the run document (and the CloudEvents extension attribute) holding the context.
+FIELD = "traceparent"
+#: The instrumentation scope of our own spans.
+tracer = trace.get_tracer("ai_scientist_orchestrator")
+#: Most links one span gets (a batch of many runs' events links to each run's trace).
+MAX_LINKS = 64
+
+#: A `traceparent`: version, trace id, parent span id, flags, in lowercase hex (a later version
+#: may add fields; those are refused, since nobody sends them yet).
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+#: (run id, attempt or None) of the work the current thread does, for the logs.
+_RUN: contextvars.ContextVar[tuple[str, int | None] | None] = contextvars.ContextVar("run", default=None)
+
+
+def parse(traceparent: Any) -> SpanContext | None:
+    """The span context a `traceparent` names, or None when it is not a valid one (version ff
+    and all-zero ids are invalid, as the W3C recommendation says)."""
+    if not isinstance(traceparent, str) or not TRACEPARENT.match(traceparent) or traceparent.startswith("ff"):
+        return None
+    trace_id, span_id, flags = int(traceparent[3:35], 16), int(traceparent[36:52], 16), int(traceparent[53:], 16)
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+def format_traceparent(ctx: SpanContext) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def trace_id_of(traceparent: Any) -> str | None:
+    """The 32 hex digits of the trace id in `traceparent`, or None."""
+    ctx = parse(traceparent)
+    return f"{ctx.trace_id:032x}" if ctx is not None else None
+
+
+def current_traceparent() -> str | None:
+    """The `traceparent` of the span current in this thread, or None outside any trace."""
+    ctx = trace.get_current_span().get_span_context()
+    return format_traceparent(ctx) if ctx.is_valid else None
+
+
+def _random_context() -> SpanContext:
+    """A fresh root context, sampled: a process with the SDK records the run's spans even when
+    the process that enqueued it exports nothing."""
+    return SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False,
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
+@contextmanager
+def new_run_trace(name: str, run_id: str, attributes: dict[str, Any] | None = None) -> Iterator[str]:
+    """Start a run's trace with a root span `name` and yield the `traceparent` to store on the
+    run. A new trace, not a child of the request that asked: one trace per run. The request's
+    span, if any, gets a link."""
+    requester = trace.get_current_span().get_span_context()
+    links = [Link(requester)] if requester.is_valid else None
+    span = tracer.start_span(name, context=otel_context.Context(), kind=SpanKind.INTERNAL,
+                             attributes=_attributes(run_id, None, attributes), links=links)
+    ctx = span.get_span_context()
+    if not ctx.is_valid:  # no SDK here: the trace id is still made, for later processes and the logs
+        span = NonRecordingSpan(_random_context())
+    with trace.use_span(span, end_on_exit=True), run_scope(run_id, None):
+        yield format_traceparent(span.get_span_context())
+
+
+def _parent(traceparent: Any) -> otel_context.Context:
+    """The context a span of the run starts in: the current one when it is already in the run's
+    trace (the Celery task's span in a worker), else the run's stored context."""
+    stored = parse(traceparent)
+    current = trace.get_current_span().get_span_context()
+    if stored is None or (current.is_valid and current.trace_id == stored.trace_id):
+        return otel_context.get_current()
+    return trace.set_span_in_context(NonRecordingSpan(stored))
+
+
+@contextmanager
+def run_span(name: str, run_id: str, traceparent: Any, *, attempt: int | None = None,
+             kind: SpanKind = SpanKind.INTERNAL, links: Iterable[str] = (),
+             attributes: dict[str, Any] | None = None) -> Iterator[Span]:
+    """A span of the run's trace, current in this thread (with the run for the logs) until the
+    block ends. An exception escaping the block is recorded on the span and re-raised."""
+    span = tracer.start_span(name, context=_parent(traceparent), kind=kind,
+                             attributes=_attributes(run_id, attempt, attributes), links=links_to(links))
+    with trace.use_span(span, end_on_exit=True), run_scope(run_id, attempt):
+        yield span
+
+
+@contextmanager
+def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, links: Iterable[str] = (),
+         attributes: dict[str, Any] | None = None) -> Iterator[Span]:
+    """A child of the current span (an upload within a step, a batch within a request)."""
+    with tracer.start_as_current_span(name, kind=kind, attributes=_clean(attributes), links=links_to(links)) as current:
+        yield current
+
+
+def links_to(traceparents: Iterable[str]) -> list[Link]:
+    """One link per distinct trace among `traceparents`, at most `MAX_LINKS`."""
+    links: dict[int, Link] = {}
+    for value in traceparents:
+        ctx = parse(value)
+        if ctx is not None and ctx.trace_id not in links:
+            links[ctx.trace_id] = Link(ctx)
+            if len(links) == MAX_LINKS:
+                break
+    return list(links.values())
+
+
+@contextmanager
+def run_scope(run_id: str, attempt: int | None) -> Iterator[None]:
+    """The current thread works on this run (and attempt) until the block ends."""
+    token = _RUN.set((run_id, attempt))
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
+
+def current_run() -> tuple[str, int | None] | None:
+    """(run id, attempt or None) the current thread works on, or None."""
+    return _RUN.get()
+
+
+def _attributes(run_id: str, attempt: int | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    attributes = {"run.id": run_id, **_clean(extra)}
+    if attempt is not None:
+        attributes["run.attempt"] = attempt
+    return attributes
+
+
+def _clean(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """Span attributes must be str, bool, int or float: None is left out."""
+    return {key: value for key, value in (attributes or {}).items() if value is not None}
