@@ -29,6 +29,7 @@ from orchestrator.credentials import OPERATOR, READER, WORKER, Keyring
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import storage_from_settings
+from telemetry import traces
 
 __all__ = ["create_app", "require_credential"]
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     503 until they exist), and /readyz reports the outage meanwhile."""
     settings = settings if settings is not None else Settings.from_env()
     _configure_logging()
+    traces.configure("ingest")  # in each gunicorn worker: the app is built after the fork
     _check_auth_settings(settings)
     log.info("ingest app starting with settings %s", settings.redacted())
     state = AppState(
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         # Down, or racing another worker's createIndexes: either way not a reason to die at boot.
         log.error("indexes not ensured at start (%s); retried on the first ingest request", exc)
     app = Flask(__name__)
+    traces.instrument_flask(app)
     app.extensions["orchestrator"] = state
     for blueprint in (routes_ingest.bp, api.bp, probes.bp, console.bp):
         app.register_blueprint(blueprint)

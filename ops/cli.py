@@ -60,6 +60,7 @@ from orchestrator.settings import DEFAULT_PIPELINE, Settings
 from orchestrator.statuses import RunStatus
 from orchestrator.sweeper import sweep_once
 from orchestrator.utc import utcnow
+from telemetry import traces
 
 #: What `tail` exits with when the run ends without a result (0 for the other settled statuses).
 DID_NOT_FINISH = frozenset({RunStatus.FAILED.value, RunStatus.CANCELED.value, RunStatus.HUMAN_REJECTED.value})
@@ -73,6 +74,7 @@ def main(ctx: click.Context, as_json: bool) -> None:
 
     Every command takes --json (before or after its name); a RUN may be given by an unambiguous
     prefix of its id (at least 4 characters)."""
+    traces.configure("cli")
     ctx.obj = Ctx(as_json, server_warnings_shown=ctx.invoked_subcommand in SERVER_WARNING_COMMANDS)
 
 

@@ -23,6 +23,7 @@ from orchestrator.errors import NotFound, SettingsError, TransitionError
 from orchestrator.run_ids import RunIdError, resolve_run_id
 from orchestrator.serialize import jsonable
 from orchestrator.settings import Settings
+from telemetry import traces
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_ILLEGAL, EXIT_NO_DATABASE = 2, 3, 4, 5
 EXIT_RUN_DID_NOT_FINISH, EXIT_GAVE_UP = 6, 7
@@ -155,6 +156,7 @@ def exit_at_once(command: click.Command) -> NoReturn:
         code = 0
     except SystemExit as stopped:
         code = _exit_code(stopped.code)
+    traces.flush()  # os._exit skips the SDK's own flush at exit
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -22,6 +22,7 @@ from orchestrator.settings import Settings
 from orchestrator.startup import settings_or_exit
 from orchestrator.sweeper import Sweeper
 from tasks.sender import celery_sender
+from telemetry import traces
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def main() -> None:
     """Run until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit()  # a bad setting: one line, exit status 2
+    traces.configure("dispatcher")  # before the first MongoClient, which the pymongo instrumentation must see
     db = get_db(settings)
     ensure_indexes(db)
     features = probe_features(db)

@@ -26,7 +26,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import dispatches, run_days, runs
+from orchestrator import dispatches, run_days, runs, tracing
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE
 from orchestrator.statuses import RunStatus
 from orchestrator.utc import utcnow
@@ -53,21 +53,28 @@ def due_runs(db: Database, now: Any, limit: int = BATCH, queue: str | None = Non
     query: dict[str, Any] = {"status": RunStatus.QUEUED.value, "$or": [{"notBefore": None}, {"notBefore": {"$lte": now}}]}
     if queue is not None:
         query["queue"] = queue
-    cursor = db.runs.find(query, {"attempt": 1, "priority": 1, "queue": 1, "createdAt": 1, run_days.FIELD: 1})
+    cursor = db.runs.find(query, {"attempt": 1, "priority": 1, "queue": 1, "createdAt": 1, run_days.FIELD: 1,
+                                  tracing.FIELD: 1})
     return list(cursor.sort([("priority", DESCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
 
 def dispatch_run(db: Database, run: dict[str, Any], send: Sender, connected_for_s: float = 0.0) -> bool:
     """Schedule one run and send its task; False if another dispatcher (or a late outcome of
     the run's last attempt) took the decision first. `connected_for_s`: how long this
-    dispatcher has seen the database answer (see `dispatches.stale`)."""
+    dispatcher has seen the database answer (see `dispatches.stale`). A span of the run's trace,
+    which a run inserted without one starts here."""
+    with tracing.run_span("dispatch", run["_id"], run.get(tracing.FIELD), attempt=int(run.get("attempt") or 0) + 1):
+        return _dispatch_run(db, run, send, connected_for_s)
+
+
+def _dispatch_run(db: Database, run: dict[str, Any], send: Sender, connected_for_s: float) -> bool:
     if not run.get(run_days.FIELD):
         run_days.stamp(db, run)  # a frontend's insert, if no reader has stamped it yet
     decision = _decide(db, run, connected_for_s)
     if decision is None:
         return False
     task_id = decision["taskId"]
-    scheduled = runs.schedule(db, run, task_id)
+    scheduled = runs.schedule(db, run, task_id, tracing.current_traceparent())
     if scheduled is None:
         dispatches.withdraw(db, decision)  # the run moved meanwhile (canceled): nothing was decided
         return False

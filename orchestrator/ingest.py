@@ -34,7 +34,7 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from orchestrator import mappers, seen_retention
+from orchestrator import mappers, seen_retention, tracing
 from orchestrator.db import ServerFeatures, errors_besides_duplicates, insert_missing
 from orchestrator.events import EVENT_TYPES, EventError, validate_event
 from orchestrator.ingest_history import Asserted, record_event_changes
@@ -173,6 +173,15 @@ def ingest(
     caller answers 503, and a resend finishes whatever this call had applied.
     """
     outcomes, candidates = _validate(items)
+    with tracing.events_span("ingest events", (c.event.get(tracing.FIELD) for c in candidates),
+                             {"events.count": len(outcomes), "events.valid": len(candidates)}) as span:
+        _apply_candidates(db, candidates, bucket, default_max_attempts, seen_lookup, per_command)
+        span.set_attribute("events.accepted", sum(c.outcome.status == ACCEPTED for c in candidates))
+    return outcomes
+
+
+def _apply_candidates(db: Database, candidates: list[_Candidate], bucket: str, default_max_attempts: int,
+                      seen_lookup: bool, per_command: int) -> None:
     fresh = _drop_duplicates(db, candidates, seen_lookup)
     runs = _load_runs(db, {c.run_id for c in fresh})
     known = [c for c in fresh if _known_run(c, runs)]
@@ -188,7 +197,6 @@ def ingest(
         lost = _mark_seen(db, known, now)
         for c in known:
             c.outcome.status = DUPLICATE if c.key in lost else ACCEPTED
-    return outcomes
 
 
 def _asserted_statuses(plan: _Plan, candidates: list[_Candidate],

@@ -29,7 +29,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from orchestrator import claims, dispatches, event_history, retry, run_days, status_history
+from orchestrator import claims, dispatches, event_history, retry, run_days, status_history, tracing
 from orchestrator.errors import NotFound, TransitionError
 from orchestrator.events import OUTCOME_TYPES, SEQ_BLOCK, attempt_of, history_record, make_event
 from orchestrator.limits import parse_limits
@@ -106,8 +106,10 @@ def create_hypothesis_and_run(
     )
     if checked:
         run["limits"] = checked
-    run_days.register(db, run[run_days.FIELD])
-    db.runs.insert_one(run)
+    with tracing.new_run_trace("enqueue", run["_id"], {"run.pipeline": pipeline, "run.queue": queue}) as traceparent:
+        run[tracing.FIELD] = traceparent
+        run_days.register(db, run[run_days.FIELD])
+        db.runs.insert_one(run)
     return hypothesis_id, run["_id"]
 
 
@@ -162,15 +164,17 @@ def _transition(
 # --- the dispatcher, the worker and the sweeper --------------------------------------------------
 
 
-def schedule(db: Database, run: dict[str, Any], task_id: str) -> dict[str, Any] | None:
+def schedule(db: Database, run: dict[str, Any], task_id: str, traceparent: str | None = None) -> dict[str, Any] | None:
     """QUEUED -> SCHEDULED with the next attempt, guarded on the attempt the dispatcher saw, so
-    two dispatchers never both schedule one attempt (on a server with atomic updates)."""
+    two dispatchers never both schedule one attempt (on a server with atomic updates). A run
+    inserted without a trace gets `traceparent`."""
+    trace = {tracing.FIELD: traceparent} if traceparent and not tracing.parse(run.get(tracing.FIELD)) else {}
     return _transition(
         db, run["_id"], RunStatus.SCHEDULED, only_from={RunStatus.QUEUED},
         by="dispatcher", reason=f"attempt {int(run.get('attempt') or 0) + 1} sent to queue {run.get('queue') or DEFAULT_QUEUE}",
         extra_filter={"attempt": run.get("attempt", 0)},
         set_fields={"attempt": int(run.get("attempt") or 0) + 1, "taskId": task_id, "scheduledAt": utcnow(),
-                    "cancelRequested": False, **_SENT},
+                    "cancelRequested": False, **_SENT, **trace},
     )
 
 
@@ -369,6 +373,8 @@ def record_decision(db: Database, run: dict[str, Any], component: str, message: 
         {"level": "warning" if kv.get("code") else "info", "message": message, "kv": kv},
         event_id=f"{component}:{run['_id']}:{key}" if key else None,
     )
+    if traceparent := tracing.for_run(run.get(tracing.FIELD)):
+        event[tracing.FIELD] = traceparent
     try:
         db.events.insert_one(history_record(event, received_at=utcnow()))
     except DuplicateKeyError:

@@ -32,7 +32,9 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
+from opentelemetry.trace import SpanKind
 
+from orchestrator import tracing
 from orchestrator.artifact_keys import check_key
 from orchestrator.errors import StorageError
 from orchestrator.retry import Backoff
@@ -78,7 +80,8 @@ class Storage(ABC):
         path = Path(local_path)
         size, digest = _size_and_sha256(path, key)
         content_type = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        self._retrying(f"upload of {path} to {key!r}", lambda: self._put(path, key, content_type, digest))
+        with tracing.span("upload", kind=SpanKind.CLIENT, attributes={"artifact.key": key, "artifact.bytes": size}):
+            self._retrying(f"upload of {path} to {key!r}", lambda: self._put(path, key, content_type, digest))
         return UploadResult(key=key, bytes=size, sha256=digest, content_type=content_type)
 
     def download_url(self, key: str, expires_s: int = 3600) -> str:

@@ -40,7 +40,7 @@ from prometheus_client import Counter
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import claims, pods, run_counts, runs, seen_retention
+from orchestrator import claims, pods, run_counts, runs, seen_retention, tracing
 from orchestrator.dispatcher import Sender
 from orchestrator.errors import TransitionError
 from orchestrator.settings import DEFAULT_PRIORITY, DEFAULT_QUEUE, Settings
@@ -80,8 +80,9 @@ def _send_again(db: Database, settings: Settings, send: Sender, run: dict[str, A
         return False
     task_id = run.get("taskId") or claims.claim_id(run["_id"], attempt)
     try:
-        send(run["_id"], attempt, queue=run.get("queue") or DEFAULT_QUEUE,
-             priority=int(run.get("priority", DEFAULT_PRIORITY)), task_id=task_id)
+        with tracing.run_span("send again", run["_id"], run.get(tracing.FIELD), attempt=attempt):
+            send(run["_id"], attempt, queue=run.get("queue") or DEFAULT_QUEUE,
+                 priority=int(run.get("priority", DEFAULT_PRIORITY)), task_id=task_id)
     except Exception as exc:  # noqa: BLE001 - flag it again for the next pass
         runs.note_send_failed(db, run["_id"], attempt, task_id, f"{type(exc).__name__}: {exc}")
         log.error("run %s attempt %s: sending again failed (%s); next pass tries again", run["_id"], attempt, exc)

@@ -29,13 +29,13 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 #: The field of the run document (and the CloudEvents extension attribute) holding the context.
 FIELD = "traceparent"
 #: The instrumentation scope of our own spans.
-tracer = trace.get_tracer("ai_scientist_orchestrator")
+SCOPE = "ai_scientist_orchestrator"
 #: Most links one span gets (a batch of many runs' events links to each run's trace).
 MAX_LINKS = 64
 
 #: A `traceparent`: version, trace id, parent span id, flags, in lowercase hex (a later version
 #: may add fields; those are refused, since nobody sends them yet).
-TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+TRACEPARENT = re.compile(r"\A[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")
 
 #: (run id, attempt or None) of the work the current thread does, for the logs.
 _RUN: contextvars.ContextVar[tuple[str, int | None] | None] = contextvars.ContextVar("run", default=None)
@@ -68,6 +68,15 @@ def current_traceparent() -> str | None:
     return format_traceparent(ctx) if ctx.is_valid else None
 
 
+def for_run(stored: str | None) -> str | None:
+    """The context an event or record of a run carries: the current span's when it is in the
+    run's trace (`stored`, the run's or its attempt's context), else `stored` itself."""
+    current = current_traceparent()
+    if current is not None and (stored is None or current[3:35] == stored[3:35]):
+        return current
+    return stored
+
+
 def _random_context() -> SpanContext:
     """A fresh root context, sampled: a process with the SDK records the run's spans even when
     the process that enqueued it exports nothing."""
@@ -80,23 +89,20 @@ def new_run_trace(name: str, run_id: str, attributes: dict[str, Any] | None = No
     """Start a run's trace with a root span `name` and yield the `traceparent` to store on the
     run. A new trace, not a child of the request that asked: one trace per run. The request's
     span, if any, gets a link."""
-    requester = trace.get_current_span().get_span_context()
-    links = [Link(requester)] if requester.is_valid else None
-    span = tracer.start_span(name, context=otel_context.Context(), kind=SpanKind.INTERNAL,
-                             attributes=_attributes(run_id, None, attributes), links=links)
-    ctx = span.get_span_context()
-    if not ctx.is_valid:  # no SDK here: the trace id is still made, for later processes and the logs
-        span = NonRecordingSpan(_random_context())
-    with trace.use_span(span, end_on_exit=True), run_scope(run_id, None):
-        yield format_traceparent(span.get_span_context())
+    requester = current_traceparent()
+    with run_span(name, run_id, None, links=[requester] if requester else (), attributes=attributes, root=True):
+        yield current_traceparent() or ""
 
 
-def _parent(traceparent: Any) -> otel_context.Context:
+def _parent(traceparent: Any, root: bool) -> otel_context.Context:
     """The context a span of the run starts in: the current one when it is already in the run's
-    trace (the Celery task's span in a worker), else the run's stored context."""
+    trace (the Celery task's span in a worker), else the run's stored context; an empty one
+    (a new trace) for a run without a stored context when `root` or outside any span."""
     stored = parse(traceparent)
+    if stored is None:
+        return otel_context.Context() if root else otel_context.get_current()
     current = trace.get_current_span().get_span_context()
-    if stored is None or (current.is_valid and current.trace_id == stored.trace_id):
+    if current.is_valid and current.trace_id == stored.trace_id:
         return otel_context.get_current()
     return trace.set_span_in_context(NonRecordingSpan(stored))
 
@@ -104,11 +110,15 @@ def _parent(traceparent: Any) -> otel_context.Context:
 @contextmanager
 def run_span(name: str, run_id: str, traceparent: Any, *, attempt: int | None = None,
              kind: SpanKind = SpanKind.INTERNAL, links: Iterable[str] = (),
-             attributes: dict[str, Any] | None = None) -> Iterator[Span]:
-    """A span of the run's trace, current in this thread (with the run for the logs) until the
-    block ends. An exception escaping the block is recorded on the span and re-raised."""
-    span = tracer.start_span(name, context=_parent(traceparent), kind=kind,
-                             attributes=_attributes(run_id, attempt, attributes), links=links_to(links))
+             attributes: dict[str, Any] | None = None, root: bool = False) -> Iterator[Span]:
+    """A span of the run's trace (`traceparent`, the run's stored context; a new trace when it
+    has none), current in this thread, with the run for the logs, until the block ends. An
+    exception escaping the block is recorded on the span and re-raised."""
+    parent = _parent(traceparent, root)
+    span = _tracer().start_span(name, context=parent, kind=kind, attributes=_attributes(run_id, attempt, attributes),
+                             links=links_to(links))
+    if not span.get_span_context().is_valid:  # no SDK, and no trace yet: the trace id is still made
+        span = NonRecordingSpan(_random_context())
     with trace.use_span(span, end_on_exit=True), run_scope(run_id, attempt):
         yield span
 
@@ -117,8 +127,36 @@ def run_span(name: str, run_id: str, traceparent: Any, *, attempt: int | None = 
 def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, links: Iterable[str] = (),
          attributes: dict[str, Any] | None = None) -> Iterator[Span]:
     """A child of the current span (an upload within a step, a batch within a request)."""
-    with tracer.start_as_current_span(name, kind=kind, attributes=_clean(attributes), links=links_to(links)) as current:
+    with _tracer().start_as_current_span(name, kind=kind, attributes=_clean(attributes), links=links_to(links)) as current:
         yield current
+
+
+@contextmanager
+def events_span(name: str, traceparents: Iterable[Any], attributes: dict[str, Any] | None = None) -> Iterator[Span]:
+    """Work on events of one run or many (ingest applying a batch): a span in the events' trace
+    when they all belong to one (a worker's batch), else in the current one, linked to the
+    trace of each."""
+    links = links_to(traceparents)
+    parent = _parent(format_traceparent(links[0].context), False) if len(links) == 1 else otel_context.get_current()
+    with trace.use_span(_tracer().start_span(name, context=parent, attributes=_clean(attributes), links=links),
+                        end_on_exit=True) as current:
+        yield current
+
+
+@contextmanager
+def within(traceparent: Any) -> Iterator[None]:
+    """Work done in the block continues the trace `traceparent` names (an event's), without a
+    span of its own: the worker's POST of a run's events, whose HTTP span and `traceparent`
+    header the requests instrumentation makes. Nothing changes when it names none."""
+    ctx = parse(traceparent)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(ctx)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def links_to(traceparents: Iterable[str]) -> list[Link]:
@@ -146,6 +184,12 @@ def run_scope(run_id: str, attempt: int | None) -> Iterator[None]:
 def current_run() -> tuple[str, int | None] | None:
     """(run id, attempt or None) the current thread works on, or None."""
     return _RUN.get()
+
+
+def _tracer() -> trace.Tracer:
+    """This process's tracer, asked for at each span (a handful per attempt or batch, never per
+    event): the provider may be set after this module is imported (the SDK, after a fork)."""
+    return trace.get_tracer(SCOPE)
 
 
 def _attributes(run_id: str, attempt: int | None, extra: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from orchestrator.settings import Settings
 from tasks.pod.presence import announce_queues
 from tasks.pod.processes import children_of
 from tasks.pod.runtime import request_stop, runtime, shutdown_runtime
+from telemetry import traces
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def _on_child_start(**_: Any) -> None:
     code 70), the pool forked a fresh one, and an idle worker took 6 s to stop, past honcho's
     5 s before SIGKILL."""
     signal.signal(STOP_SIGNAL, signal.SIG_IGN)
+    traces.configure("worker")  # after the fork, as the SDK's processor thread must be
     try:
         runtime()
     except PyMongoError as exc:
@@ -116,14 +118,17 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
                      name="preflight", daemon=True).start()
     pool = getattr(sender, "pool", None)
     if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("solo", "thread"):
+        traces.configure("worker")
         runtime()
 
 
 @signals.worker_process_shutdown.connect
 def _on_child_exit(**_: Any) -> None:
     shutdown_runtime()
+    traces.flush()  # a pool child ends without the interpreter's exit handlers
 
 
 @signals.worker_shutdown.connect
 def _on_worker_exit(**_: Any) -> None:
     shutdown_runtime()
+    traces.flush()

@@ -15,6 +15,7 @@ import pytest
 from orchestrator import db as dbmod
 from tests.helpers import WORKER_TOKEN
 from tests.servers import MongoServer, S3Server
+from tests.tracing_helpers import spans  # noqa: F401 - a fixture: the SDK with an in-memory exporter
 
 
 @pytest.fixture(scope="session", autouse=True)

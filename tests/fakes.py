@@ -18,6 +18,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 from orchestrator.events import make_event, seq_for
 from orchestrator.ingest import Item, ingest
 from orchestrator.storage import LocalStorage, StorageError
+from orchestrator.tracing import for_run
 
 #: What the fake ingest answers one POST with: status, headers, body.
 Answer = tuple[int, dict[str, str], bytes]
@@ -89,10 +90,14 @@ class InProcessStream:
 
     def __init__(self, sink: InProcessEmitter, run_id: str, attempt: int):
         self.sink, self.run_id, self.attempt, self.n = sink, run_id, attempt, 0
+        self.traceparent: str | None = None
 
     def emit(self, event_type: str, /, **data: Any) -> dict[str, Any]:
         self.n += 1
         event = make_event(event_type, self.run_id, seq_for(self.attempt, self.n), "worker://pod-test", data)
+        traceparent = for_run(self.traceparent)  # as tasks.pod.emitter.RunStream does
+        if traceparent:
+            event["traceparent"] = traceparent
         self.sink.apply(event)
         return event
 

@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
 from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 import pipeline
-from orchestrator import claims
+from orchestrator import claims, tracing
 from orchestrator.db import is_unavailable
 from orchestrator.events import STAGE_NAMES, STAGES
 from orchestrator.retry import Backoff, classify
@@ -106,10 +107,23 @@ class Attempt:
 
     # -- the run -------------------------------------------------------------------------
     def execute(self) -> str:
+        """The attempt, as a span of the run's trace (under the Celery task's span when the
+        message carried it) whose children are the steps; each event carries the span it was
+        emitted in."""
         run = self.db.runs.find_one({"_id": self.run_id})
         if run is None:
             log.warning("run %s does not exist; dropping its task", self.run_id)
             return "missing"
+        with tracing.run_span("attempt", self.run_id, run.get(tracing.FIELD), attempt=self.attempt,
+                              attributes={"pod.id": self.pod_id}) as span:
+            self.events.traceparent = tracing.current_traceparent()
+            outcome = self._execute(run)
+            span.set_attribute("run.outcome", outcome)
+            if outcome.startswith(("failed", "timeout", "lease-lost")):
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            return outcome
+
+    def _execute(self, run: dict[str, Any]) -> str:
         if run.get("status") != RunStatus.SCHEDULED.value or run.get("attempt") != self.attempt:
             log.info("run %s is %s at attempt %s, not SCHEDULED at %s: stale delivery, nothing to do",
                      self.run_id, run.get("status"), run.get("attempt"), self.attempt)
@@ -324,17 +338,18 @@ class Attempt:
         ctx.enter_stage(name)
         self.stage = name
         began = time.monotonic()
-        self.emit("ai.run.stage_started", stage=name, desc=_DESCRIPTIONS.get(name))
-        scope: dict[str, Any] = {}
-        try:
-            yield scope
-        except (Canceled, LeaseLost, Preempted):
-            raise
-        except BaseException as exc:
-            self.report_failure(exc, name)
-            raise
-        self.emit("ai.run.stage_completed", stage=name, duration_s=round(time.monotonic() - began, 3),
-                  summary=scope.get("outputs") or {})
+        with tracing.span(f"step {name}", attributes={"run.step": name}):
+            self.emit("ai.run.stage_started", stage=name, desc=_DESCRIPTIONS.get(name))
+            scope: dict[str, Any] = {}
+            try:
+                yield scope
+            except (Canceled, LeaseLost, Preempted):
+                raise
+            except BaseException as exc:
+                self.report_failure(exc, name)
+                raise
+            self.emit("ai.run.stage_completed", stage=name, duration_s=round(time.monotonic() - began, 3),
+                      summary=scope.get("outputs") or {})
 
 
 def _deadline(began: float, run_s: float | None, now: float, step_s: float | None, step: str) -> tuple[float | None, str]:

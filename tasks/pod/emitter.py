@@ -44,6 +44,8 @@ import requests
 from orchestrator.events import CATALOGUE, attempt_of, is_dead_letter_notice, make_event, seq_for
 from orchestrator.retry import Backoff
 from orchestrator.settings import Settings
+from orchestrator.tracing import FIELD as TRACE_FIELD
+from orchestrator.tracing import for_run, within
 from tasks.pod.spool import DEAD_LETTERS, Batch, Spool
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,8 @@ class RunStream:
         self._on_close = on_close
         self._lock = threading.Lock()
         self.closed = False
+        #: The attempt's span: the trace context of an event emitted outside any span (heartbeat thread).
+        self.traceparent: str | None = None
 
     @property
     def last_n(self) -> int:
@@ -169,6 +173,9 @@ class RunStream:
             raise ValueError(f"unknown event type {event_type!r}; known types: {', '.join(CATALOGUE)}")
         with self._lock:
             event = make_event(event_type, self.run_id, seq_for(self.attempt, self._n + 1), self._source, data)
+            traceparent = for_run(self.traceparent)
+            if traceparent:
+                event[TRACE_FIELD] = traceparent
             line = (_ENCODE(event) + "\n").encode()
             self._n += 1
             self._append(event, line)
@@ -341,8 +348,9 @@ class Emitter:
             self._settle(batch, [])
             return 0.0
         try:
-            response = self._session.post(self.url, data=batch.body, headers=self._headers, proxies=self._proxies,
-                                          timeout=(self.config.connect_timeout_s, self.config.read_timeout_s))
+            with within(batch.events[0].get(TRACE_FIELD)):  # one run's events: the POST continues its trace
+                response = self._session.post(self.url, data=batch.body, headers=self._headers, proxies=self._proxies,
+                                              timeout=(self.config.connect_timeout_s, self.config.read_timeout_s))
         except requests.RequestException as exc:
             return self._failed(_network_reason(exc), None, logging.WARNING)
         status = response.status_code
