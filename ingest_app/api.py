@@ -166,7 +166,7 @@ def get_run(run_id: str) -> Response:
     """The run with everything a run page shows (`queries.run_detail`, which the CLI shows too:
     hypothesis, stages, artifacts, latest validation, recentEvents), in one response instead of
     five requests; each artifact gets its `downloadUrl`."""
-    detail = queries.run_detail(_db(), run_id)
+    detail = queries.run_detail(_db(), run_id, trace_url_template=app_state().settings.trace_url_template)
     body = jsonable(detail)
     body.setdefault("metrics", {})
     body["artifacts"] = [_artifact_json(a, run_id) for a in detail["artifacts"]]

@@ -124,7 +124,7 @@ def _percent(progress: Any) -> str:
 @click.pass_obj
 def show(obj: Ctx, run_id: str) -> None:
     """Status, attempt, pod, stages, metrics, last events, artifacts and error of one run."""
-    run = queries.run_detail(obj.db, run_id)
+    run = queries.run_detail(obj.db, run_id, trace_url_template=obj.settings.trace_url_template)
     obj.out(run, lambda: run_view(run))
 
 

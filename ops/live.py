@@ -50,6 +50,8 @@ def header(run: dict[str, Any]) -> Table:
         ("pipeline", shown(run.get("pipeline"))),
         ("pod", shown((run.get("pod") or {}).get("id") or run.get("claimedBy") or "-")),
         ("last heartbeat", shown(_when(run.get("lastHeartbeat")) or "-")),
+        *([("trace", shown(run["traceId"]))] if run.get("traceId") else []),
+        *([("trace link", shown(run["traceUrl"], "cyan"))] if run.get("traceUrl") else []),
     ]
     if run.get("error"):
         error = run["error"]

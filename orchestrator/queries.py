@@ -10,16 +10,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
-from orchestrator import event_history, status_history
+from orchestrator import event_history, status_history, tracing
 from orchestrator.runs import get_run, in_statuses
 from orchestrator.statuses import ACTIVE, RunStatus
 from orchestrator.utc import as_utc
 
 
-def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]:
+def run_detail(db: Database, run_id: str, *, events: int = 10, trace_url_template: str | None = None) -> dict[str, Any]:
     """The run with its hypothesis, stages (in order), artifacts, latest validation and latest
-    auto-validation, last events, its status history and how many of its events were
-    dead-lettered on a pod.
+    auto-validation, last events, its status history, how many of its events were
+    dead-lettered on a pod, and its trace id (with a link, given TRACE_URL_TEMPLATE).
 
     Raises `NotFound` for an unknown id."""
     run = get_run(db, run_id)
@@ -35,6 +35,8 @@ def run_detail(db: Database, run_id: str, *, events: int = 10) -> dict[str, Any]
     run["recentEvents"] = list(reversed(recent))
     run["deadLetters"] = dead_letters(db, run_id)
     run["statusHistory"] = status_history.of_run(db, run_id)
+    run["traceId"] = tracing.trace_id_of(run.get(tracing.FIELD))
+    run["traceUrl"] = tracing.trace_url(trace_url_template, run["traceId"])
     return run
 
 

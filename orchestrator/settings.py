@@ -32,6 +32,7 @@ from orchestrator.env_values import (
 from orchestrator.errors import SettingsError
 from orchestrator.redaction import split_password, url_host, without_password
 from orchestrator.statuses import RunStatus
+from orchestrator.tracing import TRACE_ID_PLACEHOLDER
 
 #: The control plane's own credentials: never handed to code a pipeline runs (AI-Scientist-v2
 #: executes code an LLM wrote), which needs only its model keys.
@@ -75,6 +76,14 @@ PROCESS_VARIABLES = {
     "POD_REGION": "worker: the pod's region, reported in ai.run.started",
     "POD_IMAGE": "worker: the pod's image, reported in ai.run.started",
     "SSL_CERT_FILE": "CA bundle for HTTPS to the S3 endpoint (certifi's otherwise)",
+    # OpenTelemetry's own variables, read by the SDK and by `telemetry.traces` (which needs the
+    # first three to decide whether to trace at all); every other OTEL_* works as documented.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "telemetry: tracing on, spans exported over OTLP/HTTP to this collector",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "telemetry: as OTEL_EXPORTER_OTLP_ENDPOINT, for traces only (the full URL)",
+    "OTEL_SDK_DISABLED": "telemetry: true turns tracing off whatever the endpoint",
+    "OTEL_SERVICE_NAME": "telemetry: the service name in place of the process's own (ingest, dispatcher, worker, cli)",
+    "OTEL_TRACES_SAMPLER": "telemetry: the SDK's sampler in place of ours (every trace but orphan client calls)",
+    "OTEL_PYTHON_FLASK_EXCLUDED_URLS": "telemetry: requests not traced (healthz,readyz,metrics,static)",
 }
 
 
@@ -245,6 +254,9 @@ class Settings:
     notify_on: tuple[str, ...]
     #: The web console's public base URL, for a link to the run in each notification (None: no link).
     console_url: str | None
+    #: A link to a run's trace in the tracing UI, with `{trace_id}` where its id goes
+    #: (TRACE_URL_TEMPLATE, e.g. https://jaeger.lab.example.org/trace/{trace_id}); None: no link.
+    trace_url_template: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -304,6 +316,7 @@ class Settings:
             notify_format=read_choice(env, "NOTIFY_FORMAT", NOTIFY_FORMATS),
             notify_on=_statuses(env, "NOTIFY_ON", DEFAULT_NOTIFY_ON),
             console_url=read_optional_url(env, "CONSOLE_URL", "https://console.lab.example.org"),
+            trace_url_template=_trace_url_template(env),
         )
         settings._check_consistency()
         return settings
@@ -351,6 +364,15 @@ class Settings:
         if self.notify_url:
             out["notify_url"] = url_host(self.notify_url)
         return out
+
+
+def _trace_url_template(env: Mapping[str, str]) -> str | None:
+    example = f"https://jaeger.lab.example.org/trace/{TRACE_ID_PLACEHOLDER}"
+    template = read_optional_url(env, "TRACE_URL_TEMPLATE", example)
+    if template is not None and TRACE_ID_PLACEHOLDER not in template:
+        raise SettingsError(f"TRACE_URL_TEMPLATE={template!r} must contain {TRACE_ID_PLACEHOLDER} where the run's trace id "
+                            f"goes, e.g. {example}.")
+    return template
 
 
 #: Shortest SECRET_KEY: as long as a token `manage-runs token` makes.

@@ -68,6 +68,17 @@ def current_traceparent() -> str | None:
     return format_traceparent(ctx) if ctx.is_valid else None
 
 
+#: Where TRACE_URL_TEMPLATE puts a run's trace id.
+TRACE_ID_PLACEHOLDER = "{trace_id}"
+
+
+def trace_url(template: str | None, trace_id: str | None) -> str | None:
+    """The run's trace in the operators' tracing UI (Jaeger, Tempo...), or None without a template."""
+    if not template or not trace_id:
+        return None
+    return template.replace(TRACE_ID_PLACEHOLDER, trace_id)
+
+
 def for_run(stored: str | None) -> str | None:
     """The context an event or record of a run carries: the current span's when it is in the
     run's trace (`stored`, the run's or its attempt's context), else `stored` itself."""

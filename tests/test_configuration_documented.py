@@ -23,7 +23,7 @@ from pipeline.ai_scientist.config import AiScientistConfig
 from tests.helpers import WORKER_TOKEN
 from tests.servers import ROOT, process_env
 
-PRODUCT = ("orchestrator", "tasks", "ingest_app", "ops", "pipeline")
+PRODUCT = ("orchestrator", "tasks", "ingest_app", "ops", "pipeline", "telemetry")
 
 
 class Recorder(Mapping[str, str]):

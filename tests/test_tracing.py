@@ -203,3 +203,49 @@ def test_ingest_keeps_an_events_trace_context_and_applies_it_in_that_trace(spans
     assert stored["traceparent"] == TP and stored["tracestate"] == "vendor=1"
     applied = spans.one("ingest events")
     assert parent_span_id(applied) == "b7ad6b7169203331" and applied.attributes["events.accepted"] == 1  # type: ignore[index]
+
+
+# -- where an operator sees the trace ------------------------------------------------------------
+JAEGER = "https://jaeger.example.org/trace/{trace_id}"
+
+
+def test_trace_url_template_must_be_a_url_with_the_trace_id_placeholder() -> None:
+    from orchestrator.errors import SettingsError
+    from tests.helpers import make_settings
+
+    assert make_settings(TRACE_URL_TEMPLATE=JAEGER).trace_url_template == JAEGER
+    assert make_settings().trace_url_template is None
+    with pytest.raises(SettingsError, match=r"TRACE_URL_TEMPLATE=.* must contain \{trace_id\}"):
+        make_settings(TRACE_URL_TEMPLATE="https://jaeger.example.org/search")
+    with pytest.raises(SettingsError, match="TRACE_URL_TEMPLATE=.* must be an http:// or https:// URL"):
+        make_settings(TRACE_URL_TEMPLATE="javascript:alert({trace_id})")
+
+
+def test_the_console_run_page_and_the_api_show_the_trace_id_and_link(mock_db) -> None:
+    from tests.console_helpers import HTML, console_app, sign_in
+    from tests.helpers import READER_TOKEN, bearer
+
+    _, run_id = create_hypothesis_and_run(mock_db, "t", "idea")
+    trace_id = tracing.trace_id_of(mock_db.runs.find_one({"_id": run_id})[tracing.FIELD])
+    linked = console_app(mock_db, TRACE_URL_TEMPLATE=JAEGER)
+    page = sign_in(linked, READER_TOKEN).get(f"/runs/{run_id}", headers=HTML).get_data(as_text=True)
+    assert f'<a href="https://jaeger.example.org/trace/{trace_id}" rel="noopener noreferrer" target="_blank"><code>{trace_id}</code></a>' in page
+    detail = linked.test_client().get(f"/api/runs/{run_id}", headers=bearer(READER_TOKEN)).get_json()
+    assert detail["traceId"] == trace_id and detail["traceUrl"] == f"https://jaeger.example.org/trace/{trace_id}"
+    plain = sign_in(console_app(mock_db), READER_TOKEN).get(f"/runs/{run_id}", headers=HTML).get_data(as_text=True)
+    assert f"<code>{trace_id}</code>" in plain and "jaeger" not in plain
+
+
+def test_manage_runs_show_prints_the_trace_id_and_link(cli_db, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from ops.cli import main
+
+    _, run_id = create_hypothesis_and_run(cli_db, "t", "idea")
+    trace_id = tracing.trace_id_of(cli_db.runs.find_one({"_id": run_id})[tracing.FIELD])
+    monkeypatch.setenv("TRACE_URL_TEMPLATE", JAEGER)
+    shown = CliRunner().invoke(main, ["show", run_id], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert trace_id in shown.output and f"https://jaeger.example.org/trace/{trace_id}" in shown.output
+    as_json = CliRunner().invoke(main, ["--json", "show", run_id])
+    assert '"traceId": "%s"' % trace_id in as_json.output

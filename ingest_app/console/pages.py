@@ -104,7 +104,7 @@ def _log_filter() -> tuple[str | None, str | None]:
 
 
 def _run_context(run_id: str) -> dict[str, Any]:
-    detail = queries.run_detail(_db(), run_id, events=0)
+    detail = queries.run_detail(_db(), run_id, events=0, trace_url_template=app_state().settings.trace_url_template)
     return {
         "run": detail, "auto_validation": detail["autoValidation"], "steps": views.timeline(detail["stages"]),
         "charts": views.charts(queries.metric_series(_db(), run_id)), "version": _version(detail),
