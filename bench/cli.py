@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import console, dispatch, emitter, flood, growth, idle, ingest, memory, visibility
+from bench import console, dispatch, emitter, flood, growth, idle, ingest, memory, tracing, visibility
 from bench.harness import Harness
 from bench.procs import ROOT, BenchError, MongoServer
 from bench.report import Document, ferretdb_version, machine
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Harness, Document], None]] = {
     memory.NAME: memory.run,
     console.NAME: console.run,
     idle.NAME: idle.run,
+    tracing.NAME: tracing.run,
 }
 
 

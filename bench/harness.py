@@ -131,13 +131,13 @@ class Harness:
     def ingest_workers(self) -> int:
         return ingest_workers(self.ferretdb)
 
-    def start_ingest(self, database: str, workers: int | None = None) -> Ingest:
+    def start_ingest(self, database: str, workers: int | None = None, env: dict[str, str] | None = None) -> Ingest:
         workers = workers or self.ingest_workers
         port = free_port()
         child = self.start("gunicorn", [
             PYTHON, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
             "--timeout", str(INGEST_TIMEOUT_S), "--graceful-timeout", "3", "ingest_app:create_app()",
-        ], self.env(database))
+        ], self.env(database, **(env or {})))
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 30,
                    f"gunicorn to serve /healthz (log {child.log_path})")

@@ -341,3 +341,18 @@ def test_a_measure_that_fails_at_one_history_is_reported_and_the_others_go_on():
     with pytest.raises(ValueError):
         with growth._unless_it_fails(point, "sweep"):
             raise ValueError("a bug in the bench is not a measure that failed")
+
+
+def test_the_tracing_workload_gives_each_run_one_trace_context_on_every_event():
+    from bench.tracing import _with_traceparents
+    from orchestrator.tracing import parse
+
+    wl = workload.build(pods=3, runs_per_pod=2, ticks=2, seed=3, prefix="tr")
+    _with_traceparents(wl)
+    by_run: dict[str, set[str]] = {}
+    for batch in wl.batches:
+        for event in batch:
+            assert parse(event["traceparent"]) is not None
+            by_run.setdefault(event["data"]["run_id"], set()).add(event["traceparent"])
+    assert all(len(contexts) == 1 for contexts in by_run.values())
+    assert len({next(iter(c)) for c in by_run.values()}) == len(by_run) > 1

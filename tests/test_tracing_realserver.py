@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator import tracing
 from tests.cluster import Cluster, cluster_on
-from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from devtools.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.servers import PYTHON, ROOT, wait_until
 
 pytestmark = [pytest.mark.realserver, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""A real OTLP/HTTP trace receiver for the tests: `POST /v1/traces` with the protobuf body every
+"""A real OTLP/HTTP trace receiver for the tests and the bench: `POST /v1/traces` with the protobuf body every
 OpenTelemetry SDK exporter sends, decoded with the spec's own messages (`opentelemetry-proto`).
 
     with OtlpReceiver() as receiver:      # env: OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint
