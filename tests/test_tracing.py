@@ -248,4 +248,4 @@ def test_manage_runs_show_prints_the_trace_id_and_link(cli_db, monkeypatch) -> N
     assert shown.exit_code == 0, shown.output
     assert trace_id in shown.output and f"https://jaeger.example.org/trace/{trace_id}" in shown.output
     as_json = CliRunner().invoke(main, ["--json", "show", run_id])
-    assert '"traceId": "%s"' % trace_id in as_json.output
+    assert f'"traceId": "{trace_id}"' in as_json.output

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from devtools.otlp_receiver import OtlpReceiver, ReceivedSpan
 from orchestrator import tracing
 from tests.cluster import Cluster, cluster_on
-from devtools.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.servers import PYTHON, ROOT, wait_until
 
 pytestmark = [pytest.mark.realserver, pytest.mark.slow]
