@@ -27,7 +27,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -177,7 +185,12 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
-REGISTRY.register(WorkerCollector())
+#: The collector `REGISTRY` scrapes (tests give it a fake runtime and GPU).
+COLLECTOR = WorkerCollector()
+REGISTRY.register(COLLECTOR)
+#: The process's own CPU, memory, file descriptors and GC, as the dispatcher serves them.
+for _default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_default)
 
 _serving_pid: int | None = None
 _serving_lock = threading.Lock()
