@@ -169,7 +169,7 @@ class Settings:
     #: Base URL of the ingest app; the worker posts events to {ingest_url}/api/ingest/events.
     #: Defaults to the web process on this machine (http://BIND_HOST:WEB_PORT, 127.0.0.1 for 0.0.0.0).
     ingest_url: str
-    #: Where the web process (and Flower, and the dispatcher's metrics) listen: BIND_HOST, WEB_PORT.
+    #: Where the web process (and Flower, and the dispatcher's and workers' metrics) listen: BIND_HOST, WEB_PORT.
     bind_host: str
     web_port: int
     #: The token the worker sends: the first entry of INGEST_TOKEN. Never logged.
@@ -211,6 +211,8 @@ class Settings:
     sweep_interval_s: float
     #: Port of the dispatcher's Prometheus endpoint (0: none).
     metrics_port: int
+    #: Port of a worker's Prometheus endpoint, served by the process that runs its tasks (0: none).
+    worker_metrics_port: int
     #: Default attempts per run (first try plus retries).
     max_attempts: int
     #: Extra modules whose `PIPELINES` dict (name -> factory) the worker adds to the registry,
@@ -296,6 +298,7 @@ class Settings:
             schedule_timeout_s=read_number(env, "SCHEDULE_TIMEOUT_S", 300.0, minimum=0.1),
             sweep_interval_s=read_number(env, "SWEEP_INTERVAL_S", 5.0, minimum=0.05),
             metrics_port=read_integer(env, "DISPATCHER_METRICS_PORT", 0, minimum=0, maximum=65535),
+            worker_metrics_port=read_integer(env, "WORKER_METRICS_PORT", 0, minimum=0, maximum=65535),
             max_attempts=read_integer(env, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             pipeline_modules=tuple(m.strip() for m in (read_text(env, "PIPELINE_MODULES", "") or "").split(",") if m.strip()),
             spool_dir=read_text(env, "SPOOL_DIR", os.path.abspath(".spool")) or ".spool",

@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 from orchestrator.db import prepare_database
 from orchestrator.preflight import warn_unreachable
 from orchestrator.settings import Settings
+from tasks.pod.metrics import serve_worker_metrics
 from tasks.pod.presence import announce_queues
 from tasks.pod.processes import children_of
 from tasks.pod.runtime import request_stop, runtime, shutdown_runtime
@@ -59,6 +60,7 @@ def _on_child_start(**_: Any) -> None:
     5 s before SIGKILL."""
     signal.signal(STOP_SIGNAL, signal.SIG_IGN)
     traces.configure("worker")  # after the fork, as the SDK's processor thread must be
+    serve_worker_metrics()  # WORKER_METRICS_PORT: served where the tasks run (tasks.pod.metrics)
     try:
         runtime()
     except PyMongoError as exc:
@@ -110,15 +112,17 @@ SERVICES_PATIENCE_S = 20.0
 
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    """Start the runtime for pools that run tasks in the main process (solo, threads); a prefork
-    parent must not, since the emitter's spool lock belongs to the child that runs tasks. Check
-    ingest and the artifact store in a thread: a warning in the log, never a delay or a refusal."""
+    """Start the runtime and the metrics for pools that run tasks in the main process (solo,
+    threads); a prefork parent must not, since the emitter's spool lock belongs to the child that
+    runs tasks. Check ingest and the artifact store in a thread: a warning in the log, never a
+    delay or a refusal."""
     settings = Settings.from_env()
     threading.Thread(target=warn_unreachable, args=(settings,), kwargs={"logger": log, "patience_s": SERVICES_PATIENCE_S},
                      name="preflight", daemon=True).start()
     pool = getattr(sender, "pool", None)
     if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("solo", "thread"):
         traces.configure("worker")
+        serve_worker_metrics(settings)
         runtime()
 
 

@@ -283,3 +283,20 @@ def test_an_unusable_directory_is_refused_naming_spool_dir(tmp_path: Path) -> No
     blocker.write_text("not a directory")
     with pytest.raises(SpoolError, match="SPOOL_DIR"):
         Spool(blocker / "spool")
+
+
+def test_the_backlog_in_bytes_is_what_is_spooled_and_not_yet_acknowledged(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    try:
+        written = [line(n) for n in range(1, 4)]
+        for one in written:
+            spool.append("run-1", one)
+        spool.append("run-2", line(9))
+        assert spool.backlog_bytes == sum(map(len, written)) + len(line(9))
+        spool.ack(spool.read("run-1", max_events=2))
+        assert spool.backlog_bytes == len(written[2]) + len(line(9))
+        spool.close()
+        spool = Spool(tmp_path)  # the next process reads it back from the files
+        assert spool.backlog_bytes == len(written[2]) + len(line(9))
+    finally:
+        spool.close()

@@ -101,6 +101,8 @@ class EmitterStats:
     spool_errors: int
     backlog: int
     blocked_max_s: float
+    #: Bytes of the spooled events in `backlog`.
+    backlog_bytes: int
 
 
 @dataclass
@@ -261,7 +263,7 @@ class Emitter:
         c = self._counters
         return EmitterStats(sent=c.sent, duplicates=c.duplicates, dropped_invalid=c.dropped_invalid,
                             retries=c.retries, spool_errors=c.spool_errors, backlog=self._spool.backlog,
-                            blocked_max_s=c.blocked_max_s)
+                            blocked_max_s=c.blocked_max_s, backlog_bytes=self._spool.backlog_bytes)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Send what is spooled now, without waiting for a full batch; True once nothing is left

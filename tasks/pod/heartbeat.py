@@ -23,6 +23,7 @@ from orchestrator.errors import OrchestratorError
 from pipeline.context import Canceled, Preempted, StepTimeout
 from tasks.pod.fence import Fence
 from tasks.pod.gpu import gpu_stats
+from tasks.pod.metrics import DATABASE_ERROR, LEASE_GONE, lease_renew_failed
 from tasks.pod.processes import end_this_process
 
 log = logging.getLogger(__name__)
@@ -188,10 +189,15 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         sent_at = time.monotonic()
-        renewed = claims.renew_lease(self.db, self.run_id, self.attempt, self.pod_id, self.lease_s)
+        try:
+            renewed = claims.renew_lease(self.db, self.run_id, self.attempt, self.pod_id, self.lease_s)
+        except PyMongoError:
+            lease_renew_failed(DATABASE_ERROR)
+            raise
         if renewed:
             self.fence.renewed(sent_at)
         else:
+            lease_renew_failed(LEASE_GONE)
             if not self.lease_lost.is_set():
                 log.error("lease on %s attempt %s is gone (swept); stopping", self.run_id, self.attempt)
                 self._begin_stop(self.lease_lost)

@@ -99,6 +99,13 @@ def runtime(settings: Settings | None = None) -> Runtime:
         return _runtime
 
 
+def current_runtime() -> Runtime | None:
+    """This process's runtime if it has one, never creating it: a metrics scrape must not
+    connect to the database, nor start an emitter in a process that runs no tasks."""
+    with _lock:
+        return _runtime if _pid == os.getpid() else None
+
+
 _stop_reason: str | None = None
 
 

@@ -156,6 +156,12 @@ class Spool:
         with self._lock:
             return sum(run.unsent for run in self._logs.values())
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of the events in `backlog`: what the spool holds on disk for ingest."""
+        with self._lock:
+            return sum(max(0, run.end - run.acked) for run in self._logs.values())
+
     def unsent_runs(self) -> list[str]:
         """Runs with lines not yet acknowledged, in the order they were first opened."""
         with self._lock:
