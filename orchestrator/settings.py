@@ -58,6 +58,9 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_NOTIFY_ON = ("AWAITING_HUMAN", "FAILED", "HUMAN_VALIDATED", "HUMAN_REJECTED")
 #: The bodies a notification can have (NOTIFY_FORMAT): our JSON object, or a Slack message.
 NOTIFY_FORMATS = ("json", "slack")
+#: How every process writes its log records to stderr (LOG_FORMAT): for people, or one JSON
+#: object a line for a log collector (`telemetry.logs`).
+LOG_FORMATS = ("text", "json")
 #: Where the processes listen (BIND_HOST): this machine only, unless told otherwise.
 DEFAULT_BIND_HOST = "127.0.0.1"
 #: The web process's port (WEB_PORT), and with it INGEST_URL's default.
@@ -130,6 +133,12 @@ def _webhook_secret(env: Mapping[str, str], name: str) -> str | None:
     if secret is not None:
         credentials.webhook(name, secret)  # the one rule of webhook secrets; never echoes it
     return secret
+
+
+def read_log_format(env: Mapping[str, str] | None = None) -> str:
+    """LOG_FORMAT on its own: `manage-runs` sets its logging up before, and without, the other
+    settings, which commands such as `token` never read."""
+    return read_choice(os.environ if env is None else env, "LOG_FORMAT", LOG_FORMATS)
 
 
 def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -245,6 +254,8 @@ class Settings:
     notify_on: tuple[str, ...]
     #: The web console's public base URL, for a link to the run in each notification (None: no link).
     console_url: str | None
+    #: "text" (for people) or "json" (one object a line), every process's log on stderr.
+    log_format: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -304,6 +315,7 @@ class Settings:
             notify_format=read_choice(env, "NOTIFY_FORMAT", NOTIFY_FORMATS),
             notify_on=_statuses(env, "NOTIFY_ON", DEFAULT_NOTIFY_ON),
             console_url=read_optional_url(env, "CONSOLE_URL", "https://console.lab.example.org"),
+            log_format=read_log_format(env),
         )
         settings._check_consistency()
         return settings
