@@ -88,25 +88,33 @@ def process_env(**overrides: str) -> dict[str, str]:
 
 class Child:
     """One of our processes in its own process group (so a Celery worker's pool children are
-    signalled with it), its output kept in `log_path` (in `log_dir`, else the temp directory)."""
+    signalled with it), its output kept in `log_path` (in `log_dir`, else the temp directory);
+    with `stderr_apart`, its stderr in `stderr_path` instead (`errors()`), for a test of what
+    the process logs there."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path | None = None,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, stderr_apart: bool = False):
         self.name = name
         fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=log_dir)
         os.close(fd)
         self.log_path = Path(path)
         self._log = open(self.log_path, "ab")
+        self.stderr_path = self.log_path.with_suffix(".stderr") if stderr_apart else None
+        self._errors = open(self.stderr_path, "ab") if self.stderr_path is not None else None
         self.process = subprocess.Popen(argv, env=env, cwd=str(cwd or ROOT), stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=self._errors or subprocess.STDOUT, start_new_session=True)
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def output(self, tail: int | None = None) -> str:
-        text = self.log_path.read_text(errors="replace")
+        text = self.log_path.read_text(errors="replace") + self.errors()
         return text[-tail:] if tail else text
+
+    def errors(self) -> str:
+        """What the process wrote to stderr, when kept apart ("" otherwise: see `output`)."""
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path is not None else ""
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -131,3 +139,5 @@ class Child:
         else:
             self.kill(signal.SIGKILL)
         self._log.close()
+        if self._errors is not None:
+            self._errors.close()

@@ -9,7 +9,6 @@ blueprints share in `app.extensions["orchestrator"]` (an `ingest_app.state.AppSt
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from flask import Flask, Response, g, request
@@ -29,11 +28,13 @@ from orchestrator.credentials import OPERATOR, READER, WORKER, Keyring
 from orchestrator.errors import SettingsError
 from orchestrator.settings import Settings
 from orchestrator.storage import storage_from_settings
-from telemetry import traces
+from telemetry import logs, traces
 
 __all__ = ["create_app", "require_credential"]
 
 log = logging.getLogger(__name__)
+#: The web process's lines for people: the pid tells its gunicorn workers apart.
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     start does not stop it: indexes are then created on the first ingest request (which answers
     503 until they exist), and /readyz reports the outage meanwhile."""
     settings = settings if settings is not None else Settings.from_env()
-    _configure_logging()
+    _configure_logging(settings)
     traces.configure("ingest")  # in each gunicorn worker: the app is built after the fork
     _check_auth_settings(settings)
     log.info("ingest app starting with settings %s", settings.redacted())
@@ -85,14 +86,15 @@ def _install_network(app: Flask, settings: Settings) -> None:
              supports_credentials=False, max_age=600)
 
 
-def _configure_logging() -> None:
-    """INFO and up of this package to stderr, unless the host (gunicorn's --log-config, pytest)
-    already configured logging; then records just propagate to it."""
+def _configure_logging(settings: Settings) -> None:
+    """INFO and up of this package, and warnings of the libraries and the core it calls, to
+    stderr as LOG_FORMAT says, unless the host (gunicorn's --log-config, pytest, the demo)
+    already configured logging; then records just propagate to it. The handler is the root's:
+    a warning of `orchestrator` in a web worker was otherwise Python's bare last-resort line."""
     package = logging.getLogger(__name__)
-    if not logging.getLogger().handlers and not package.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
-        package.addHandler(handler)
+    root = logging.getLogger()
+    if not root.handlers and not package.handlers:
+        root.addHandler(logs.stderr_handler(settings.log_format, process="ingest", text_format=TEXT_FORMAT))
     if package.level == logging.NOTSET:
         package.setLevel(logging.INFO)
 

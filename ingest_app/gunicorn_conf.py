@@ -15,6 +15,10 @@ With PROMETHEUS_MULTIPROC_DIR set (the Procfile makes the directory and sets it 
 alone: it must exist before `ingest_app` is imported, whose modules create metrics at import),
 the master removes the files an earlier run left there, so its counts are not added in, and
 marks each dead worker for the library (`ingest_app.metrics` has why).
+
+gunicorn's own logs (its error log: the master starting, workers booting and dying; the access
+log, when --access-logfile asks for one) stay where gunicorn writes them, formatted as LOG_FORMAT
+says (`Logger`): with `json`, every line the web process writes is one JSON object.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import re
 from typing import Any
 
+from gunicorn.glogging import Logger as GunicornLogger
 from prometheus_client import multiprocess
 
 from ingest_app import require_credential
@@ -31,10 +36,28 @@ from ingest_app.auth import make_verifier
 from ingest_app.metrics import multiprocess_dir
 from orchestrator.errors import SettingsError
 from orchestrator.startup import exit_bad_setting, settings_or_exit
+from telemetry import logs
 
-#: Read when gunicorn loads this file, in the master: BIND_HOST:WEB_PORT (a bad value ends the
-#: master here, in one line with status 2).
-bind = [settings_or_exit().bind_address]
+#: Read when gunicorn loads this file, in the master: a bad value ends the master here, in one
+#: line with status 2.
+_settings = settings_or_exit()
+#: BIND_HOST:WEB_PORT.
+bind = [_settings.bind_address]
+
+
+class Logger(GunicornLogger):
+    """gunicorn's logger, its handlers and their destinations unchanged; with LOG_FORMAT=json
+    their lines are JSON objects like the app's (`telemetry.logs`). `setup` runs again at a
+    reload (SIGHUP), which makes new handlers: they get the formatter again."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if _settings.log_format == "json":
+            for logger in (self.error_log, self.access_log):
+                logs.use_json(logger, process="ingest")
+
+
+logger_class = Logger
 
 
 def on_starting(server: Any) -> None:

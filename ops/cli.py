@@ -74,6 +74,7 @@ def main(ctx: click.Context, as_json: bool) -> None:
 
     Every command takes --json (before or after its name); a RUN may be given by an unambiguous
     prefix of its id (at least 4 characters)."""
+    cli_core.configure_logging()
     traces.configure("cli")
     ctx.obj = Ctx(as_json, server_warnings_shown=ctx.invoked_subcommand in SERVER_WARNING_COMMANDS)
 

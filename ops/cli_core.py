@@ -22,8 +22,8 @@ from orchestrator.db import ensure_indexes, get_db, is_unavailable
 from orchestrator.errors import NotFound, SettingsError, TransitionError
 from orchestrator.run_ids import RunIdError, resolve_run_id
 from orchestrator.serialize import jsonable
-from orchestrator.settings import Settings
-from telemetry import traces
+from orchestrator.settings import Settings, read_log_format
+from telemetry import logs, traces
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_ILLEGAL, EXIT_NO_DATABASE = 2, 3, 4, 5
 EXIT_RUN_DID_NOT_FINISH, EXIT_GAVE_UP = 6, 7
@@ -71,6 +71,14 @@ class Ctx:
             rendered = human()
             if rendered is not None:
                 console.print(rendered)
+
+
+def configure_logging() -> None:
+    """A command's output is its tables or its JSON; logging adds warnings and errors only, on
+    stderr. As text they are Python's bare last-resort lines, as ever; with LOG_FORMAT=json,
+    JSON objects like every other process's. A bad LOG_FORMAT is a usage error (exit 2)."""
+    if read_log_format() == "json":
+        logs.configure_logging("json", process="cli", level=logging.WARNING)
 
 
 def fail(message: str, code: int) -> NoReturn:

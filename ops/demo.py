@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -36,11 +35,12 @@ from orchestrator.dispatcher import Dispatcher
 from orchestrator.errors import TransitionError
 from orchestrator.preflight import warn_unreachable
 from orchestrator.runs import cancel_run, create_hypothesis_and_run
-from orchestrator.settings import DEFAULT_PIPELINE, Settings
+from orchestrator.settings import DEFAULT_PIPELINE, Settings, read_log_format
 from orchestrator.sweeper import Sweeper
 from tasks.celery import app
 from tasks.pod.runtime import shutdown_runtime
 from tasks.sender import celery_sender
+from telemetry import logs
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,8 @@ def _quiet_logging() -> None:
     """Warnings and errors only, on stderr: the demo's story is its live view and summary, not the
     ingest app's settings or an access-log line per event batch (the processes of a real
     deployment still log at INFO)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logs.stderr_handler(read_log_format(), process="cli", text_format="%(levelname)s %(name)s: %(message)s")
     handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(handler)

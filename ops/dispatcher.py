@@ -22,15 +22,15 @@ from orchestrator.settings import Settings
 from orchestrator.startup import settings_or_exit
 from orchestrator.sweeper import Sweeper
 from tasks.sender import celery_sender
-from telemetry import traces
+from telemetry import logs, traces
 
 log = logging.getLogger(__name__)
 
 
 def main() -> None:
     """Run until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit()  # a bad setting: one line, exit status 2
+    logs.configure_logging(settings.log_format, process="dispatcher")
     traces.configure("dispatcher")  # before the first MongoClient, which the pymongo instrumentation must see
     db = get_db(settings)
     ensure_indexes(db)

@@ -59,6 +59,9 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_NOTIFY_ON = ("AWAITING_HUMAN", "FAILED", "HUMAN_VALIDATED", "HUMAN_REJECTED")
 #: The bodies a notification can have (NOTIFY_FORMAT): our JSON object, or a Slack message.
 NOTIFY_FORMATS = ("json", "slack")
+#: How every process writes its log records to stderr (LOG_FORMAT): for people, or one JSON
+#: object a line for a log collector (`telemetry.logs`).
+LOG_FORMATS = ("text", "json")
 #: Where the processes listen (BIND_HOST): this machine only, unless told otherwise.
 DEFAULT_BIND_HOST = "127.0.0.1"
 #: The web process's port (WEB_PORT), and with it INGEST_URL's default.
@@ -139,6 +142,12 @@ def _webhook_secret(env: Mapping[str, str], name: str) -> str | None:
     if secret is not None:
         credentials.webhook(name, secret)  # the one rule of webhook secrets; never echoes it
     return secret
+
+
+def read_log_format(env: Mapping[str, str] | None = None) -> str:
+    """LOG_FORMAT on its own: `manage-runs` sets its logging up before, and without, the other
+    settings, which commands such as `token` never read."""
+    return read_choice(os.environ if env is None else env, "LOG_FORMAT", LOG_FORMATS)
 
 
 def _statuses(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -259,6 +268,8 @@ class Settings:
     #: A link to a run's trace in the tracing UI, with `{trace_id}` where its id goes
     #: (TRACE_URL_TEMPLATE, e.g. https://jaeger.lab.example.org/trace/{trace_id}); None: no link.
     trace_url_template: str | None
+    #: "text" (for people) or "json" (one object a line), every process's log on stderr.
+    log_format: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -320,6 +331,7 @@ class Settings:
             notify_on=_statuses(env, "NOTIFY_ON", DEFAULT_NOTIFY_ON),
             console_url=read_optional_url(env, "CONSOLE_URL", "https://console.lab.example.org"),
             trace_url_template=_trace_url_template(env),
+            log_format=read_log_format(env),
         )
         settings._check_consistency()
         return settings

@@ -1,7 +1,8 @@
 """Celery's worker signals -> the pod runtime: prepare the database before the broker connects,
 start the runtime (and with it the presence record) with each process that runs tasks, flush
 and stop it at exit. Once the worker is ready, say in its log whether ingest and the artifact
-store answer (`orchestrator.preflight`).
+store answer (`orchestrator.preflight`). With LOG_FORMAT=json, the handlers Celery sets up write
+JSON lines (`telemetry.logs`).
 
 Listed in the app's `include`, so Celery imports it in a worker before `worker_init` fires.
 """
@@ -16,16 +17,17 @@ import threading
 from typing import Any
 
 from celery import signals
+from celery.utils.log import get_multiprocessing_logger
 from pymongo.errors import PyMongoError
 
 from orchestrator.db import prepare_database
 from orchestrator.preflight import warn_unreachable
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, read_log_format
 from tasks.pod.metrics import serve_worker_metrics
 from tasks.pod.presence import announce_queues
 from tasks.pod.processes import children_of
 from tasks.pod.runtime import request_stop, runtime, shutdown_runtime
-from telemetry import traces
+from telemetry import logs, traces
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,34 @@ log = logging.getLogger(__name__)
 #: Set by the main process when its warm shutdown begins. Made at `worker_init`, before the pool
 #: forks, so every pool child shares it (`listen_for_stop` reads it).
 _shutting_down: Any = None
+
+
+@signals.celeryd_init.connect
+def _on_worker_program_start(**_: Any) -> None:
+    """`celery worker` starts, before Celery sets its logging up: with LOG_FORMAT=json what it
+    says until then (its warning about running as root, a Python warning) is a JSON line too.
+    Celery replaces this handler with its own (`worker_hijack_root_logger`)."""
+    if read_log_format() == "json":
+        logging.captureWarnings(True)
+        logs.configure_logging("json", process="worker", level=logging.WARNING)
+
+
+@signals.after_setup_logger.connect
+def _on_logging_set_up(logger: Any = None, **_: Any) -> None:
+    """Celery configures the worker's logging itself (`--loglevel`, its handlers on stderr, the
+    stdout it redirects into the log); with LOG_FORMAT=json its handlers, of the root logger and
+    of billiard's pool logger, format JSON lines instead, their levels and streams unchanged."""
+    if read_log_format() == "json":
+        for configured in (logger, get_multiprocessing_logger()):
+            if configured is not None:
+                logs.use_json(configured, process="worker")
+
+
+@signals.after_setup_task_logger.connect
+def _on_task_logging_set_up(logger: Any = None, **_: Any) -> None:
+    """The same for the task logger (`celery.task`), which has handlers of its own."""
+    if read_log_format() == "json" and logger is not None:
+        logs.use_json(logger, process="worker")
 
 
 @signals.worker_init.connect

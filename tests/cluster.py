@@ -32,14 +32,17 @@ class Cluster:
             **env,
         }
         self.children: list[Child] = []
+        #: Each process's stderr in a file of its own (`Child.errors()`), for a test of its log lines.
+        self.stderr_apart = False
         self.db: Any = None  # the test's own client on the database, set by the fixture
 
     def env(self, **extra: str) -> dict[str, str]:
         return process_env(**{**self.base_env, **extra})
 
-    def start_ingest(self, workers: int = 2) -> Child:
+    def start_ingest(self, workers: int = 2, options: tuple[str, ...] = ()) -> Child:
+        """gunicorn serving the ingest app; `options` are more of gunicorn's (`-c ...`)."""
         child = Child("gunicorn", [PYTHON, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{self.port}",
-                                   "ingest_app:create_app()"], self.env())
+                                   *options, "ingest_app:create_app()"], self.env(), stderr_apart=self.stderr_apart)
         self.children.append(child)
         wait_until(lambda: requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok, 30, "gunicorn to serve")
         return child
@@ -49,12 +52,13 @@ class Cluster:
                        **(env or {}))
         child = Child(f"worker-{pod}", [PYTHON, "-m", "celery", "-A", "tasks", "worker", "-Q", "gpu", "--concurrency", "1",
                                         "--hostname", f"{pod}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-                                        *extra_args], env)
+                                        *extra_args], env, stderr_apart=self.stderr_apart)
         self.children.append(child)
         return child
 
     def start_dispatcher(self, name: str = "dispatcher") -> Child:
-        child = Child(name, [PYTHON, "-c", "from ops.dispatcher import main; main()"], self.env())
+        child = Child(name, [PYTHON, "-c", "from ops.dispatcher import main; main()"], self.env(),
+                      stderr_apart=self.stderr_apart)
         self.children.append(child)
         return child
 

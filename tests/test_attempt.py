@@ -574,3 +574,19 @@ def test_a_step_that_ignores_the_stop_is_ended_with_its_process_and_the_run_stil
     assert sweep_once(rt.db, rt.settings, lambda *a, **k: None)["recovered"] == 1
     run = rt.db.runs.find_one({"_id": run_id})
     assert run["status"] == "QUEUED" and not run.get("attempts")
+
+
+def test_each_step_s_duration_is_recorded_with_its_pipeline_and_outcome(rt, register):
+    from tasks.pod.metrics import REGISTRY
+
+    def count(step: str, outcome: str) -> float:
+        labels = {"pipeline": "timed", "step": step, "outcome": outcome}
+        return REGISTRY.get_sample_value("orchestrator_worker_step_duration_seconds_count", labels) or 0.0
+
+    def boom(ctx):
+        raise RuntimeError("boom")
+
+    name = register("timed", Step("Stage_1", _ok({"score": 0.5})), Step("Stage_2", boom))
+    before = count("Stage_1", "completed"), count("Stage_2", "failed")
+    assert Attempt(rt, _scheduled(rt.db, name, max_attempts=1), 1).execute() == "failed"
+    assert (count("Stage_1", "completed"), count("Stage_2", "failed")) == (before[0] + 1, before[1] + 1)

@@ -184,3 +184,18 @@ def test_renewals_move_the_deadline_on(mock_db: Any, beats: Any) -> None:
     time.sleep(2.5)  # over twice the lease, renewing every 0.1 s
     hb.check()
     assert not hb.fence.fenced.is_set()
+
+
+def test_the_heartbeat_thread_works_in_the_starting_thread_s_run_and_span_for_its_logs(beats: Any) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+    from orchestrator import tracing
+
+    hb, emitted = beats()
+    seen: list[Any] = []
+    hb.emit = lambda *_, **__: seen.append((tracing.current_run(), trace.get_current_span().get_span_context().trace_id))
+    with trace.use_span(NonRecordingSpan(SpanContext(7, 9, is_remote=True))), tracing.run_scope(RUN, ATTEMPT):
+        hb.start()
+    _wait(lambda: seen)
+    assert seen[0] == ((RUN, ATTEMPT), 7)

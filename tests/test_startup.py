@@ -41,7 +41,7 @@ def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
-@pytest.mark.parametrize(("variable", "value"), [("MONGODB_URL", BAD_PORT), ("MONGODB_TIMEOUT_S", "nan")])
+@pytest.mark.parametrize(("variable", "value"), [("MONGODB_URL", BAD_PORT), ("MONGODB_TIMEOUT_S", "nan"), ("LOG_FORMAT", "xml")])
 def test_a_bad_setting_is_one_line_and_exit_status_2(entry, variable, value, tmp_path):
     done = start(ENTRY_POINTS[entry], tmp_path, **{variable: value})
     output = done.stdout + done.stderr

@@ -32,6 +32,7 @@ from pipeline.context import Canceled, Preempted, StepTimeout
 from tasks.pod.context import WorkerContext
 from tasks.pod.gpu import gpu_name
 from tasks.pod.heartbeat import Heartbeat, LeaseLost
+from tasks.pod.metrics import observe_step
 from tasks.pod.processes import end_this_process
 from tasks.pod.runtime import Runtime, stop_reason
 
@@ -82,6 +83,8 @@ class Attempt:
         self.leased_at: float | None = None
         #: The step running now, for a failure reported from the heartbeat thread.
         self.stage: str | None = None
+        #: The pipeline running, for the step-duration metric.
+        self.pipeline_name = ""
 
     # -- reporting -----------------------------------------------------------------------
     def emit(self, event_type: str, **data: Any) -> None:
@@ -275,6 +278,7 @@ class Attempt:
         return pipeline.get_pipeline(run.get("pipeline") or DEFAULT_PIPELINE)
 
     def _run_steps(self, run: dict[str, Any], chosen: pipeline.Pipeline, heartbeat: Heartbeat) -> str:
+        self.pipeline_name = chosen.name
         hypothesis = self.db.hypotheses.find_one({"_id": run.get("hypothesisId")}) or {}
         workdir = (Path(self.rt.settings.work_dir) / self.run_id / str(self.attempt)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -344,10 +348,13 @@ class Attempt:
             try:
                 yield scope
             except (Canceled, LeaseLost, Preempted):
+                observe_step(name, "stopped", time.monotonic() - began, pipeline=self.pipeline_name)
                 raise
             except BaseException as exc:
+                observe_step(name, "failed", time.monotonic() - began, pipeline=self.pipeline_name)
                 self.report_failure(exc, name)
                 raise
+            observe_step(name, "completed", time.monotonic() - began, pipeline=self.pipeline_name)
             self.emit("ai.run.stage_completed", stage=name, duration_s=round(time.monotonic() - began, 3),
                       summary=scope.get("outputs") or {})
 

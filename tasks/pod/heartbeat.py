@@ -8,6 +8,7 @@ not renew for most of `LEASE_S` (its `Fence`), before anyone else may take the r
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import logging
 import threading
@@ -88,8 +89,12 @@ class Heartbeat(threading.Thread):
         self._stop_deadline: float | None = None
         self._interrupted = False
         self.fence = Fence(lease_s, grace_s, on_soft=self._fenced, on_hard=on_fence_deadline, leased_at=leased_at)
+        self._context = contextvars.copy_context()
 
     def start(self) -> None:
+        # A new thread starts in an empty context: this one beats in the attempt's, so its log
+        # lines name the run and its trace as the attempt's own do.
+        self._context = contextvars.copy_context()
         super().start()
         self.fence.start()
 
@@ -149,6 +154,9 @@ class Heartbeat(threading.Thread):
         return None
 
     def run(self) -> None:
+        self._context.run(self._beat_until_halted)
+
+    def _beat_until_halted(self) -> None:
         while not self._halt.wait(self._next_wait()):
             self._watch_limit()
             if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
