@@ -11,6 +11,7 @@ from pymongo.database import Database
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +35,15 @@ def _when(value: Any) -> str:
     return to_rfc3339(value) if hasattr(value, "isoformat") else str(value or "")
 
 
+def _link(url: str) -> Text:
+    """A URL whole (folded on a narrow terminal, never cut), clickable where the terminal
+    supports links; `--json` has it as `traceUrl`."""
+    text = shown(url, "cyan")
+    text.overflow = "fold"
+    text.stylize(Style(link=text.plain))
+    return text
+
+
 def header(run: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -51,7 +61,7 @@ def header(run: dict[str, Any]) -> Table:
         ("pod", shown((run.get("pod") or {}).get("id") or run.get("claimedBy") or "-")),
         ("last heartbeat", shown(_when(run.get("lastHeartbeat")) or "-")),
         *([("trace", shown(run["traceId"]))] if run.get("traceId") else []),
-        *([("trace link", shown(run["traceUrl"], "cyan"))] if run.get("traceUrl") else []),
+        *([("trace link", _link(run["traceUrl"]))] if run.get("traceUrl") else []),
     ]
     if run.get("error"):
         error = run["error"]
