@@ -177,7 +177,7 @@ class Document:
             "",
             "Run it with `python -m bench` (about 15 minutes on the machine below, 7 of them the idle benchmark), "
             "`--quick` (shorter windows, fewer samples), `--only NAME` (ingest, dispatch, visibility, emitter, flood, "
-            "memory, console, idle) or `--history N ...` (growth with N past runs: about 14 minutes for 0, 1,000 and "
+            "memory, console, idle, tracing) or `--history N ...` (growth with N past runs: about 14 minutes for 0, 1,000 and "
             "10,000); it starts the test server, FerretDB on "
             "PostgreSQL (`bash devtools/setup.sh` builds and installs them; `FERRETDB_BACKEND=sqlite` for FerretDB on "
             "SQLite), or uses `MONGODB_TEST_URL` when that is set.",

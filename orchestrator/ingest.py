@@ -36,7 +36,7 @@ from pymongo.errors import BulkWriteError
 
 from orchestrator import mappers, seen_retention, tracing
 from orchestrator.db import ServerFeatures, errors_besides_duplicates, insert_missing
-from orchestrator.events import EVENT_TYPES, EventError, validate_event
+from orchestrator.events import EVENT_TYPES, ROUTINE_TYPES, EventError, validate_event
 from orchestrator.ingest_history import Asserted, record_event_changes
 from orchestrator.runs import late_outcome_applied, take_late_outcome
 from orchestrator.utc import utcnow
@@ -57,7 +57,7 @@ FERRETDB_UPDATES_PER_COMMAND = 8
 #: Fields of the run snapshot the mappers read.
 _RUN_FIELDS = {
     "status": 1, "statusSeq": 1, "attempt": 1, "maxAttempts": 1, "hypothesisId": 1, "validation": 1, "validationSeq": 1,
-    "cancel": 1, "attempts": 1,
+    "cancel": 1, "attempts": 1, tracing.FIELD: 1,
 }
 #: Write order across collections; every `Create` of the batch runs before any `Update`.
 _COLLECTIONS = ("events", "artifacts", "validations", "stages", "hypotheses", "runs")
@@ -173,7 +173,8 @@ def ingest(
     caller answers 503, and a resend finishes whatever this call had applied.
     """
     outcomes, candidates = _validate(items)
-    with tracing.events_span("ingest events", (c.event.get(tracing.FIELD) for c in candidates),
+    with tracing.events_span("ingest events", (c.event.get(tracing.FIELD) for c in candidates
+                                               if c.event["type"] not in ROUTINE_TYPES),
                              {"events.count": len(outcomes), "events.valid": len(candidates)}) as span:
         _apply_candidates(db, candidates, bucket, default_max_attempts, seen_lookup, per_command)
         span.set_attribute("events.accepted", sum(c.outcome.status == ACCEPTED for c in candidates))

@@ -31,7 +31,6 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +40,7 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from orchestrator import credentials, expiring, retry, run_days, status_history
+from orchestrator import credentials, expiring, retry, run_days, status_history, tracing
 from orchestrator.redaction import url_host
 from orchestrator.serialize import to_rfc3339
 from orchestrator.settings import Settings
@@ -150,7 +149,8 @@ def post(session: requests.Session, url: str, body: str, msg_id: str, signer: An
     if signer is not None:
         headers["webhook-signature"] = signer.sign(msg_id, at, body)
     try:
-        answer = session.post(url, data=body.encode(), headers=headers, timeout=timeout_s, allow_redirects=False)
+        with tracing.untraced():  # the URL is a credential (a Slack webhook's path): no span may record it
+            answer = session.post(url, data=body.encode(), headers=headers, timeout=timeout_s, allow_redirects=False)
     except requests.Timeout:
         return Outcome(False, retry=True, error=f"no answer within {timeout_s:g}s")
     except requests.RequestException as exc:
@@ -161,7 +161,7 @@ def post(session: requests.Session, url: str, body: str, msg_id: str, signer: An
         said = " ".join(answer.text[:200].split())
         error = f"HTTP {answer.status_code}" + (f": {said}" if said else "")
         if answer.status_code in _RETRY_STATUSES or answer.status_code >= 500:
-            wait = _retry_after_s(answer.headers.get("Retry-After"))
+            wait = retry.retry_after_s(answer.headers.get("Retry-After"))
             return Outcome(False, retry=True, error=error,
                            retry_after_s=None if wait is None else min(wait, max_retry_after_s))
         if 300 <= answer.status_code < 400:
@@ -311,21 +311,6 @@ def counts(db: Database, now: datetime | None = None) -> dict[str, int]:
 def _shown_days(now: datetime | None) -> list[str]:
     now = now or utcnow()
     return status_history.days_between(now - timedelta(days=SHOWN_DAYS - 1), now)
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (as_utc(when) - datetime.now(UTC)).total_seconds())
-
 
 
 def _without_url(text: str, url: str) -> str:

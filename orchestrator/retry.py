@@ -16,7 +16,8 @@ import random
 import re
 import traceback as tb
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from orchestrator.db import BACKEND_DOWN_PATTERN
 
@@ -116,3 +117,22 @@ class Backoff:
     def delay(self, failures: int) -> float:
         ceiling = min(self.cap_s, self.base_s * 2 ** min(max(failures - 1, 0), 62))
         return random.uniform(0.0, ceiling)
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header in seconds from now: delta-seconds or an HTTP date; None if absent
+    or unreadable. A date in the past means 0."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

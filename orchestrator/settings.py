@@ -87,6 +87,8 @@ PROCESS_VARIABLES = {
     "OTEL_SERVICE_NAME": "telemetry: the service name in place of the process's own (ingest, dispatcher, worker, cli)",
     "OTEL_TRACES_SAMPLER": "telemetry: the SDK's sampler in place of ours (every trace but orphan client calls)",
     "OTEL_PYTHON_FLASK_EXCLUDED_URLS": "telemetry: requests not traced (healthz,readyz,metrics,static)",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "telemetry: seconds an export may take (ours: 2, so a collector away holds no exit long)",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "telemetry: as OTEL_EXPORTER_OTLP_TIMEOUT, for traces only",
 }
 
 

@@ -16,6 +16,7 @@ This module also knows which run the current thread works on (`current_run`), fo
 from __future__ import annotations
 
 import contextvars
+import functools
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 
 #: The field of the run document (and the CloudEvents extension attribute) holding the context.
@@ -65,7 +67,28 @@ def trace_id_of(traceparent: Any) -> str | None:
 def current_traceparent() -> str | None:
     """The `traceparent` of the span current in this thread, or None outside any trace."""
     ctx = trace.get_current_span().get_span_context()
-    return format_traceparent(ctx) if ctx.is_valid else None
+    return _formatted(ctx) if ctx.is_valid else None
+
+
+#: The last span context formatted, and its text: the worker stamps every event of a step with
+#: the same one, so each is formatted once, not per event.
+_last_formatted: tuple[SpanContext, str] | None = None
+
+
+def _formatted(ctx: SpanContext) -> str:
+    global _last_formatted
+    last = _last_formatted  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] is ctx:
+        return last[1]
+    text = format_traceparent(ctx)
+    _last_formatted = (ctx, text)
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _trace_of(traceparent: str) -> int | None:
+    ctx = parse(traceparent)
+    return ctx.trace_id if ctx is not None else None
 
 
 #: Where TRACE_URL_TEMPLATE puts a run's trace id.
@@ -79,12 +102,18 @@ def trace_url(template: str | None, trace_id: str | None) -> str | None:
     return template.replace(TRACE_ID_PLACEHOLDER, trace_id)
 
 
-def for_run(stored: str | None) -> str | None:
+def for_run(stored: Any) -> str | None:
     """The context an event or record of a run carries: the current span's when it is in the
-    run's trace (`stored`, the run's or its attempt's context), else `stored` itself."""
-    current = current_traceparent()
-    if current is not None and (stored is None or current[3:35] == stored[3:35]):
-        return current
+    run's trace (`stored`, the run's or its attempt's context), else `stored` itself; None when
+    `stored` is not a valid context (a frontend's run inserted without one, or with garbage):
+    a request's own trace is never taken for the run's. Called for every event the worker
+    emits, so the stored value is parsed once (cached), the current span formatted once."""
+    trace_id = _trace_of(stored) if isinstance(stored, str) else None
+    if trace_id is None:
+        return None
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and current.trace_id == trace_id:
+        return _formatted(current)
     return stored
 
 
@@ -155,6 +184,19 @@ def events_span(name: str, traceparents: Iterable[Any], attributes: dict[str, An
 
 
 @contextmanager
+def untraced() -> Iterator[None]:
+    """No span of the instrumentations in the block (the API's suppression key, which every
+    OpenTelemetry instrumentation honours): a call whose span would leak a credential (a
+    webhook URL's path is its key), or that repeats for as long as a run lasts (the lease
+    renewal every few seconds would make a day's run a trace of tens of thousands of spans)."""
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
 def within(traceparent: Any) -> Iterator[None]:
     """Work done in the block continues the trace `traceparent` names (an event's), without a
     span of its own: the worker's POST of a run's events, whose HTTP span and `traceparent`
@@ -173,7 +215,7 @@ def within(traceparent: Any) -> Iterator[None]:
 def links_to(traceparents: Iterable[str]) -> list[Link]:
     """One link per distinct trace among `traceparents`, at most `MAX_LINKS`."""
     links: dict[int, Link] = {}
-    for value in traceparents:
+    for value in dict.fromkeys(v for v in traceparents if isinstance(v, str)):  # a batch repeats its runs' contexts
         ctx = parse(value)
         if ctx is not None and ctx.trace_id not in links:
             links[ctx.trace_id] = Link(ctx)

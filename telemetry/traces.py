@@ -16,8 +16,10 @@ message headers to the worker's task span), pymongo (a span per database command
 the run's trace into ingest).
 
 Sampling: `OTEL_TRACES_SAMPLER` when set. By default every trace is kept, except a database
-command or HTTP call made outside any traced work (a heartbeat's lease renewal, the broker's
-polling, the sweeper's reads): one span traces of those would bury the runs' traces.
+command or HTTP call made outside any traced work (the broker's polling, the sweeper's reads,
+the presence records): one-span traces of those would bury the runs' traces. Whatever the
+sampler, some calls are never traced (`orchestrator.tracing.untraced`): the heartbeat's, every
+few seconds for as long as a run lasts, and the notifier's POST, whose URL is a credential.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.redaction import without_password
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -42,6 +46,12 @@ PROCESSES = ("ingest", "dispatcher", "worker", "cli")
 NAMESPACE = "ai-scientist-orchestrator"
 #: Requests not worth a trace (probes and scrapes), unless OTEL_PYTHON_FLASK_EXCLUDED_URLS says otherwise.
 EXCLUDED_URLS = "healthz,readyz,metrics,static"
+
+#: How long an export may take (OTEL_EXPORTER_OTLP_TIMEOUT otherwise): the SDK's 10 s, retried,
+#: would hold `manage-runs` and a pool child's exit that long when the collector is away.
+EXPORT_TIMEOUT_S = 2.0
+#: Longest wait for the last spans at a process's end.
+EXIT_FLUSH_S = 3.0
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
@@ -64,7 +74,11 @@ def configure(process: str, *, exporter: SpanExporter | None = None, instrument:
     if process not in PROCESSES:
         raise ValueError(f"unknown process {process!r}; known: {', '.join(PROCESSES)}")
     with _lock:
-        if _provider is not None and _pid == os.getpid():
+        if _provider is not None:
+            # Set up here, or inherited from a parent that forked after setting up (gunicorn
+            # --preload): the API lets a process set its provider once, and the SDK restarts
+            # its export thread in a forked child by itself. Instrumenting again would only warn.
+            _pid = os.getpid()
             return _provider
         if exporter is None and not enabled(env):
             return None
@@ -72,11 +86,12 @@ def configure(process: str, *, exporter: SpanExporter | None = None, instrument:
         _pid = os.getpid()
         if instrument:
             _instrument(process)
-        log.info("tracing on: %s spans go to %s", process, "the test's exporter" if exporter else _endpoint(env))
+        where = "the test's exporter" if exporter else without_password(_endpoint(env))
+        log.info("tracing on: %s spans go to %s", process, where)
         return _provider
 
 
-def flush(timeout_s: float = 5.0) -> None:
+def flush(timeout_s: float = EXIT_FLUSH_S) -> None:
     """Export what is buffered now: before a process ends without `atexit` (os._exit, a pool
     child), or a test reads what was exported."""
     if _provider is not None and _pid == os.getpid():
@@ -102,9 +117,14 @@ def _make_provider(process: str, exporter: SpanExporter | None, env: Mapping[str
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        timeout = None if _timeout_set(env) else EXPORT_TIMEOUT_S
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=timeout)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _timeout_set(env: Mapping[str, str]) -> bool:
+    return any(env.get(name, "").strip() for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"))
 
 
 def _sampler(env: Mapping[str, str]) -> Any:

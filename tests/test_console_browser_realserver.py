@@ -30,7 +30,7 @@ LIVE_S = 15_000
 @pytest.fixture
 def cluster(real_server: Any, tmp_path: Any) -> Iterator[Cluster]:
     with cluster_on(real_server, tmp_path, "c", OPERATOR_TOKEN=f"rita:{OPERATOR_TOKEN}", SECRET_KEY=SECRET_KEY,
-                    HEARTBEAT_INTERVAL_S="1", LEASE_S="10") as c:
+                    HEARTBEAT_INTERVAL_S="1", LEASE_S="10", TRACE_URL_TEMPLATE="https://jaeger.example.org/trace/{trace_id}") as c:
         c.start_ingest()
         c.start_dispatcher()
         c.start_worker("pod-a")
@@ -81,6 +81,10 @@ def test_a_researcher_queues_watches_finds_and_accepts_a_run(cluster: Cluster, p
     page.wait_for_selector("#part-charts svg polyline")
     assert page.locator("#part-artifacts a:has-text('Open the paper')").count() == 1
     assert page.locator("#part-artifacts img").count() >= 1
+    # Its trace, one click away in the tracing UI.
+    trace_id = cluster.db.runs.find_one({"_id": run_id})["traceparent"].split("-")[1]
+    link = page.locator("#run-trace a")
+    assert link.inner_text() == trace_id and link.get_attribute("href") == f"https://jaeger.example.org/trace/{trace_id}"
 
     # Find it again by its title from the runs list, and accept it.
     page.goto(f"{base}/")

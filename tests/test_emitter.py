@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from orchestrator.events import SEQ_BLOCK, validate_event
-from orchestrator.retry import Backoff
-from tasks.pod.emitter import Emitter, EmitterConfig, retry_after_s
+from orchestrator.retry import Backoff, retry_after_s
+from tasks.pod.emitter import Emitter, EmitterConfig
 from tasks.pod.spool import DEAD_LETTERS
 from tests.fakes import FakeIngest, answer, results
 from tests.helpers import WORKER_TOKEN, make_settings

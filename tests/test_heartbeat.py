@@ -199,3 +199,25 @@ def test_the_heartbeat_thread_works_in_the_starting_thread_s_run_and_span_for_it
         hb.start()
     _wait(lambda: seen)
     assert seen[0] == ((RUN, ATTEMPT), 7)
+
+
+def test_the_beat_s_database_calls_make_no_span_but_its_log_lines_keep_the_run(mock_db: Any, beats: Any, monkeypatch: Any) -> None:
+    """Every few seconds for a day's run: traced, the lease renewals alone would make a trace of
+    tens of thousands of spans. The run's scope still reaches the thread, for the logs."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    from orchestrator import tracing
+
+    seen: list[tuple[bool, Any]] = []
+    renew = claims.renew_lease
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((is_instrumentation_enabled(), tracing.current_run()))
+        return renew(*args, **kwargs)
+
+    monkeypatch.setattr(heartbeat_module.claims, "renew_lease", spy)
+    with tracing.run_scope(RUN, ATTEMPT):
+        hb, _ = beats()
+        hb.start()
+    _wait(lambda: len(seen) >= 2)
+    assert set(seen) == {(False, (RUN, ATTEMPT))}

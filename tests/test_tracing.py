@@ -195,11 +195,11 @@ def test_ingest_keeps_an_events_trace_context_and_applies_it_in_that_trace(spans
     from orchestrator.events import make_event
 
     _, run_id = create_hypothesis_and_run(mock_db, "t", "idea")
-    event = make_event("ai.run.log", run_id, 1, "worker://p", {"level": "info", "message": "hi"})
+    event = make_event("ai.run.stage_started", run_id, 1, "worker://p", {"stage": "Stage_1"})
     event["traceparent"], event["tracestate"] = TP, "vendor=1"
     [outcome] = ingest(mock_db, [Item(0, event)], bucket="b", default_max_attempts=3)
     assert outcome.status == "accepted"
-    stored = mock_db.events.find_one({"runId": run_id, "type": "ai.run.log"})
+    stored = mock_db.events.find_one({"runId": run_id, "type": "ai.run.stage_started"})
     assert stored["traceparent"] == TP and stored["tracestate"] == "vendor=1"
     applied = spans.one("ingest events")
     assert parent_span_id(applied) == "b7ad6b7169203331" and applied.attributes["events.accepted"] == 1  # type: ignore[index]
@@ -250,3 +250,100 @@ def test_manage_runs_show_prints_the_trace_id_and_link(cli_db, monkeypatch) -> N
     assert trace_id in shown.output and f"tracelinkhttps://jaeger.example.org/trace/{trace_id}" in whole
     as_json = CliRunner().invoke(main, ["--json", "show", run_id])
     assert f'"traceId": "{trace_id}"' in as_json.output
+
+
+# -- what the review found ------------------------------------------------------------------------
+@pytest.mark.parametrize("garbage", [12345, {"x": 1}, "garbage", "00-" + "f" * 10_000, None])
+def test_a_run_with_a_malformed_stored_context_is_canceled_and_its_decision_carries_none(spans: Spans, mock_db, garbage) -> None:
+    """A frontend's insert with anything in `traceparent`: no 500 in the middle of a cancel (the
+    status written, the history entry not), and a request's own trace is never taken for the run's."""
+    from orchestrator.runs import cancel_run
+
+    run = new_run_document("h1")
+    run[tracing.FIELD] = garbage
+    mock_db.runs.insert_one(run)
+    with tracing.span("POST /api/runs/x/cancel", kind=SpanKind.SERVER):
+        assert cancel_run(mock_db, run["_id"], by="op", reason="r")["status"] == "CANCELED"
+    [decision] = list(mock_db.events.find({"runId": run["_id"]}))
+    assert tracing.FIELD not in decision
+
+
+def test_for_run_takes_the_current_span_only_in_the_runs_own_trace(spans: Spans) -> None:
+    other = "00-11111111111111111111111111111111-2222222222222222-01"
+    assert tracing.for_run(TP) == TP and tracing.for_run(None) is None and tracing.for_run(42) is None
+    with tracing.run_span("attempt", "r1", TP):
+        inner = tracing.current_traceparent()
+        assert inner is not None and inner != TP and tracing.for_run(TP) == inner
+        assert tracing.for_run(other) == other, "another run's context is kept, not replaced by this span"
+        assert tracing.for_run("not-a-context") is None
+
+
+def test_untraced_suppresses_every_instrumentation() -> None:
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, is_instrumentation_enabled
+
+    with tracing.untraced():
+        assert not is_instrumentation_enabled() and not is_http_instrumentation_enabled()
+    assert is_instrumentation_enabled() and is_http_instrumentation_enabled()
+
+
+def test_the_notifier_s_post_is_never_traced(monkeypatch) -> None:
+    """Its URL is a credential (a Slack webhook's path), which a client span would record."""
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+
+    from orchestrator import notify
+
+    class Session:
+        traced: list[bool] = []
+
+        def post(self, *args: Any, **kwargs: Any) -> Any:
+            self.traced.append(is_http_instrumentation_enabled())
+            raise notify.requests.ConnectionError("refused")
+
+    notify.post(Session(), "https://hooks.example.org/services/SECRET", "{}", "msg_1", None, 1.0)  # type: ignore[arg-type]
+    assert Session.traced == [False]
+
+
+def test_only_steps_and_outcomes_carry_a_batch_into_the_runs_trace(spans: Spans) -> None:
+    from tasks.pod.emitter import _milestone
+
+    routine = [{"type": "ai.run.heartbeat", "traceparent": TP}, {"type": "ai.run.stage_progress", "traceparent": TP}]
+    assert _milestone(routine) is None
+    assert _milestone([*routine, {"type": "ai.run.stage_completed", "traceparent": TP}]) == TP
+    with tracing.events_span("routine", (e["traceparent"] for e in routine if e["type"] not in tracing_routine())):
+        pass
+    assert spans.one("routine").parent is None and not spans.one("routine").links
+
+
+def tracing_routine() -> frozenset[str]:
+    from orchestrator.events import ROUTINE_TYPES
+
+    return ROUTINE_TYPES
+
+
+def test_a_forked_child_keeps_its_parent_s_provider_instead_of_a_second_one(spans: Spans) -> None:
+    provider = traces._provider
+    traces._pid = -1  # as in a child forked after the parent set up
+    assert traces.configure("worker", env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) is provider
+    assert traces._pid > 0
+
+
+def test_an_export_is_bounded_unless_the_otlp_timeout_says_otherwise(monkeypatch) -> None:
+    """With the collector away, `manage-runs` and a pool child wait at exit for the exporter's
+    timeout: ours (2 s) unless OTEL_EXPORTER_OTLP_TIMEOUT says otherwise (the SDK reads it)."""
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    asked: list[float | None] = []
+
+    class Recorder(SpanExporter):
+        def __init__(self, timeout: float | None = None) -> None:
+            asked.append(timeout)
+
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    monkeypatch.setattr(trace_exporter, "OTLPSpanExporter", Recorder)
+    for env in ({}, {"OTEL_EXPORTER_OTLP_TIMEOUT": "7"}, {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "7"}):
+        traces._make_provider("cli", None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **env}).shutdown()
+        reset_tracing()
+    assert asked == [traces.EXPORT_TIMEOUT_S, None, None]

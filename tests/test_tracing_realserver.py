@@ -1,6 +1,6 @@
 """One run, one trace, across real processes: `manage-runs enqueue`, the dispatcher, a Celery
 worker and the gunicorn ingest app on the real server, each exporting over OTLP/HTTP to a
-receiver this test starts (`tests.otlp_receiver`, decoding the protobuf with opentelemetry-proto)."""
+receiver this test starts (`devtools.otlp_receiver`, decoding the protobuf with opentelemetry-proto)."""
 
 from __future__ import annotations
 

@@ -119,7 +119,6 @@ class Attempt:
             return "missing"
         with tracing.run_span("attempt", self.run_id, run.get(tracing.FIELD), attempt=self.attempt,
                               attributes={"pod.id": self.pod_id}) as span:
-            self.events.traceparent = tracing.current_traceparent()
             outcome = self._execute(run)
             span.set_attribute("run.outcome", outcome)
             if outcome.startswith(("failed", "timeout", "lease-lost")):
@@ -148,6 +147,9 @@ class Attempt:
         return self._run_claimed(started)
 
     def _run_claimed(self, run: dict[str, Any]) -> str:
+        # The attempt's span, for events emitted outside any span (the heartbeat's); set only
+        # now: a duplicate delivery shares this stream and must not overwrite it.
+        self.events.traceparent = tracing.current_traceparent()
         outcome = "failed"
         settings = self.rt.settings
         self.heartbeat = Heartbeat(

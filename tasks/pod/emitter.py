@@ -35,14 +35,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
-from orchestrator.events import CATALOGUE, attempt_of, is_dead_letter_notice, make_event, seq_for
-from orchestrator.retry import Backoff
+from orchestrator.events import CATALOGUE, ROUTINE_TYPES, attempt_of, is_dead_letter_notice, make_event, seq_for
+from orchestrator.retry import Backoff, retry_after_s
 from orchestrator.settings import Settings
 from orchestrator.tracing import FIELD as TRACE_FIELD
 from orchestrator.tracing import for_run, within
@@ -350,7 +348,7 @@ class Emitter:
             self._settle(batch, [])
             return 0.0
         try:
-            with within(batch.events[0].get(TRACE_FIELD)):  # one run's events: the POST continues its trace
+            with within(_milestone(batch.events)):  # one run's events: its steps' POSTs continue its trace
                 response = self._session.post(self.url, data=batch.body, headers=self._headers, proxies=self._proxies,
                                               timeout=(self.config.connect_timeout_s, self.config.read_timeout_s))
         except requests.RequestException as exc:
@@ -449,6 +447,12 @@ class Emitter:
         return delay
 
 
+def _milestone(events: list[dict[str, Any]]) -> str | None:
+    """The trace context of the batch's first step or outcome event: only those POSTs are traced
+    in the run's trace (`events.ROUTINE_TYPES`)."""
+    return next((e.get(TRACE_FIELD) for e in events if e.get("type") not in ROUTINE_TYPES), None)
+
+
 def _verdicts(response: requests.Response, count: int) -> list[tuple[str, str | None]]:
     """(status, error) for each line of the batch, from ingest's batch answer. Raises ValueError
     if the answer does not cover every line: the batch is then sent again (ingest dedups)."""
@@ -474,22 +478,3 @@ def _network_reason(exc: requests.RequestException) -> str:
     cause = exc.args[0] if exc.args else exc
     cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the real error
     return f"{type(exc).__name__}: {cause}"
-
-
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """A Retry-After header in seconds from now: delta-seconds or an HTTP date; None if absent
-    or unreadable. A date in the past means 0."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

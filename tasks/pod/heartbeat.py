@@ -19,7 +19,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from orchestrator import claims
+from orchestrator import claims, tracing
 from orchestrator.errors import OrchestratorError
 from pipeline.context import Canceled, Preempted, StepTimeout
 from tasks.pod.fence import Fence
@@ -163,7 +163,8 @@ class Heartbeat(threading.Thread):
                 self._interrupt_if_overdue()
                 continue
             try:
-                self.beat()
+                with tracing.untraced():  # every few seconds for the whole run: no span each time
+                    self.beat()
             except PyMongoError as exc:
                 log.warning("heartbeat of %s could not reach MongoDB: %s", self.run_id, exc)
             except Exception:  # noqa: BLE001 - a heartbeat bug must not kill the run
