@@ -67,8 +67,8 @@ def enabled(env: Mapping[str, str] = os.environ) -> bool:
 
 def configure(process: str, *, exporter: SpanExporter | None = None, instrument: bool = True,
               env: Mapping[str, str] = os.environ) -> TracerProvider | None:
-    """Set up the SDK for this process, once (again in a forked child); None when tracing is
-    off. `exporter`: tests pass an in-memory one, which turns tracing on and is written to
+    """Set up the SDK for this process, once (a child forked after its parent set up keeps the
+    parent's); None when tracing is off. `exporter`: tests pass an in-memory one, which turns tracing on and is written to
     synchronously; `instrument=False` leaves the libraries alone (unit tests)."""
     global _provider, _pid
     if process not in PROCESSES:
