@@ -63,10 +63,9 @@ logger_class = Logger
 def on_starting(server: Any) -> None:
     """gunicorn's hook in the master, before it binds and forks: the checks `create_app` makes
     of the settings, without connecting to anything; then the metrics directory emptied."""
-    settings = settings_or_exit()
     try:
-        require_credential(settings)
-        make_verifier(settings)  # a webhook secret too short or malformed
+        require_credential(_settings)
+        make_verifier(_settings)  # a webhook secret too short or malformed
     except SettingsError as exc:
         exit_bad_setting(exc)
     remove_stale_metrics()

@@ -299,7 +299,7 @@ CATALOGUE: dict[str, Schema] = {
 }
 EVENT_TYPES: tuple[str, ...] = tuple(CATALOGUE)
 #: What a run reports all the time; a POST or a batch holding only these is not traced in the
-#: run's trace (a day's run sends thousands), only the steps and outcomes are (`tracing.milestone`).
+#: run's trace (a day's run sends thousands), only the steps and outcomes are (emitter, ingest).
 ROUTINE_TYPES = frozenset({"ai.run.heartbeat", "ai.run.stage_progress", "ai.run.stage_metric", "ai.run.log"})
 #: The events that report an attempt's successful outcome (its verdict, or an earlier one reused).
 OUTCOME_TYPES: frozenset[str] = frozenset({"ai.validation.auto_completed", "ai.run.completed"})

@@ -111,10 +111,14 @@ def for_run(stored: Any) -> str | None:
     trace_id = _trace_of(stored) if isinstance(stored, str) else None
     if trace_id is None:
         return None
+    current = _current_in(trace_id)
+    return _formatted(current) if current is not None else stored
+
+
+def _current_in(trace_id: int) -> SpanContext | None:
+    """The current span's context when it is in the trace `trace_id` (the run's), else None."""
     current = trace.get_current_span().get_span_context()
-    if current.is_valid and current.trace_id == trace_id:
-        return _formatted(current)
-    return stored
+    return current if current.is_valid and current.trace_id == trace_id else None
 
 
 def _random_context() -> SpanContext:
@@ -134,15 +138,13 @@ def new_run_trace(name: str, run_id: str, attributes: dict[str, Any] | None = No
         yield current_traceparent() or ""
 
 
-def _parent(traceparent: Any, root: bool) -> otel_context.Context:
+def _parent(stored: SpanContext | None, root: bool) -> otel_context.Context:
     """The context a span of the run starts in: the current one when it is already in the run's
     trace (the Celery task's span in a worker), else the run's stored context; an empty one
     (a new trace) for a run without a stored context when `root` or outside any span."""
-    stored = parse(traceparent)
     if stored is None:
         return otel_context.Context() if root else otel_context.get_current()
-    current = trace.get_current_span().get_span_context()
-    if current.is_valid and current.trace_id == stored.trace_id:
+    if _current_in(stored.trace_id) is not None:
         return otel_context.get_current()
     return trace.set_span_in_context(NonRecordingSpan(stored))
 
@@ -154,7 +156,7 @@ def run_span(name: str, run_id: str, traceparent: Any, *, attempt: int | None = 
     """A span of the run's trace (`traceparent`, the run's stored context; a new trace when it
     has none), current in this thread, with the run for the logs, until the block ends. An
     exception escaping the block is recorded on the span and re-raised."""
-    parent = _parent(traceparent, root)
+    parent = _parent(parse(traceparent), root)
     span = _tracer().start_span(name, context=parent, kind=kind, attributes=_attributes(run_id, attempt, attributes),
                              links=links_to(links))
     if not span.get_span_context().is_valid:  # no SDK, and no trace yet: the trace id is still made
@@ -177,7 +179,7 @@ def events_span(name: str, traceparents: Iterable[Any], attributes: dict[str, An
     when they all belong to one (a worker's batch), else in the current one, linked to the
     trace of each."""
     links = links_to(traceparents)
-    parent = _parent(format_traceparent(links[0].context), False) if len(links) == 1 else otel_context.get_current()
+    parent = _parent(links[0].context, False) if len(links) == 1 else otel_context.get_current()
     with trace.use_span(_tracer().start_span(name, context=parent, attributes=_clean(attributes), links=links),
                         end_on_exit=True) as current:
         yield current
