@@ -13,6 +13,7 @@ import pymongo
 import pytest
 
 from orchestrator import db as dbmod
+from tests.fakes import FakeIngest
 from tests.helpers import WORKER_TOKEN
 from tests.servers import MongoServer, S3Server
 from tests.tracing_helpers import spans  # noqa: F401 - a fixture: the SDK with an in-memory exporter
@@ -95,3 +96,12 @@ def s3_server() -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ingest() -> Iterator[FakeIngest]:
+    """An ingest stand-in in a thread of this process (`tests.fakes.FakeIngest`), for the
+    emitter's tests and the worker metrics' (files with a real-server `ingest` fixture override it)."""
+    fake = FakeIngest()
+    yield fake
+    fake.stop()

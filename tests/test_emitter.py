@@ -34,13 +34,6 @@ FULL_BATCHES = replace(FAST, max_delay_s=60.0)
 
 
 @pytest.fixture
-def ingest() -> Iterator[FakeIngest]:
-    fake = FakeIngest()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def emitters(tmp_path: Path) -> Iterator[Callable[..., Emitter]]:
     """Make emitters on one spool directory; all are closed and their threads checked after."""
     made: list[Emitter] = []

@@ -45,13 +45,6 @@ def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def ingest() -> Iterator[FakeIngest]:
-    fake = FakeIngest()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def emitter(ingest: FakeIngest, tmp_path: Path) -> Iterator[Emitter]:
     made = Emitter(make_settings(INGEST_URL=ingest.url, SPOOL_DIR=str(tmp_path / "spool")), config=FAST)
     yield made
