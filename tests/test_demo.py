@@ -109,8 +109,10 @@ def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_p
     env["COLUMNS"] = "300"  # the console's URL on one line
     if configured:
         env["OPERATOR_TOKEN"] = configured
+    env["PYTHONFAULTHANDLER"] = "1"  # a demo that does not stop dumps its threads on SIGABRT
+    stderr = (tmp_path / "stderr.txt").open("w")
     child = subprocess.Popen([PYTHON, "-m", "ops.cli", "demo", "--serve", "--port", "0", "--output", str(tmp_path)],
-                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 240
@@ -136,7 +138,14 @@ def test_demo_serve_prints_the_console_and_a_token_and_serves_until_ctrl_c(tmp_p
         assert page.status_code == 200 and "AWAITING_HUMAN" in page.text and "Open the paper" in page.text
     finally:
         child.send_signal(signal.SIGINT)
-        code = child.wait(30)
+        try:
+            code = child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGABRT)
+            child.wait(10)
+            stderr.close()
+            pytest.fail("the demo did not stop on Ctrl-C; its threads:\n" + (tmp_path / "stderr.txt").read_text()[-6000:])
+        stderr.close()
     assert code == 0
 
 
