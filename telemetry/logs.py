@@ -71,7 +71,7 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object, on one line, per record: `time` (RFC 3339, UTC, milliseconds), `level`,
-    `logger`, `message`, `process` (the role: ingest, dispatcher, worker, cli), `pid`, `thread`
+    `logger`, `message`, `process` (the role: ingest, dispatcher, worker, flower, cli), `pid`, `thread`
     (but the main one), `run_id`, `attempt`, `trace_id`, `span_id` when known, `exception` and
     `stack` when the record has them. A record whose arguments do not fit its message, or that
     holds values JSON cannot encode, still gives a line: a log call never fails."""

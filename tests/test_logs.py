@@ -189,3 +189,31 @@ def test_log_format_is_text_by_default_json_when_asked_and_a_clear_error_otherwi
     assert Settings.from_env({"LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(SettingsError, match=r"LOG_FORMAT='xml' must be one of text, json"):
         Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def test_flower_s_hook_leaves_any_other_use_of_the_app_alone(monkeypatch) -> None:
+    """Loaded outside `celery ... flower` (a worker, the dispatcher, this test), the app adds no
+    handler, whatever LOG_FORMAT says: those processes set their logging up themselves."""
+    import click
+
+    from tasks.flower_logs import json_logs_for_flower
+
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    before = list(logging.getLogger().handlers)
+    json_logs_for_flower()
+    with click.Context(click.Group("celery")) as context:
+        context.invoked_subcommand = "worker"
+        json_logs_for_flower()
+    assert logging.getLogger().handlers == before
+
+
+def test_flower_with_a_bad_log_format_stops_with_one_line_naming_it() -> None:
+    import subprocess
+
+    from tests.servers import PYTHON, ROOT, process_env
+
+    env = process_env(LOG_FORMAT="xml", MONGODB_URL="mongodb://127.0.0.1:9/nowhere")
+    done = subprocess.run([PYTHON, "-m", "celery", "-A", "tasks", "flower", "--port=0"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "error: LOG_FORMAT='xml' must be one of text, json.\n"

@@ -1,12 +1,13 @@
 """Every process started as the Procfile starts it, with LOG_FORMAT=json, writes only JSON
 objects to stderr, one a line, with the fields `telemetry.logs` promises: the web process
 (gunicorn's own lines and the app's; its access log too), the dispatcher and a Celery worker
-taking a run from the queue to AWAITING_HUMAN, and `manage-runs`."""
+taking a run from the queue to AWAITING_HUMAN, Flower, and `manage-runs`."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from orchestrator.db import probe_features
 from orchestrator.runs import create_hypothesis_and_run
 from tests.cluster import cluster_on
-from tests.servers import PYTHON, ROOT, process_env
+from tests.servers import PYTHON, ROOT, Child, free_port, process_env, wait_until
 
 pytestmark = pytest.mark.realserver
 
@@ -65,3 +66,21 @@ def test_manage_runs_logs_json_lines_on_stderr(real_server, real_db) -> None:
     expected = 1 if probe_features(real_db).is_ferretdb else 0  # FerretDB v1 refuses TTL indexes: a warning
     assert sum("cannot expire events_seen" in line["message"] for line in lines) == expected, done.stderr
     assert all(line["level"] in ("WARNING", "ERROR", "CRITICAL") for line in lines), "the CLI stays quiet"
+
+
+def test_flower_logs_json_lines_on_stderr(real_server, real_db, tmp_path) -> None:
+    """Flower as the Procfile starts it; its start-up lines (where it listens, the broker) are
+    INFO, so its --logging level still applies."""
+    env = process_env(MONGODB_URL=real_server.url(real_db.name), LOG_FORMAT="json")
+    port = free_port()
+    flower = Child("flower", [PYTHON, "-m", "celery", "-A", "tasks", "flower", f"--port={port}", "--address=127.0.0.1",
+                              "--read_only=True", "--enable_events=False", "--persistent=True",
+                              f"--db={tmp_path / 'flower'}"], env, log_dir=tmp_path, stderr_apart=True)
+    try:
+        wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=1).status == 200, 30,
+                   "Flower to answer")
+    finally:
+        flower.stop()
+    lines = json_lines(flower.errors(), "flower", "Flower's stderr")
+    assert any(f"127.0.0.1:{port}" in line["message"] for line in lines), flower.errors()[-2000:]
+    assert any(line["message"].startswith("Broker: ") for line in lines), flower.errors()[-2000:]
