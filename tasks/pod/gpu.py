@@ -1,6 +1,7 @@
 """GPU telemetry for heartbeats: NVML when importable, else nvidia-smi, else nothing.
 
 A CPU-only pod has no GPU; that is not an error, the heartbeat simply carries no GPU fields.
+`mem_gb` is decimal gigabytes (1e9 bytes) from either source: NVML counts bytes, nvidia-smi MiB.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 from typing import Any
+
+MIB = 1024 * 1024
 
 
 def _nvml() -> dict[str, float] | None:
@@ -36,7 +39,7 @@ def _nvidia_smi() -> dict[str, float] | None:
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.splitlines()[0]
         util, mem_mib, temp = (float(x) for x in out.split(","))
-        return {"gpu_util": util, "mem_gb": round(mem_mib / 1024, 3), "temp_c": temp}
+        return {"gpu_util": util, "mem_gb": round(mem_mib * MIB / 1e9, 3), "temp_c": temp}
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
 
