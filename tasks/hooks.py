@@ -1,8 +1,8 @@
 """Celery's worker signals -> the pod runtime: prepare the database before the broker connects,
 start the runtime (and with it the presence record) with each process that runs tasks, flush
 and stop it at exit. Once the worker is ready, say in its log whether ingest and the artifact
-store answer (`orchestrator.preflight`). With LOG_FORMAT=json, the handlers Celery sets up write
-JSON lines (`telemetry.logs`).
+store answer (`orchestrator.preflight`). The handlers Celery sets up write JSON lines with
+LOG_FORMAT=json, else Celery's lines with a run's id at the end (`telemetry.logs`).
 
 Listed in the app's `include`, so Celery imports it in a worker before `worker_init` fires.
 """
@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from celery import signals
-from celery.utils.log import get_multiprocessing_logger
+from celery.utils.log import ColorFormatter, get_multiprocessing_logger
 from pymongo.errors import PyMongoError
 
 from orchestrator.db import prepare_database
@@ -50,19 +50,29 @@ def _on_worker_program_start(**_: Any) -> None:
 @signals.after_setup_logger.connect
 def _on_logging_set_up(logger: Any = None, **_: Any) -> None:
     """Celery configures the worker's logging itself (`--loglevel`, its handlers on stderr, the
-    stdout it redirects into the log); with LOG_FORMAT=json its handlers, of the root logger and
-    of billiard's pool logger, format JSON lines instead, their levels and streams unchanged."""
-    if read_log_format() == "json":
-        for configured in (logger, get_multiprocessing_logger()):
-            if configured is not None:
-                logs.use_json(configured, process="worker")
+    stdout it redirects into the log); its handlers, of the root logger and of billiard's pool
+    logger, keep their levels and streams, and format as LOG_FORMAT says."""
+    for configured in (logger, get_multiprocessing_logger()):
+        if configured is not None:
+            _format_as_asked(configured)
 
 
 @signals.after_setup_task_logger.connect
 def _on_task_logging_set_up(logger: Any = None, **_: Any) -> None:
     """The same for the task logger (`celery.task`), which has handlers of its own."""
-    if read_log_format() == "json" and logger is not None:
+    if logger is not None:
+        _format_as_asked(logger)
+
+
+def _format_as_asked(logger: logging.Logger) -> None:
+    """json: JSON lines. text: Celery's own lines, a run's ending in ` run=<id>/<attempt>`; only
+    Celery's handlers, so a host's own (pytest's, around an in-process worker) are left alone."""
+    if read_log_format() == "json":
         logs.use_json(logger, process="worker")
+        return
+    for handler in logger.handlers:
+        if isinstance(handler.formatter, ColorFormatter):
+            logs.use_run_suffix(handler)
 
 
 @signals.worker_init.connect

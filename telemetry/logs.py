@@ -56,17 +56,45 @@ def use_json(logger: logging.Logger, *, process: str) -> None:
         handler.setFormatter(JsonFormatter(process))
 
 
+def use_run_suffix(handler: logging.Handler) -> None:
+    """A host's handler (Celery's) keeps its own format and ends a run's lines in
+    ` run=<id>/<attempt>`, as `TextFormatter` does."""
+    if not isinstance(handler.formatter, RunSuffixed):
+        handler.setFormatter(RunSuffixed(handler.formatter or logging.Formatter()))
+
+
+def run_suffix(record: logging.LogRecord) -> str:
+    """` run=<id>/<attempt>` when the record belongs to a run, else nothing."""
+    context = context_of(record)
+    if "run_id" not in context:
+        return ""
+    attempt = f"/{context['attempt']}" if "attempt" in context else ""
+    return f" run={context['run_id']}{attempt}"
+
+
 class TextFormatter(logging.Formatter):
     """`fmt`, then ` run=<id>/<attempt>` when the record belongs to a run: the text a person
     reads, with the one field they need to tell concurrent runs apart."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
-        context = context_of(record)
-        if "run_id" not in context:
+        return super().formatMessage(record) + run_suffix(record)
+
+
+class RunSuffixed(logging.Formatter):
+    """A host's formatter, whatever it is, with the run suffix at the end of the record's first
+    line (before any traceback), where a grep for the run finds it."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        suffix = run_suffix(record)
+        if not suffix:
             return line
-        attempt = f"/{context['attempt']}" if "attempt" in context else ""
-        return f"{line} run={context['run_id']}{attempt}"
+        first, newline, rest = line.partition("\n")
+        return first + suffix + newline + rest
 
 
 class JsonFormatter(logging.Formatter):

@@ -184,6 +184,52 @@ def test_use_json_reformats_the_handlers_a_host_installed() -> None:
     assert json.loads(stream.getvalue())["message"] == "ready"
 
 
+def test_celery_s_own_lines_end_in_the_run_in_the_text_format() -> None:
+    """The worker's text lines stay Celery's (its TaskFormatter: task name and id), a run's lines
+    ending in its id and attempt before any traceback; wrapping twice adds one suffix."""
+    from celery.app.log import TaskFormatter
+
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(TaskFormatter("%(levelname)s %(task_name)s[%(task_id)s]: %(message)s", use_color=False))
+    logs.use_run_suffix(handler)
+    logs.use_run_suffix(handler)
+    record = logging.LogRecord("tasks.pod.attempt", logging.WARNING, __file__, 1, "slow %s", ("step",), None)
+    assert handler.format(record) == "WARNING ???[???]: slow step"
+    with tracing.run_scope("run-1", 2):
+        assert handler.format(record) == "WARNING ???[???]: slow step run=run-1/2"
+        try:
+            raise KeyError("k")
+        except KeyError:
+            record.exc_info = sys.exc_info()
+        first, *rest = handler.format(record).splitlines()
+    assert first == "WARNING ???[???]: slow step run=run-1/2" and rest[0].startswith("Traceback")
+
+
+def test_the_worker_s_hook_formats_celery_s_handlers_only(monkeypatch) -> None:
+    """In the text format the hook wraps the handlers Celery made and leaves a host's alone
+    (pytest's, around an in-process worker); in JSON it formats them all."""
+    from celery.utils.log import ColorFormatter
+
+    from tasks import hooks
+
+    logger = logging.getLogger("tests.logs.celery_host")
+    celerys, hosts = logging.StreamHandler(io.StringIO()), logging.StreamHandler(io.StringIO())
+    celerys.setFormatter(ColorFormatter("%(message)s", use_color=False))
+    hosts.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(celerys)
+    logger.addHandler(hosts)
+    try:
+        monkeypatch.setenv("LOG_FORMAT", "text")
+        hooks._on_task_logging_set_up(logger=logger)
+        assert isinstance(celerys.formatter, logs.RunSuffixed) and type(hosts.formatter) is logging.Formatter
+        monkeypatch.setenv("LOG_FORMAT", "json")
+        hooks._on_task_logging_set_up(logger=logger)
+        assert all(isinstance(h.formatter, logs.JsonFormatter) for h in (celerys, hosts))
+    finally:
+        logger.removeHandler(celerys)
+        logger.removeHandler(hosts)
+
+
 def test_log_format_is_text_by_default_json_when_asked_and_a_clear_error_otherwise() -> None:
     assert read_log_format({}) == "text" and read_log_format({"LOG_FORMAT": "JSON"}) == "json"
     assert Settings.from_env({"LOG_FORMAT": "json"}).log_format == "json"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.db import probe_features
-from orchestrator.runs import create_hypothesis_and_run
+from orchestrator.runs import cancel_run, create_hypothesis_and_run
 from tests.cluster import cluster_on
 from tests.servers import PYTHON, ROOT, Child, free_port, process_env, wait_until
 
@@ -84,3 +84,22 @@ def test_flower_logs_json_lines_on_stderr(real_server, real_db, tmp_path) -> Non
     lines = json_lines(flower.errors(), "flower", "Flower's stderr")
     assert any(f"127.0.0.1:{port}" in line["message"] for line in lines), flower.errors()[-2000:]
     assert any(line["message"].startswith("Broker: ") for line in lines), flower.errors()[-2000:]
+
+
+def test_the_worker_s_text_lines_are_celery_s_and_a_run_s_end_in_its_id(real_server, tmp_path) -> None:
+    """LOG_FORMAT=text (the default): Celery's own format, a line logged for a run (here its
+    heartbeat seeing the cancel) ending in ` run=<id>/<attempt>`."""
+    with cluster_on(real_server, tmp_path, "textlogs", LOG_FORMAT="text") as cluster:
+        cluster.stderr_apart = True
+        cluster.start_ingest()
+        worker = cluster.start_worker("pod-text")
+        cluster.start_dispatcher()
+        _, run_id = create_hypothesis_and_run(cluster.db, "t", "idea", idea_json={"stage_s": 30}, pipeline="sleepy")
+        cluster.wait_status(run_id, {"RUNNING"}, 60)
+        cancel_run(cluster.db, run_id, by="operator", reason="enough")
+        cluster.wait_status(run_id, {"CANCELED"}, 60)
+        cluster.stop()
+    lines = worker.errors().splitlines()
+    canceled = [line for line in lines if "cancel requested" in line]
+    assert canceled and all(line.startswith("[") and line.endswith(f" run={run_id}/1") for line in canceled), lines[-30:]
+    assert any(line.endswith(" ready.") for line in lines), "Celery's lines outside a run carry no suffix"
