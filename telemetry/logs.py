@@ -9,7 +9,8 @@ made current even where no SDK records spans); `extra={"run_id": ...}` on a call
 code outside the run's scope.
 
 A process that owns its logging calls `configure_logging`; where a host installs its own handlers
-(Celery, gunicorn) the host's handlers get `formatter(...)`.
+(Celery, gunicorn) they format JSON (`use_json`), or keep the host's text with the run at the end
+(`use_run_suffix`).
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ class RunSuffixed(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object, on one line, per record: `time` (RFC 3339, UTC, milliseconds), `level`,
-    `logger`, `message`, `process` (the role: ingest, dispatcher, worker, flower, cli), `pid`, `thread`
-    (but the main one), `run_id`, `attempt`, `trace_id`, `span_id` when known, `exception` and
-    `stack` when the record has them. A record whose arguments do not fit its message, or that
+    `logger`, `message`, `process` (the role: ingest, dispatcher, worker, flower, cli), `pid`,
+    `thread` (but the main one), `run_id`, `attempt`, `trace_id`, `span_id` when known,
+    `exception` and `stack` when the record has them. A record whose arguments do not fit its message, or that
     holds values JSON cannot encode, still gives a line: a log call never fails."""
 
     def __init__(self, process: str | None = None) -> None:
